@@ -1,0 +1,128 @@
+"""Assignment backends: the one operation every algorithm here needs from an engine.
+
+k-means (``fastndb.kmeans``) and bin assignment (``NDB.assign``) are written once against
+:class:`AssignBackend`, in the manner of FAISS contrib's ``DatasetAssign``: a backend answers "which centroid is
+nearest to each row, and how far" and nothing else. Sums, counts, initialisation and statistics stay in torch,
+so every backend gives the same algorithm.
+
+* ``"torch"``: chunked GEMM (:func:`fastndb.kernels.nearest_centroid`), any device. Always available.
+* ``"faiss"``: an exact ``IndexFlatL2`` search; CPU tensors through ``faiss-cpu`` (zero copy via numpy),
+  CUDA tensors through ``faiss-gpu`` (zero copy via ``faiss.contrib.torch_utils``).
+* ``"cuml"``: cuML's brute-force ``NearestNeighbors`` on CUDA tensors (zero copy via
+  ``__cuda_array_interface__``).
+* ``"auto"``: ``"torch"``. It is as fast as the alternatives on the CPU (see ``benchmarks/``) and gives the same
+  result wherever it runs, whichever optional packages happen to be installed.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import torch
+from torch import Tensor
+
+from fastndb._optional import is_available, require
+from fastndb.kernels import nearest_centroid
+
+BACKENDS = ("auto", "torch", "faiss", "cuml")
+
+
+class AssignBackend(Protocol):
+    """What an engine must provide: nearest-centroid search."""
+
+    name: str
+
+    def nearest(self, x: Tensor, centroids: Tensor) -> tuple[Tensor, Tensor]:
+        """Return ``labels (N,)`` int64 and squared L2 ``distances (N,)`` (``>= 0``) on ``x``'s device."""
+        ...
+
+
+class TorchBackend:
+    """Chunked GEMM nearest-centroid search in PyTorch, on the tensors' own device."""
+
+    name = "torch"
+
+    def nearest(self, x: Tensor, centroids: Tensor) -> tuple[Tensor, Tensor]:
+        return nearest_centroid(x, centroids)
+
+
+class FaissBackend:
+    """Exact L2 search with FAISS (``IndexFlatL2`` on CPU, ``knn_gpu`` on CUDA)."""
+
+    name = "faiss"
+
+    def __init__(self) -> None:
+        self._faiss = require("faiss", "backend='faiss'")
+        self._gpu_resources = None
+
+    def nearest(self, x: Tensor, centroids: Tensor) -> tuple[Tensor, Tensor]:
+        faiss = self._faiss
+        x32 = x.to(torch.float32).contiguous()
+        c32 = centroids.to(torch.float32).contiguous()
+        if x.is_cuda:
+            if not hasattr(faiss, "StandardGpuResources"):
+                raise ValueError(
+                    "backend='faiss': the samples are CUDA tensors but the installed FAISS has no GPU support; "
+                    "install faiss-gpu, or use backend='torch'"
+                )
+            import faiss.contrib.torch_utils  # noqa: F401  (lets knn_gpu take torch tensors, zero copy)
+
+            if self._gpu_resources is None:
+                self._gpu_resources = faiss.StandardGpuResources()
+            distances, labels = faiss.knn_gpu(self._gpu_resources, x32, c32, 1, device=x.device.index or 0)
+        else:
+            index = faiss.IndexFlatL2(c32.shape[1])
+            index.add(c32.numpy())
+            d_np, i_np = index.search(x32.numpy(), 1)
+            distances, labels = torch.from_numpy(d_np), torch.from_numpy(i_np)
+        return labels[:, 0].to(torch.int64), distances[:, 0].clamp_min(0).to(x.dtype)
+
+
+class CumlBackend:
+    """Brute-force nearest neighbours with cuML (CUDA tensors only)."""
+
+    name = "cuml"
+
+    def __init__(self) -> None:
+        self._neighbors = require("cuml", "backend='cuml'").neighbors
+
+    def nearest(self, x: Tensor, centroids: Tensor) -> tuple[Tensor, Tensor]:
+        if not x.is_cuda:
+            raise ValueError(
+                f"backend='cuml' runs on CUDA tensors, got samples on {x.device}; move them with .cuda() "
+                f"or use backend='torch'"
+            )
+        search = self._neighbors.NearestNeighbors(n_neighbors=1, algorithm="brute", metric="sqeuclidean",
+                                                  output_type="cupy")
+        search.fit(centroids.to(torch.float32).contiguous())
+        distances, labels = search.kneighbors(x.to(torch.float32).contiguous())
+        labels_t = torch.from_dlpack(labels)[:, 0].to(torch.int64)
+        distances_t = torch.from_dlpack(distances)[:, 0].clamp_min(0).to(x.dtype)
+        return labels_t, distances_t
+
+
+def resolve_backend(name: str) -> AssignBackend:
+    """The backend called ``name`` (see the module docstring).
+
+    Raises:
+        ValueError: unknown name.
+        ModuleNotFoundError: the backend's package is not installed (naming what to install).
+
+    Example:
+        >>> resolve_backend("auto").name
+        'torch'
+    """
+    if not isinstance(name, str) or name not in BACKENDS:
+        raise ValueError(f"backend: expected one of {BACKENDS}, got {name!r}")
+    if name in ("auto", "torch"):
+        return TorchBackend()
+    if name == "faiss":
+        return FaissBackend()
+    return CumlBackend()
+
+
+def available_backends() -> list[str]:
+    """Names of the backends usable in this environment (without importing them)."""
+    names = ["torch"]
+    names += [n for n in ("faiss", "cuml") if is_available(n)]
+    return names

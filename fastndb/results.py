@@ -1,0 +1,89 @@
+"""Results: typed, frozen outcome of an NDB comparison."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+from torch import Tensor
+
+
+@dataclass(frozen=True)
+class NDBResult:
+    """The NDB comparison of a fake sample's bin histogram against the real one.
+
+    Scalars are Python numbers; per-bin fields are ``(K,)`` tensors on the device the work ran on.
+
+    What the numbers mean: ``ndb`` counts bins whose share of fake samples differs from the real share by more
+    than chance would explain at level ``alpha`` (two-sided pooled two-proportion z-test per bin). Under the null
+    (fake drawn like real) and with independent reference proportions (``mode="holdout"``) about ``alpha * K``
+    bins are flagged by chance: compare ``ndb`` with ``expected_false_positives``, or use ``correction`` or the
+    overall ``p_value``. What they do not mean: a low NDB does not show that samples are good (a model that
+    copies the training set scores perfectly), and the bins only see differences large enough to move samples
+    between k-means cells in the chosen feature space.
+
+    Attributes:
+        ndb: number of statistically different bins.
+        ndb_ratio: ``ndb / num_bins``.
+        js: Jensen-Shannon divergence (natural log, in ``[0, ln 2]``) of the two bin histograms.
+        num_bins: ``K``.
+        alpha: significance level of each per-bin test.
+        num_real: reference (real) sample size ``n_r`` behind ``real_counts``.
+        num_fake: fake sample size ``n_f``.
+        real_counts: ``(K,)`` int64 reference counts.
+        fake_counts: ``(K,)`` int64 fake counts.
+        real_proportions: ``(K,)`` float64 ``real_counts / n_r``.
+        fake_proportions: ``(K,)`` float64 ``fake_counts / n_f``.
+        z: ``(K,)`` float64 z statistics; ``z > 0``: the bin is over-represented in the fake sample.
+        p_values: ``(K,)`` float64 two-sided p-values of the per-bin tests, uncorrected.
+        p_values_adjusted: ``(K,)`` float64 p-values after ``correction`` (equal to ``p_values`` without one).
+        different: ``(K,)`` bool, the bins counted in ``ndb``.
+        correction: ``None``, ``"holm"`` or ``"bh"``.
+        z_threshold: if set, ``different`` is ``|z| > z_threshold`` instead of the p-value rule.
+        expected_false_positives: ``alpha * K``, the mean of ``ndb`` under the null without correction.
+        chi2: chi-square statistic of the 2 x K test of homogeneity (bins empty in both samples dropped).
+        chi2_dof: its degrees of freedom (non-empty bins - 1).
+        p_value: the chi-square test's p-value for "the two histograms differ".
+        mode: ``"holdout"`` or ``"original"``: how the reference proportions were obtained.
+    """
+
+    ndb: int
+    ndb_ratio: float
+    js: float
+    num_bins: int
+    alpha: float
+    num_real: int
+    num_fake: int
+    real_counts: Tensor
+    fake_counts: Tensor
+    real_proportions: Tensor
+    fake_proportions: Tensor
+    z: Tensor
+    p_values: Tensor
+    p_values_adjusted: Tensor
+    different: Tensor
+    correction: str | None
+    z_threshold: float | None
+    expected_false_positives: float
+    chi2: float
+    chi2_dof: int
+    p_value: float
+    mode: str
+
+    def to_dict(self, *, python: bool = False) -> dict:
+        """Fields as a dict.
+
+        Args:
+            python: convert tensors to lists (JSON-ready) instead of keeping them as tensors.
+        """
+        out = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            out[f.name] = value.tolist() if python and isinstance(value, Tensor) else value
+        return out
+
+    def __repr__(self) -> str:
+        return (
+            f"NDBResult(ndb={self.ndb}, ndb_ratio={self.ndb_ratio:.4f}, js={self.js:.6f}, num_bins={self.num_bins}, "
+            f"alpha={self.alpha}, expected_false_positives={self.expected_false_positives:.2f}, "
+            f"p_value={self.p_value:.4g}, num_real={self.num_real}, num_fake={self.num_fake}, mode={self.mode!r})"
+        )

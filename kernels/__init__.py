@@ -1,0 +1,10 @@
+"""Compute kernels of fastndb, installed as ``fastndb.kernels``.
+
+Each kernel has a pure-PyTorch implementation here that runs on any device and is the reference the
+dedicated GPU kernels are tested against. All of them work on row chunks so that the ``N x K`` distance
+matrix is never held whole.
+"""
+
+from fastndb.kernels.assign import default_chunk_rows, lloyd_step, nearest_centroid, squared_norms
+
+__all__ = ["default_chunk_rows", "lloyd_step", "nearest_centroid", "squared_norms"]

@@ -1,0 +1,70 @@
+"""Assignment kernels against a brute-force float64 search."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from fastndb.kernels import lloyd_step, nearest_centroid, squared_norms
+
+
+def brute_force(x, c):
+    d2 = ((x.double()[:, None, :] - c.double()[None, :, :]) ** 2).sum(-1)
+    return d2.argmin(1), d2
+
+
+@pytest.mark.parametrize("n,d,k,chunk", [(1, 3, 1, None), (257, 17, 13, 64), (1000, 64, 100, None), (333, 5, 7, 1)])
+def test_nearest_matches_float64_brute_force(n, d, k, chunk):
+    g = torch.Generator().manual_seed(n + d + k)
+    x, c = torch.randn(n, d, generator=g), torch.randn(k, d, generator=g)
+    labels, d2 = nearest_centroid(x, c, chunk_rows=chunk)
+    ref_labels, ref_d2 = brute_force(x, c)
+    best = ref_d2.gather(1, ref_labels[:, None])[:, 0]
+    chosen = ref_d2.gather(1, labels[:, None])[:, 0]
+    # the chosen centroid is optimal up to float32 rounding of the expansion (ties aside)
+    assert torch.all(chosen - best <= 1e-4 * (1 + best))
+    assert (labels == ref_labels).float().mean() > 0.99
+    np.testing.assert_allclose(d2.double().numpy(), chosen.numpy(), rtol=1e-4, atol=1e-4)
+    assert labels.dtype == torch.int64 and labels.shape == (n,)
+
+
+def test_exact_duplicates_give_zero_not_negative_or_nan():
+    g = torch.Generator().manual_seed(0)
+    c = torch.randn(10, 128, generator=g) * 30  # large norms: the expansion cancels badly
+    x = torch.cat([c, c[:3]])
+    labels, d2 = nearest_centroid(x, c)
+    assert torch.isfinite(d2).all() and (d2 >= 0).all()
+    assert labels.tolist() == list(range(10)) + [0, 1, 2]
+    assert float(d2.max()) < 1e-2 * float(squared_norms(c).max()) * 1e-3
+
+
+def test_ties_go_to_lowest_index_and_chunking_is_invisible():
+    c = torch.tensor([[1.0, 0.0], [1.0, 0.0], [-1.0, 0.0]])
+    x = torch.zeros(50, 2)  # equidistant from all
+    labels, _ = nearest_centroid(x, c, chunk_rows=7)
+    assert set(labels.tolist()) <= {0, 2}
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(999, 9, generator=g)
+    c = torch.randn(31, 9, generator=g)
+    whole = nearest_centroid(x, c, chunk_rows=999)
+    pieces = nearest_centroid(x, c, chunk_rows=100)
+    assert torch.equal(whole[0], pieces[0])
+
+
+def test_float64_inputs_stay_float64():
+    x = torch.randn(20, 4, dtype=torch.float64)
+    labels, d2 = nearest_centroid(x, x[:5])
+    assert d2.dtype == torch.float64
+    assert labels[:5].tolist() == [0, 1, 2, 3, 4]
+
+
+def test_lloyd_step_sums_and_counts():
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(500, 6, generator=g)
+    labels = torch.randint(0, 9, (500,), generator=g)
+    sums, counts = lloyd_step(x, torch.zeros(9, 6), labels)
+    for k in range(9):
+        np.testing.assert_allclose(sums[k].numpy(), x[labels == k].sum(0).numpy(), rtol=1e-5, atol=1e-5)
+        assert counts[k] == int((labels == k).sum())
+    assert counts.dtype == torch.int64
