@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from fastndb.inputs import Batches, as_batches, check_same_library, concatenate
+from fastndb.inputs import as_batches, check_same_library, concatenate
 from fastndb.ndb import NDB, check_alpha, check_test_options, compare_to_reference
 from fastndb.results import NDBResult
 
@@ -58,13 +58,10 @@ def content_digest(x: torch.Tensor) -> str:
     return digest.hexdigest()
 
 
-def _identity(real: object, batches: Batches) -> tuple[tuple, Any]:
-    """(hashable identity key, object to keep a weak reference to or None) of the real data."""
-    if isinstance(real, torch.Tensor):
-        key = ("torch", id(real), real.data_ptr(), tuple(real.shape), real.stride(), str(real.dtype),
-               str(real.device), real._version)
-        return key, weakref.ref(real)
-    return ("content", content_digest(concatenate(batches))), None
+def _tensor_identity(real: torch.Tensor) -> tuple:
+    """Identity of a tensor's current contents without reading them (see the module docstring)."""
+    return ("torch", id(real), real.data_ptr(), tuple(real.shape), real.stride(), str(real.dtype),
+            str(real.device), real._version)
 
 
 def score(
@@ -118,38 +115,61 @@ def score(
         raise TypeError(f"score() got unexpected keyword argument(s): {', '.join(sorted(unknown))}")
     alpha = check_alpha(alpha)
     check_test_options(correction, z_threshold)
-    real_batches = as_batches(real, "real")
+    ndb = NDB(num_bins, alpha, mode=mode, seed=seed, correction=correction, z_threshold=z_threshold, **options)
     fake_batches = as_batches(fake, "fake")
-    check_same_library(real=real_batches.library, fake=fake_batches.library)
-
-    progress = options.pop("progress", None)
-    ndb = NDB(num_bins, alpha, mode=mode, seed=seed, correction=correction, z_threshold=z_threshold,
-              progress=progress, **options)
+    bin_options = {k: v for k, v in options.items() if k != "progress"}
+    bin_options.update(num_bins=num_bins, mode=mode, seed=seed)
     if cache:
-        ndb = _cached_fit(real, real_batches, ndb, options | {"num_bins": num_bins, "mode": mode, "seed": seed})
+        ndb = _cached_fit(real, fake_batches.library, ndb, bin_options)
     else:
-        ndb.fit(real_batches.single if real_batches.single is not None else concatenate(real_batches))
+        real_batches = as_batches(real, "real")
+        check_same_library(real=real_batches.library, fake=fake_batches.library)
+        ndb.fit(concatenate(real_batches))
     fake_counts = ndb.count(fake_batches)
     # a cached NDB may have been built with other test options: apply this call's
     return compare_to_reference(
-        ndb.real_counts, fake_counts, alpha=alpha, correction=correction, z_threshold=z_threshold, mode=mode
+        ndb.real_counts, fake_counts, alpha=alpha, correction=correction, z_threshold=z_threshold, mode=mode,
+        precision=ndb.precision_on(fake_counts.device),
     )
 
 
-def _cached_fit(real: object, real_batches: Batches, ndb: NDB, bin_options: dict) -> NDB:
-    if real_batches.single is None:  # an iterable: materialise once, then key by content
-        real_batches = Batches(real_batches.library, concatenate(real_batches), iter(()))
-    identity, ref = _identity(real, real_batches)
-    key = (identity, tuple(sorted(bin_options.items())))
+def _lookup(key: tuple, real: object) -> NDB | None:
     with _lock:
         hit = _cache.get(key)
-        if hit is not None and (hit[0] is None or hit[0]() is real):
-            _cache.move_to_end(key)
-            return hit[1]
-    ndb.fit(real_batches.single)
+        if hit is None or (hit[0] is not None and hit[0]() is not real):
+            return None
+        _cache.move_to_end(key)
+        return hit[1]
+
+
+def _cached_fit(real: object, fake_library: str, ndb: NDB, bin_options: dict) -> NDB:
+    """Bins for ``real`` from the cache, or fitted and cached. A torch tensor found in the cache is not
+    re-validated: it was validated when cached, and its version counter shows it has not changed since."""
+    options_key = tuple(sorted(bin_options.items()))
+    if isinstance(real, torch.Tensor):
+        check_same_library(real="torch", fake=fake_library)
+        key = (_tensor_identity(real), options_key)
+        hit = _lookup(key, real)
+        if hit is not None:
+            return hit
+        ndb.fit(real)
+        _store(key, weakref.ref(real), ndb)
+        return ndb
+    real_batches = as_batches(real, "real")
+    check_same_library(real=real_batches.library, fake=fake_library)
+    matrix = concatenate(real_batches)
+    key = (("content", content_digest(matrix)), options_key)
+    hit = _lookup(key, None)
+    if hit is not None:
+        return hit
+    ndb.fit(matrix)
+    _store(key, None, ndb)
+    return ndb
+
+
+def _store(key: tuple, ref: Any, ndb: NDB) -> None:
     with _lock:
         _cache[key] = (ref, ndb)
         _cache.move_to_end(key)
         while len(_cache) > CACHE_SIZE:
             _cache.popitem(last=False)
-    return ndb

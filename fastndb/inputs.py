@@ -3,7 +3,8 @@
 Accepted for every data argument:
 
 * ``torch.Tensor`` on any device (used as is);
-* ``numpy.ndarray`` (wrapped with :func:`torch.from_numpy`, no copy);
+* ``numpy.ndarray`` (wrapped with :func:`torch.from_numpy`, no copy; arrays with negative strides or
+  non-native byte order, which torch cannot wrap, are copied once);
 * CuPy arrays and anything else exporting ``__dlpack__`` (wrapped with :func:`torch.from_dlpack`, no copy);
 * an iterable of batches, e.g. a ``DataLoader``, yielding one of the above or ``(x, y, ...)`` tuples whose
   first element is the samples.
@@ -60,9 +61,13 @@ def to_tensor(obj: object, name: str) -> torch.Tensor:
     if library == "numpy":
         if obj.dtype.kind not in "biuf":  # type: ignore[union-attr]
             raise TypeError(f"{name}: expected a numeric array, got a numpy array of dtype {obj.dtype}")  # type: ignore[union-attr]
+        array: np.ndarray = obj  # type: ignore[assignment]
+        if not array.dtype.isnative or any(stride < 0 for stride in array.strides):
+            # torch cannot wrap these layouts: one native-order, positive-stride copy
+            array = np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("="))
         with warnings.catch_warnings():  # read-only arrays: we never write into them
             warnings.simplefilter("ignore", UserWarning)
-            return torch.from_numpy(obj)  # type: ignore[arg-type]
+            return torch.from_numpy(array)
     if library is not None:
         try:
             return torch.from_dlpack(obj)  # type: ignore[arg-type]
@@ -74,6 +79,12 @@ def to_tensor(obj: object, name: str) -> torch.Tensor:
 def _check_dtype(t: torch.Tensor, name: str) -> None:
     if t.dtype == torch.bool or t.is_complex():
         raise TypeError(f"{name}: expected real floating-point or integer samples, got dtype {t.dtype}")
+
+
+def _all_finite(x: torch.Tensor) -> bool:
+    """Whether every value is finite, from one NaN-propagating ``aminmax`` pass (no boolean copy of ``x``)."""
+    low, high = torch.aminmax(x)
+    return bool(torch.isfinite(torch.stack([low, high])).all())
 
 
 def as_sample_matrix(t: torch.Tensor, name: str, *, num_features: int | None = None) -> torch.Tensor:
@@ -109,7 +120,7 @@ def as_sample_matrix(t: torch.Tensor, name: str, *, num_features: int | None = N
             f"{name}: expected {num_features} features per sample (the bins' dimension), got {dim} "
             f"from shape {tuple(t.shape)}"
         )
-    if matrix.is_floating_point():
+    if matrix.is_floating_point() and not _all_finite(matrix):
         finite = torch.isfinite(matrix)
         if not bool(finite.all()):
             bad = int((~finite).sum())

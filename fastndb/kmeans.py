@@ -100,9 +100,9 @@ def kmeans_plusplus(x: Tensor, k: int, *, generator: torch.Generator, init_size:
         cand_sq = sample_sq.index_select(0, picks)
         d2 = torch.addmm(cand_sq[None, :] + sample_sq[:, None], sample, candidates.t(), alpha=-2).clamp_min_(0)
         reduced = torch.minimum(d2, closest[:, None])
-        best = reduced.sum(0, dtype=torch.float64).argmin()
-        centers[i] = candidates[best]
-        closest = reduced[:, best]
+        best = reduced.sum(0, dtype=torch.float64).argmin().view(1)  # stays on the device: no sync
+        centers[i] = candidates.index_select(0, best)[0]
+        closest = reduced.index_select(1, best)[:, 0]
     return centers
 
 

@@ -17,6 +17,7 @@ from fastndb._progress import progress_bar
 from fastndb.backends import BACKENDS, AssignBackend, resolve_backend
 from fastndb.features import FeatureMap, fit_feature_map, original_max_dims
 from fastndb.inputs import Batches, as_batches, concatenate
+from fastndb.kernels import matmul_precision
 from fastndb.kmeans import check_int, kmeans
 from fastndb.results import NDBResult
 from fastndb.statistics import CORRECTIONS, compare_histograms
@@ -68,6 +69,7 @@ def compare_to_reference(
     correction: str | None,
     z_threshold: float | None,
     mode: str,
+    precision: str,
 ) -> NDBResult:
     """:func:`~fastndb.statistics.compare_histograms` on the fake counts' device, warning on small samples."""
     real_counts = real_counts.to(fake_counts.device)
@@ -81,7 +83,8 @@ def compare_to_reference(
             stacklevel=3,
         )
     return compare_histograms(
-        real_counts, fake_counts, alpha=alpha, correction=correction, z_threshold=z_threshold, mode=mode
+        real_counts, fake_counts, alpha=alpha, correction=correction, z_threshold=z_threshold, mode=mode,
+        precision=precision,
     )
 
 
@@ -266,6 +269,10 @@ class NDB:
         """``(K,)`` int64 reference counts of real samples per bin."""
         return self.bins.real_counts
 
+    def precision_on(self, device: torch.device) -> str:
+        """Arithmetic of the assignment on ``device`` (see :func:`fastndb.kernels.matmul_precision`)."""
+        return matmul_precision(self.centroids.dtype, device)
+
     @property
     def num_features(self) -> int:
         """``D``, the number of features per sample the bins were fitted on."""
@@ -328,7 +335,7 @@ class NDB:
         """NDB statistics of a fake histogram against the fitted reference counts."""
         return compare_to_reference(
             self.real_counts, fake_counts, alpha=self.alpha, correction=self.correction,
-            z_threshold=self.z_threshold, mode=self.mode,
+            z_threshold=self.z_threshold, mode=self.mode, precision=self.precision_on(fake_counts.device),
         )
 
     def score(self, fake: object) -> NDBResult:

@@ -44,6 +44,8 @@ class NDBResult:
         chi2_dof: its degrees of freedom (non-empty bins - 1).
         p_value: the chi-square test's p-value for "the two histograms differ".
         mode: ``"holdout"`` or ``"original"``: how the reference proportions were obtained.
+        precision: arithmetic of the bin assignment, e.g. ``"float32"``, ``"float64"``, or a note that TF32 /
+            reduced-precision matmul was allowed (which can move near-tie samples between bins).
     """
 
     ndb: int
@@ -68,6 +70,7 @@ class NDBResult:
     chi2_dof: int
     p_value: float
     mode: str
+    precision: str = "float32"
 
     def to_dict(self, *, python: bool = False) -> dict:
         """Fields as a dict.

@@ -152,6 +152,7 @@ def compare_histograms(
     correction: str | None = None,
     z_threshold: float | None = None,
     mode: str = "holdout",
+    precision: str = "float32",
 ) -> NDBResult:
     """All NDB statistics of a real and a fake bin histogram.
 
@@ -162,6 +163,7 @@ def compare_histograms(
         correction: ``None`` | ``"holm"`` | ``"bh"`` (see :func:`adjust_p_values`).
         z_threshold: flag ``|z| > z_threshold`` instead of ``p < alpha`` (the original's option).
         mode: recorded in the result.
+        precision: arithmetic of the assignment that produced the counts, recorded in the result.
 
     Example:
         >>> result = compare_histograms(torch.tensor([500, 500]), torch.tensor([700, 300]), alpha=0.05)
@@ -201,4 +203,5 @@ def compare_histograms(
         chi2_dof=chi2_dof,
         p_value=p_value,
         mode=mode,
+        precision=precision,
     )

@@ -33,6 +33,23 @@ def default_chunk_rows(num_rows: int, num_centroids: int, device: torch.device) 
     return max(1, min(num_rows, _GPU_CHUNK_BYTES // (4 * max(num_centroids, 1))))
 
 
+def matmul_precision(dtype: torch.dtype, device: torch.device) -> str:
+    """How the assignment GEMM computes for ``dtype`` on ``device`` under the current torch settings.
+
+    Example:
+        >>> matmul_precision(torch.float64, torch.device("cpu"))
+        'float64'
+    """
+    if dtype == torch.float64:
+        return "float64"
+    if device.type == "cuda" and torch.backends.cuda.matmul.allow_tf32:
+        return "float32 inputs, TF32 matmul (torch.backends.cuda.matmul.allow_tf32=True)"
+    setting = torch.get_float32_matmul_precision()
+    if setting != "highest":
+        return f"float32 inputs, reduced-precision matmul allowed (float32_matmul_precision={setting!r})"
+    return "float32"
+
+
 def squared_norms(x: Tensor) -> Tensor:
     """Row squared norms ``(N,)`` of ``x (N, D)`` in ``x``'s dtype.
 
