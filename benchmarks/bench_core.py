@@ -20,6 +20,8 @@ import numpy as np
 import torch
 
 import fastndb
+from fastndb._optional import is_available
+from fastndb.backends import FaissBackend, TorchBackend
 from fastndb.synthetic import gaussian_mixture
 from _common import cpu_name, timed
 
@@ -100,6 +102,13 @@ def main() -> None:
     rows.append(("score fake vs bins", ours_score_s, original_s, "original per-bin loop", score_floor / ours_score_s))
     full_s, _ = timed(lambda: ndb.score(fake), device, args.repeats)
     rows.append(("NDB.score (assign + tests)", full_s, None, "", score_floor / full_s))
+    # --- the assignment engines on the same centroids (why backend="auto" is torch)
+    if device == "cpu" and is_available("faiss"):
+        centroids = ndb.centroids
+        torch_s, _ = timed(lambda: TorchBackend().nearest(real, centroids), device, args.repeats)
+        faiss_s, _ = timed(lambda: FaissBackend().nearest(real, centroids), device, args.repeats)
+        assign_floor = fit_flops_per_iter / peak
+        rows.append(("nearest centroid, real set", torch_s, faiss_s, "FAISS IndexFlatL2 backend", assign_floor / torch_s))
 
     blas = sorted({f"{i['internal_api']}:{i['num_threads']}" for i in threadpool_info()})
     machine = (f"{cpu_name()}, {os.cpu_count()} logical cores, torch "

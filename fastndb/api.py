@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from fastndb.inputs import as_batches, check_same_library, concatenate
-from fastndb.ndb import NDB, check_alpha, check_test_options, compare_to_reference
+from fastndb.ndb import NDB, compare_to_reference
 from fastndb.results import NDBResult
 
 CACHE_SIZE = 4
@@ -113,23 +113,21 @@ def score(
     unknown = set(options) - {"backend", "holdout_fraction", "whitening", "max_dims", "max_iter", "tol", "progress"}
     if unknown:
         raise TypeError(f"score() got unexpected keyword argument(s): {', '.join(sorted(unknown))}")
-    alpha = check_alpha(alpha)
-    check_test_options(correction, z_threshold)
-    ndb = NDB(num_bins, alpha, mode=mode, seed=seed, correction=correction, z_threshold=z_threshold, **options)
+    config = NDB(num_bins, alpha, mode=mode, seed=seed, correction=correction, z_threshold=z_threshold, **options)
     fake_batches = as_batches(fake, "fake")
     bin_options = {k: v for k, v in options.items() if k != "progress"}
     bin_options.update(num_bins=num_bins, mode=mode, seed=seed)
     if cache:
-        ndb = _cached_fit(real, fake_batches.library, ndb, bin_options)
+        fitted = _cached_fit(real, fake_batches.library, config, bin_options)
     else:
         real_batches = as_batches(real, "real")
         check_same_library(real=real_batches.library, fake=fake_batches.library)
-        ndb.fit(concatenate(real_batches))
-    fake_counts = ndb.count(fake_batches)
-    # a cached NDB may have been built with other test options: apply this call's
+        fitted = config.fit(concatenate(real_batches))
+    fake_counts = fitted.count(fake_batches)
+    # a cached NDB may carry another call's test options: apply this call's (validated in ``config``)
     return compare_to_reference(
-        ndb.real_counts, fake_counts, alpha=alpha, correction=correction, z_threshold=z_threshold, mode=mode,
-        precision=ndb.precision_on(fake_counts.device),
+        fitted.real_counts, fake_counts, alpha=config.alpha, correction=config.correction,
+        z_threshold=config.z_threshold, mode=mode, precision=fitted.precision_on(fake_counts.device),
     )
 
 

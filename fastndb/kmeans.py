@@ -25,6 +25,7 @@ from dataclasses import dataclass, fields
 import torch
 from torch import Tensor
 
+from fastndb._checks import check_int, check_nonnegative
 from fastndb._progress import progress_bar
 from fastndb.backends import AssignBackend, resolve_backend
 from fastndb.features import to_float
@@ -57,18 +58,6 @@ class KMeansResult:
     def to_dict(self) -> dict:
         """Fields as a dict (tensors kept as tensors)."""
         return {f.name: getattr(self, f.name) for f in fields(self)}
-
-
-def check_int(value: object, name: str, *, minimum: int) -> int:
-    """``value`` as an int ``>= minimum``, else a ``TypeError``/``ValueError`` naming ``name``."""
-    if isinstance(value, bool) or not isinstance(value, int):
-        if hasattr(value, "__index__") and not isinstance(value, bool):
-            value = value.__index__()  # numpy / torch integers
-        else:
-            raise TypeError(f"{name}: expected an integer, got {type(value).__name__} {value!r}")
-    if value < minimum:
-        raise ValueError(f"{name}: expected an integer >= {minimum}, got {value}")
-    return int(value)
 
 
 def kmeans_plusplus(x: Tensor, k: int, *, generator: torch.Generator, init_size: int) -> Tensor:
@@ -200,8 +189,7 @@ def kmeans(
     k = check_int(k, "k", minimum=1)
     seed = check_int(seed, "seed", minimum=0)
     max_iter = check_int(max_iter, "max_iter", minimum=1)
-    if isinstance(tol, bool) or not isinstance(tol, (int, float)) or not tol >= 0:
-        raise ValueError(f"tol: expected a number >= 0, got {tol!r}")
+    tol = check_nonnegative(tol, "tol")
     engine = resolve_backend(backend)
     data = to_float(concatenate(as_batches(x, "x")))
     n = data.shape[0]

@@ -13,12 +13,13 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from fastndb._checks import check_int, check_nonnegative, check_open_unit, check_positive_or_none
 from fastndb._progress import progress_bar
-from fastndb.backends import BACKENDS, AssignBackend, resolve_backend
+from fastndb.backends import AssignBackend, resolve_backend
 from fastndb.features import FeatureMap, fit_feature_map, original_max_dims
 from fastndb.inputs import Batches, as_batches, concatenate
 from fastndb.kernels import matmul_precision
-from fastndb.kmeans import check_int, kmeans
+from fastndb.kmeans import kmeans
 from fastndb.results import NDBResult
 from fastndb.statistics import CORRECTIONS, compare_histograms
 
@@ -88,23 +89,17 @@ def compare_to_reference(
     )
 
 
-def check_alpha(alpha: object) -> float:
-    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0 < alpha < 1:
-        raise ValueError(f"alpha: expected a number in (0, 1), got {alpha!r}")
-    return float(alpha)
-
-
-def check_test_options(correction: object, z_threshold: object) -> None:
+def check_test_options(correction: object, z_threshold: object) -> float | None:
+    """Validate the per-bin test options; returns ``z_threshold`` as a float or ``None``."""
     if correction not in CORRECTIONS:
         raise ValueError(f"correction: expected one of {CORRECTIONS}, got {correction!r}")
-    if z_threshold is not None:
-        if isinstance(z_threshold, bool) or not isinstance(z_threshold, (int, float)) or not z_threshold > 0:
-            raise ValueError(f"z_threshold: expected a number > 0 or None, got {z_threshold!r}")
-        if correction is not None:
-            raise ValueError(
-                f"z_threshold={z_threshold} and correction={correction!r} exclude each other: a z threshold "
-                f"replaces the p-value rule that the correction adjusts"
-            )
+    threshold = check_positive_or_none(z_threshold, "z_threshold")
+    if threshold is not None and correction is not None:
+        raise ValueError(
+            f"z_threshold={z_threshold} and correction={correction!r} exclude each other: a z threshold "
+            f"replaces the p-value rule that the correction adjusts"
+        )
+    return threshold
 
 
 class NDB:
@@ -174,30 +169,21 @@ class NDB:
         progress: bool | None = None,
     ) -> None:
         self.num_bins = check_int(num_bins, "num_bins", minimum=2)
-        self.alpha = check_alpha(alpha)
+        self.alpha = check_open_unit(alpha, "alpha")
         if mode not in MODES:
             raise ValueError(f"mode: expected one of {MODES}, got {mode!r}")
         self.mode = mode
         self.seed = check_int(seed, "seed", minimum=0)
-        if backend not in BACKENDS:
-            raise ValueError(f"backend: expected one of {BACKENDS}, got {backend!r}")
+        self._engine = resolve_backend(backend)
         self.backend = backend
-        if isinstance(holdout_fraction, bool) or not isinstance(holdout_fraction, (int, float)) or not (
-            0 < holdout_fraction < 1
-        ):
-            raise ValueError(f"holdout_fraction: expected a number in (0, 1), got {holdout_fraction!r}")
-        self.holdout_fraction = float(holdout_fraction)
-        check_test_options(correction, z_threshold)
+        self.holdout_fraction = check_open_unit(holdout_fraction, "holdout_fraction")
+        self.z_threshold = check_test_options(correction, z_threshold)
         self.correction = correction
-        self.z_threshold = None if z_threshold is None else float(z_threshold)
         self.whitening = bool(whitening)
         self.max_dims = None if max_dims is None else check_int(max_dims, "max_dims", minimum=1)
         self.max_iter = check_int(max_iter, "max_iter", minimum=1)
-        if isinstance(tol, bool) or not isinstance(tol, (int, float)) or not tol >= 0:
-            raise ValueError(f"tol: expected a number >= 0, got {tol!r}")
-        self.tol = float(tol)
+        self.tol = check_nonnegative(tol, "tol")
         self.progress = progress
-        self._engine = resolve_backend(backend)
         self._bins: FittedBins | None = None
         self._bins_on: dict[torch.device, tuple[FeatureMap, Tensor]] = {}
         self._fake_counts: Tensor | None = None
