@@ -18,6 +18,7 @@ device. On CUDA, ``index_add_`` accumulates with atomics, so results can differ 
 
 from __future__ import annotations
 
+import logging
 import math
 import warnings
 from dataclasses import dataclass, fields
@@ -31,6 +32,8 @@ from fastndb.backends import AssignBackend, resolve_backend
 from fastndb.features import to_float
 from fastndb.inputs import as_batches, concatenate
 from fastndb.kernels import lloyd_step, squared_norms
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -202,6 +205,15 @@ def kmeans(
     generator = torch.Generator().manual_seed(seed)
     seeds = kmeans_plusplus(data, k, generator=generator, init_size=init_size)
     result = lloyd(data, seeds, engine, max_iter=max_iter, tol=tol, progress=progress)
+    logger.debug("k-means: N=%d, D=%d, k=%d, %d iterations (converged=%s), inertia %.6g, backend %s",
+                 n, data.shape[1], k, result.n_iter, result.converged, result.inertia, result.backend)
+    if not result.converged:
+        warnings.warn(
+            f"k-means stopped at max_iter={max_iter} before the relative inertia decrease fell to tol={tol}; "
+            f"raise max_iter for tighter bins",
+            RuntimeWarning,
+            stacklevel=2,
+        )
     nonempty = int((result.counts > 0).sum())
     if nonempty < k:
         warnings.warn(

@@ -6,6 +6,7 @@ every computation to the pure steps ``features -> kmeans -> backends (assignment
 
 from __future__ import annotations
 
+import logging
 import math
 import warnings
 from dataclasses import dataclass
@@ -22,6 +23,8 @@ from fastndb.kernels import matmul_precision
 from fastndb.kmeans import kmeans
 from fastndb.results import NDBResult
 from fastndb.statistics import CORRECTIONS, compare_histograms
+
+logger = logging.getLogger(__name__)
 
 MODES = ("holdout", "original")
 _COUNT_CHUNK_ROWS = 65536  # rows transformed at once when counting, bounding the feature copy
@@ -232,6 +235,8 @@ class NDB:
             real_counts = torch.bincount(labels, minlength=self.num_bins)
         else:
             real_counts = clusters.counts.index_select(0, order_by_size)
+        logger.info("NDB bins: K=%d fitted on %d real samples (%d features -> %d), reference counts from %d (%s mode)",
+                    self.num_bins, num_fit, num_features, feature_map.output_features, num_reference, self.mode)
         # state changes only once everything succeeded
         self._bins = FittedBins(feature_map, centroids, real_counts, num_fit, num_reference, clusters.inertia)
         self._bins_on = {}

@@ -181,3 +181,10 @@ def test_no_warning_on_normal_data():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         fastndb.kmeans(mixture(500, 4, seed=1), 5)
+
+
+def test_stopping_at_max_iter_warns():
+    x = mixture(2000, 8, seed=3)
+    with pytest.warns(RuntimeWarning, match=r"k-means stopped at max_iter=1 before the relative inertia decrease"):
+        result = fastndb.kmeans(x, 30, max_iter=1, tol=0)
+    assert result.n_iter == 1 and not result.converged
