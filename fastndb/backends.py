@@ -55,6 +55,12 @@ class FaissBackend:
         self._faiss = require("faiss", "backend='faiss'")
         self._gpu_resources = None
 
+    def __getstate__(self) -> dict:
+        return {}  # modules and GPU resources are re-created, not pickled
+
+    def __setstate__(self, state: dict) -> None:
+        self.__init__()  # type: ignore[misc]
+
     def nearest(self, x: Tensor, centroids: Tensor) -> tuple[Tensor, Tensor]:
         faiss = self._faiss
         x32 = x.to(torch.float32).contiguous()
@@ -85,6 +91,12 @@ class CumlBackend:
 
     def __init__(self) -> None:
         self._neighbors = require("cuml", "backend='cuml'").neighbors
+
+    def __getstate__(self) -> dict:
+        return {}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__init__()  # type: ignore[misc]
 
     def nearest(self, x: Tensor, centroids: Tensor) -> tuple[Tensor, Tensor]:
         if not x.is_cuda:

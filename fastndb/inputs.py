@@ -2,7 +2,7 @@
 
 Accepted for every data argument:
 
-* ``torch.Tensor`` on any device (used as is);
+* ``torch.Tensor`` on any device (used as is, detached from autograd);
 * ``numpy.ndarray`` (wrapped with :func:`torch.from_numpy`, no copy; arrays with negative strides or
   non-native byte order, which torch cannot wrap, are copied once);
 * CuPy arrays and anything else exporting ``__dlpack__`` (wrapped with :func:`torch.from_dlpack`, no copy);
@@ -57,7 +57,10 @@ def to_tensor(obj: object, name: str) -> torch.Tensor:
     """
     library = array_library(obj)
     if library == "torch":
-        return obj  # type: ignore[return-value]
+        tensor: torch.Tensor = obj  # type: ignore[assignment]
+        if tensor.layout != torch.strided:
+            raise TypeError(f"{name}: expected a dense (strided) tensor, got layout {tensor.layout}; use .to_dense()")
+        return tensor.detach()  # generator outputs carry autograd history: scoring never needs it
     if library == "numpy":
         if obj.dtype.kind not in "biuf":  # type: ignore[union-attr]
             raise TypeError(f"{name}: expected a numeric array, got a numpy array of dtype {obj.dtype}")  # type: ignore[union-attr]

@@ -111,3 +111,37 @@ def test_precision_is_reported():
         assert "reduced-precision" in fastndb.NDB(5).fit(real).score(real[:300]).precision
     finally:
         torch.set_float32_matmul_precision(previous)
+
+
+def test_generator_outputs_with_autograd_history():
+    real = torch.from_numpy(mixture(2000, 8, seed=7)).requires_grad_()
+    fake = torch.from_numpy(mixture(500, 8, seed=8)).requires_grad_()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for backend in ("torch", "faiss"):
+            if backend == "faiss":
+                pytest.importorskip("faiss")
+            result = fastndb.NDB(10, whitening=True, backend=backend).fit(real).score(fake * 2)
+            assert not result.z.requires_grad and not result.fake_counts.requires_grad
+            assert fastndb.kmeans(real, 5).centroids.requires_grad is False
+
+
+def test_sparse_tensors_are_refused_clearly():
+    ndb = fastndb.NDB(5).fit(mixture(500, 4, seed=9))
+    with pytest.raises(TypeError, match=r"fake: expected a dense \(strided\) tensor, got layout torch.sparse_coo"):
+        ndb.score(torch.eye(4).to_sparse())
+
+
+def test_fitted_ndb_pickles_with_every_backend():
+    import pickle
+
+    real, fake = mixture(2000, 8, seed=10), mixture(500, 8, seed=11)
+    for backend in ("torch", "faiss"):
+        if backend == "faiss":
+            pytest.importorskip("faiss")
+        ndb = fastndb.NDB(10, backend=backend).fit(real)
+        ndb.update(fake)
+        copy = pickle.loads(pickle.dumps(ndb))
+        assert torch.equal(copy.centroids, ndb.centroids)
+        assert torch.equal(copy.result().fake_counts, ndb.result().fake_counts)
+        assert torch.equal(copy.score(fake).fake_counts, ndb.score(fake).fake_counts)
