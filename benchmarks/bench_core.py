@@ -18,12 +18,14 @@ import sys
 
 import numpy as np
 import torch
+from _common import cpu_name, timed
 
 import fastndb
 from fastndb._optional import is_available
 from fastndb.backends import FaissBackend, TorchBackend
 from fastndb.synthetic import gaussian_mixture
-from _common import cpu_name, timed
+
+ROW_FIELDS = ("figure", "ours_s", "baseline_s", "baseline", "fraction_of_floor")
 
 
 def gemm_rate(device: str) -> float:
@@ -66,8 +68,7 @@ def main() -> None:
     if args.device == "cuda" and not torch.cuda.is_available():
         sys.exit("--device cuda: no CUDA device here")
 
-    from sklearn.cluster import KMeans
-    from sklearn.cluster import kmeans_plusplus
+    from sklearn.cluster import KMeans, kmeans_plusplus
     from threadpoolctl import threadpool_info
 
     device, k = args.device, args.num_bins
@@ -107,8 +108,8 @@ def main() -> None:
         centroids = ndb.centroids
         torch_s, _ = timed(lambda: TorchBackend().nearest(real, centroids), device, args.repeats)
         faiss_s, _ = timed(lambda: FaissBackend().nearest(real, centroids), device, args.repeats)
-        assign_floor = fit_flops_per_iter / peak
-        rows.append(("nearest centroid, real set", torch_s, faiss_s, "FAISS IndexFlatL2 backend", assign_floor / torch_s))
+        fraction = fit_flops_per_iter / peak / torch_s
+        rows.append(("nearest centroid, real set", torch_s, faiss_s, "FAISS IndexFlatL2 backend", fraction))
 
     blas = sorted({f"{i['internal_api']}:{i['num_threads']}" for i in threadpool_info()})
     machine = (f"{cpu_name()}, {os.cpu_count()} logical cores, torch "
@@ -132,8 +133,7 @@ def main() -> None:
             json.dump({"machine": machine, "args": vars(args), "gemm_flops": peak, "bandwidth": bandwidth,
                        "inertia_ratio": inertia_ratio, "kmeans_iters": ours.n_iter, "sklearn_iters": int(sk.n_iter_),
                        "sklearn_init_s": sk_init_s,
-                       "rows": [dict(zip(["figure", "ours_s", "baseline_s", "baseline", "fraction_of_floor"], r))
-                                for r in rows]}, fh, indent=2)
+                       "rows": [dict(zip(ROW_FIELDS, row, strict=True)) for row in rows]}, fh, indent=2)
 
 
 if __name__ == "__main__":

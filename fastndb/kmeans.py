@@ -127,7 +127,8 @@ def lloyd(
     n_iter = 0
     bar = progress_bar(progress, total=max_iter, desc="k-means", unit="iter")
     with bar:
-        for n_iter in range(1, max_iter + 1):
+        while n_iter < max_iter:
+            n_iter += 1
             sums, counts = lloyd_step(x, centroids, labels)
             updated = sums / counts.clamp_min(1).to(sums.dtype)[:, None]
             updated = torch.where((counts > 0)[:, None], updated, centroids)

@@ -7,7 +7,6 @@ import torch
 
 from fastndb.synthetic import gaussian_mixture
 
-
 mixture = gaussian_mixture
 
 

@@ -8,7 +8,13 @@ import scipy.stats
 import torch
 from scipy.spatial.distance import jensenshannon
 
-from fastndb.statistics import adjust_p_values, chi2_homogeneity, compare_histograms, js_divergence, two_proportion_z_test
+from fastndb.statistics import (
+    adjust_p_values,
+    chi2_homogeneity,
+    compare_histograms,
+    js_divergence,
+    two_proportion_z_test,
+)
 
 
 def random_counts(rng, k, n, alpha=1.0):
