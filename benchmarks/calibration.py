@@ -44,20 +44,26 @@ def main() -> None:
           f"{args.num_real} real, {args.num_fake} fake, K={args.num_bins}, alpha={args.alpha}, seeds {list(seeds)}")
     print(f"expected false positives under the null: alpha*K = {args.alpha * args.num_bins:.1f}\n")
     header = f"{'dim':>5} {'mode':<9} {'fake':<16} {'NDB per seed':<28} {'mean NDB/K':>10}"
-    print(f"{header} {'p<0.05 overall':>14} {'s/run':>6}")
+    print(f"{header} {'p<0.05 overall':>14} {'bins <5 ref':>11} {'flagged/bins >=20 ref':>22} {'s/run':>6}")
     for dim in dims:
         for mode in ("holdout", "original"):
             for label, keep in (("same (null)", None), ("drops 1 of 10", 9), ("drops 5 of 10", 5)):
                 ndbs, overall, start = [], 0, time.perf_counter()
+                sparse_bins, flagged_reached, reached = 0, 0, 0
                 for seed in seeds:
                     real = gaussian_mixture(args.num_real, dim, spread=args.spread, seed=100 + seed)
                     fake = gaussian_mixture(args.num_fake, dim, spread=args.spread, seed=200 + seed, keep_modes=keep)
                     result = fastndb.score(real, fake, num_bins=args.num_bins, alpha=args.alpha, mode=mode, seed=seed)
                     ndbs.append(result.ndb)
                     overall += result.p_value < 0.05
+                    sparse_bins += int((result.real_counts < 5).sum())
+                    well_filled = result.real_counts >= 20  # bins that fresh samples actually reach
+                    flagged_reached += int((result.different & well_filled).sum())
+                    reached += int(well_filled.sum())
                 per_run = (time.perf_counter() - start) / len(seeds)
                 print(f"{dim:>5} {mode:<9} {label:<16} {str(ndbs):<28} {np.mean(ndbs) / args.num_bins:>10.3f} "
-                      f"{overall:>8}/{len(seeds):<5} {per_run:>6.1f}")
+                      f"{overall:>8}/{len(seeds):<5} {sparse_bins / len(seeds):>11.1f} "
+                      f"{f'{flagged_reached}/{reached}':>22} {per_run:>6.1f}")
             fastndb.clear_cache()
 
 
