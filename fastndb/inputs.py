@@ -90,20 +90,18 @@ def _all_finite(x: torch.Tensor) -> bool:
     return bool(torch.isfinite(torch.stack([low, high])).all())
 
 
-def as_sample_matrix(t: torch.Tensor, name: str, *, num_features: int | None = None) -> torch.Tensor:
+def as_sample_matrix(t: torch.Tensor, name: str) -> torch.Tensor:
     """Flatten ``(N, *dims)`` to ``(N, D)`` and validate shape, dtype and finiteness.
 
     Args:
         t: samples, at least 2-D.
         name: argument name used in error messages.
-        num_features: if given, the ``D`` the samples must have.
 
     Returns:
         ``(N, D)`` view (no copy when ``t`` is contiguous), dtype unchanged.
 
     Raises:
-        ValueError: fewer than 2 dimensions, no samples, no features, a feature count other than
-            ``num_features``, or NaN/Inf values.
+        ValueError: fewer than 2 dimensions, no samples, no features, or NaN/Inf values.
         TypeError: boolean or complex dtype.
     """
     _check_dtype(t, name)
@@ -118,11 +116,6 @@ def as_sample_matrix(t: torch.Tensor, name: str, *, num_features: int | None = N
     if dim == 0:
         raise ValueError(f"{name}: expected at least one feature per sample, got shape {tuple(t.shape)}")
     matrix = t.reshape(t.shape[0], dim)
-    if num_features is not None and dim != num_features:
-        raise ValueError(
-            f"{name}: expected {num_features} features per sample (the bins' dimension), got {dim} "
-            f"from shape {tuple(t.shape)}"
-        )
     if matrix.is_floating_point() and not _all_finite(matrix):
         finite = torch.isfinite(matrix)
         if not bool(finite.all()):
@@ -153,7 +146,7 @@ def _first_item(batch: object) -> object:
     return batch
 
 
-def as_batches(data: object, name: str, *, num_features: int | None = None) -> Batches:
+def as_batches(data: object, name: str) -> Batches:
     """Resolve ``data`` (one array or an iterable of batches) to validated ``(N_b, D)`` batches.
 
     The library of the input is found from the first batch, so an iterable is consumed lazily: a
@@ -167,7 +160,7 @@ def as_batches(data: object, name: str, *, num_features: int | None = None) -> B
         raise TypeError(f"{name}: expected {_SUPPORTED}; got {type(data).__name__} {data!r:.60}")
     library = array_library(data)
     if library is not None:
-        matrix = as_sample_matrix(to_tensor(data, name), name, num_features=num_features)
+        matrix = as_sample_matrix(to_tensor(data, name), name)
         return Batches(library, matrix, iter((matrix,)))
     if not isinstance(data, Iterable) or isinstance(data, dict):
         raise TypeError(f"{name}: expected {_SUPPORTED}; got {_describe(data)}")
@@ -185,7 +178,7 @@ def as_batches(data: object, name: str, *, num_features: int | None = None) -> B
         )
 
     def generate() -> Iterator[torch.Tensor]:
-        dim = num_features
+        dim = None
         index = 0
         item: object = first
         while True:
@@ -195,8 +188,10 @@ def as_batches(data: object, name: str, *, num_features: int | None = None) -> B
                     f"{name}: batch {index} is {_describe(item)} but batch 0 was a {first_library} array; "
                     f"mixed array libraries in one input are not supported"
                 )
-            matrix = as_sample_matrix(to_tensor(item, f"{name} (batch {index})"), f"{name} (batch {index})",
-                                      num_features=dim)
+            label = f"{name} (batch {index})"
+            matrix = as_sample_matrix(to_tensor(item, label), label)
+            if dim is not None and matrix.shape[1] != dim:
+                raise ValueError(f"{label}: expected {dim} features per sample like batch 0, got {matrix.shape[1]}")
             dim = matrix.shape[1]
             yield matrix
             index += 1

@@ -279,26 +279,21 @@ class NDB:
             self._bins_on[device] = (bins.feature_map.to(device), bins.centroids.to(device))
         return self._bins_on[device]
 
-    def _assign_matrix(self, x: Tensor) -> Tensor:
-        feature_map, centroids = self._bins_for(x.device)
-        return assign_samples(x, feature_map, centroids, self._engine)
-
-    def _count_matrix(self, x: Tensor, name: str, bar: object = None) -> Tensor:
+    def _assign_matrix(self, x: Tensor, name: str) -> Tensor:
         if x.shape[1] != self.num_features:
             raise ValueError(
                 f"{name}: expected {self.num_features} features per sample (the bins' dimension), got {x.shape[1]}"
             )
-        counts = torch.bincount(self._assign_matrix(x), minlength=self.num_bins)
-        if bar is not None:
-            bar.update(x.shape[0])
-        return counts
+        feature_map, centroids = self._bins_for(x.device)
+        return assign_samples(x, feature_map, centroids, self._engine)
 
     def _count_batches(self, batches: Batches, name: str) -> Tensor:
         total: Tensor | None = None
         with progress_bar(self.progress, total=None, desc="assigning", unit="sample") as bar:
             for matrix in batches.iterator:
-                counts = self._count_matrix(matrix, name, bar)
+                counts = torch.bincount(self._assign_matrix(matrix, name), minlength=self.num_bins)
                 total = counts if total is None else total + counts.to(total.device)
+                bar.update(matrix.shape[0])
         if total is None:  # as_batches never yields zero batches; kept as a guard
             raise ValueError(f"{name}: expected at least one batch, got none")
         return total
@@ -311,12 +306,7 @@ class NDB:
             >>> ndb.assign(torch.tensor([[9.0], [-1.0]])).tolist()  # bin 0 is the largest in the real set
             [1, 0]
         """
-        matrix = concatenate(as_batches(x, "x"))
-        if matrix.shape[1] != self.num_features:
-            raise ValueError(
-                f"x: expected {self.num_features} features per sample (the bins' dimension), got {matrix.shape[1]}"
-            )
-        return self._assign_matrix(matrix)
+        return self._assign_matrix(concatenate(as_batches(x, "x")), "x")
 
     def count(self, x: object) -> Tensor:
         """Bin histogram ``(K,)`` int64 of samples (one array or an iterable of batches, streamed)."""

@@ -96,6 +96,11 @@ def test_bad_fake_samples():
         ndb.score([GOOD[:20], np.zeros((3, 7), np.float32)])
 
 
+def test_real_batches_of_different_widths():
+    with pytest.raises(ValueError, match=r"real \(batch 1\): expected 4 features per sample like batch 0, got 5"):
+        NDB(10).fit([GOOD, np.zeros((10, 5), np.float32)])
+
+
 def test_bad_batch_leaves_streaming_state_unchanged():
     ndb = NDB(10).fit(GOOD)
     ndb.update(GOOD[:100])
