@@ -188,3 +188,15 @@ def test_stopping_at_max_iter_warns():
     with pytest.warns(RuntimeWarning, match=r"k-means stopped at max_iter=1 before the relative inertia decrease"):
         result = fastndb.kmeans(x, 30, max_iter=1, tol=0)
     assert result.n_iter == 1 and not result.converged
+
+
+def test_faiss_without_gpu_support_on_cuda_tensors_says_so(monkeypatch):
+    fake_faiss = types.ModuleType("faiss")  # a CPU-only build: no StandardGpuResources
+    monkeypatch.setitem(sys.modules, "faiss", fake_faiss)
+    from fastndb.backends import resolve_backend
+
+    engine = resolve_backend("faiss")
+    monkeypatch.setattr(torch.Tensor, "is_cuda", property(lambda self: True))
+    with pytest.raises(ValueError, match=r"backend='faiss': the samples are CUDA tensors but the installed FAISS has "
+                                         r"no GPU support; install faiss-gpu, or use backend='torch'"):
+        engine.nearest(torch.zeros(4, 2), torch.zeros(2, 2))
