@@ -46,7 +46,17 @@ class TorchBackend:
         return nearest_centroid(x, centroids)
 
 
-class FaissBackend:
+class _RebuiltWhenUnpickled:
+    """Backends holding imported modules or GPU resources pickle as nothing and rebuild them when loaded."""
+
+    def __getstate__(self) -> dict:
+        return {}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__init__()  # type: ignore[misc]
+
+
+class FaissBackend(_RebuiltWhenUnpickled):
     """Exact L2 search with FAISS (``IndexFlatL2`` on CPU, ``knn_gpu`` on CUDA)."""
 
     name = "faiss"
@@ -54,12 +64,6 @@ class FaissBackend:
     def __init__(self) -> None:
         self._faiss = require("faiss", "backend='faiss'")
         self._gpu_resources = None
-
-    def __getstate__(self) -> dict:
-        return {}  # modules and GPU resources are re-created, not pickled
-
-    def __setstate__(self, state: dict) -> None:
-        self.__init__()  # type: ignore[misc]
 
     def nearest(self, x: Tensor, centroids: Tensor) -> tuple[Tensor, Tensor]:
         faiss = self._faiss
@@ -84,19 +88,13 @@ class FaissBackend:
         return labels[:, 0].to(torch.int64), distances[:, 0].clamp_min(0).to(x.dtype)
 
 
-class CumlBackend:
+class CumlBackend(_RebuiltWhenUnpickled):
     """Brute-force nearest neighbours with cuML (CUDA tensors only)."""
 
     name = "cuml"
 
     def __init__(self) -> None:
         self._neighbors = require("cuml", "backend='cuml'").neighbors
-
-    def __getstate__(self) -> dict:
-        return {}
-
-    def __setstate__(self, state: dict) -> None:
-        self.__init__()  # type: ignore[misc]
 
     def nearest(self, x: Tensor, centroids: Tensor) -> tuple[Tensor, Tensor]:
         if not x.is_cuda:

@@ -70,7 +70,7 @@ class NDBResult:
     chi2_dof: int
     p_value: float
     mode: str
-    precision: str = "float32"
+    precision: str
 
     def to_dict(self, *, python: bool = False) -> dict:
         """Fields as a dict.

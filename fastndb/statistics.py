@@ -152,7 +152,7 @@ def compare_histograms(
     correction: str | None = None,
     z_threshold: float | None = None,
     mode: str = "holdout",
-    precision: str = "float32",
+    precision: str = "not recorded",
 ) -> NDBResult:
     """All NDB statistics of a real and a fake bin histogram.
 
@@ -163,7 +163,8 @@ def compare_histograms(
         correction: ``None`` | ``"holm"`` | ``"bh"`` (see :func:`adjust_p_values`).
         z_threshold: flag ``|z| > z_threshold`` instead of ``p < alpha`` (the original's option).
         mode: recorded in the result.
-        precision: arithmetic of the assignment that produced the counts, recorded in the result.
+        precision: arithmetic of the assignment that produced the counts, recorded in the result (the caller
+            knows it; this function only sees counts).
 
     Example:
         >>> result = compare_histograms(torch.tensor([500, 500]), torch.tensor([700, 300]), alpha=0.05)

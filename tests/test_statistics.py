@@ -100,7 +100,6 @@ def test_corrections_match_reference(seed):
     # scipy's BH where available
     if hasattr(scipy.stats, "false_discovery_control"):
         np.testing.assert_allclose(adjusted_bh, scipy.stats.false_discovery_control(p, method="bh"), rtol=1e-12)
-    assert adjust_p_values(torch.from_numpy(p), None) is not None
     np.testing.assert_array_equal(adjust_p_values(torch.from_numpy(p), None).numpy(), p)
 
 
