@@ -37,3 +37,19 @@ def timed(fn, device: str = "cpu", repeats: int = 3):
         sync(device)
         times.append(time.perf_counter() - start)
     return statistics.median(times), result
+
+
+def gemm_rate(device: str) -> float:
+    """Measured float32 GEMM rate, FLOP/s (square matmul, the best case of this machine)."""
+    n = 4096 if device == "cuda" else 2048
+    a = torch.randn(n, n, device=device)
+    seconds, _ = timed(lambda: a @ a, device, repeats=5)
+    return 2 * n**3 / seconds
+
+
+def copy_bandwidth(device: str) -> float:
+    """Measured device memory bandwidth, bytes/s (read + write of a large copy)."""
+    x = torch.empty(2**28 if device == "cuda" else 2**26, device=device)
+    y = torch.empty_like(x)
+    seconds, _ = timed(lambda: y.copy_(x), device, repeats=5)
+    return 2 * x.numel() * 4 / seconds

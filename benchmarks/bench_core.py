@@ -18,7 +18,7 @@ import sys
 
 import numpy as np
 import torch
-from _common import cpu_name, timed
+from _common import copy_bandwidth, cpu_name, gemm_rate, timed
 
 import fastndb
 from fastndb._optional import is_available
@@ -26,22 +26,6 @@ from fastndb.backends import FaissBackend, TorchBackend
 from fastndb.synthetic import gaussian_mixture
 
 ROW_FIELDS = ("figure", "ours_s", "baseline_s", "baseline", "fraction_of_floor")
-
-
-def gemm_rate(device: str) -> float:
-    """Measured float32 GEMM rate, FLOP/s (square matmul, the best case of this machine)."""
-    n = 4096 if device == "cuda" else 2048
-    a = torch.randn(n, n, device=device)
-    seconds, _ = timed(lambda: a @ a, device, repeats=5)
-    return 2 * n**3 / seconds
-
-
-def copy_bandwidth(device: str) -> float:
-    """Measured device memory bandwidth, bytes/s (read + write of a large copy)."""
-    x = torch.empty(2**28 if device == "cuda" else 2**26, device=device)
-    y = torch.empty_like(x)
-    seconds, _ = timed(lambda: y.copy_(x), device, repeats=5)
-    return 2 * x.numel() * 4 / seconds
 
 
 def original_assignment(samples: np.ndarray, centers: np.ndarray) -> np.ndarray:

@@ -5,28 +5,34 @@ The NDB score (Richardson & Weiss 2018) on PyTorch tensors, on the device they l
     import fastndb
     result = fastndb.score(real, fake)        # bins fitted once per real set, then cached
     result.ndb, result.ndb_ratio, result.js, result.p_value
+    pairs = fastndb.birthday(fake, threshold=fastndb.duplicate_threshold(real))   # birthday-paradox test
 
 Data flow: ``inputs`` (validation, zero-copy wrapping) -> ``features`` (flatten, whitening, dimension subset)
--> ``kmeans`` (bins) -> ``backends``/``kernels`` (assignment) -> ``statistics`` -> ``results`` ->
-faces (``ndb.NDB``, ``api.score``, ``cli``).
+-> ``kmeans`` (bins; ``collectives``/``sampling`` for distributed, order-free fitting) -> ``backends``/``kernels``
+(assignment, pairwise search) -> ``statistics`` -> ``results`` -> faces (``ndb.NDB``, ``api.score``,
+``birthday``, ``metrics`` (torchmetrics), ``plot``, ``cli``).
 """
 
 from fastndb.api import cache_info, clear_cache, score
+from fastndb.birthday import birthday, duplicate_threshold
 from fastndb.kmeans import KMeansResult, kmeans
 from fastndb.ndb import NDB, FittedBins, NotFittedError
-from fastndb.results import NDBResult
+from fastndb.results import BirthdayResult, NDBResult
 
 __version__ = "0.1.0"
 
 __all__ = [
     "NDB",
+    "BirthdayResult",
     "FittedBins",
     "KMeansResult",
     "NDBResult",
     "NotFittedError",
     "__version__",
+    "birthday",
     "cache_info",
     "clear_cache",
+    "duplicate_threshold",
     "kmeans",
     "score",
 ]

@@ -19,6 +19,8 @@ _EXTRAS = {
     "cupy": "cupy",
     "tqdm": "fastndb[progress]",
     "sklearn": "fastndb[demo]",
+    "torchmetrics": "fastndb[torchmetrics]",
+    "matplotlib": "fastndb[plot]",
 }
 
 
@@ -43,13 +45,14 @@ def require(module: str, purpose: str) -> ModuleType:
     """Import an optional module, or raise ``ModuleNotFoundError`` naming what to install.
 
     Args:
-        module: top-level module name, e.g. ``"faiss"``.
+        module: module name, e.g. ``"faiss"`` or ``"matplotlib.pyplot"``.
         purpose: what the caller wanted it for, used in the message.
     """
     try:
         return importlib.import_module(module)
     except ImportError as err:
-        extra = _EXTRAS.get(module, module)
+        top_level = module.split(".")[0]
+        extra = _EXTRAS.get(top_level, top_level)
         raise ModuleNotFoundError(
             f"{purpose} needs the optional package {module!r}, which is not installed; "
             f"install it with: pip install {extra}"

@@ -122,7 +122,7 @@ def score(
     else:
         real_batches = as_batches(real, "real")
         check_same_library(real=real_batches.library, fake=fake_batches.library)
-        fitted = config.fit(concatenate(real_batches))
+        fitted = config.fit(concatenate(real_batches), distributed=False)
     fake_counts = fitted.count(fake_batches)
     # a cached NDB may carry another call's test options: apply this call's (validated in ``config``)
     return compare_to_reference(
@@ -150,7 +150,7 @@ def _cached_fit(real: object, fake_library: str, ndb: NDB, bin_options: dict) ->
         hit = _lookup(key, real)
         if hit is not None:
             return hit
-        ndb.fit(real)
+        ndb.fit(real, distributed=False)
         _store(key, weakref.ref(real), ndb)
         return ndb
     real_batches = as_batches(real, "real")
@@ -160,7 +160,7 @@ def _cached_fit(real: object, fake_library: str, ndb: NDB, bin_options: dict) ->
     hit = _lookup(key, None)
     if hit is not None:
         return hit
-    ndb.fit(matrix)
+    ndb.fit(matrix, distributed=False)
     _store(key, None, ndb)
     return ndb
 

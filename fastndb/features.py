@@ -15,6 +15,8 @@ from dataclasses import dataclass
 
 import torch
 
+from fastndb.collectives import Collective, SingleProcess
+
 WHITENING_EPS = 1e-6  # added to the std, as in the original NDB
 
 
@@ -62,6 +64,15 @@ class FeatureMap:
         move = lambda t: None if t is None else t.to(device)  # noqa: E731
         return FeatureMap(self.num_features, move(self.dims), move(self.mean), move(self.scale))
 
+    def to_dict(self) -> dict:
+        """Fields as a dict of tensors and ints (for ``torch.save`` and state dicts)."""
+        return {"num_features": self.num_features, "dims": self.dims, "mean": self.mean, "scale": self.scale}
+
+    @classmethod
+    def from_dict(cls, state: dict) -> FeatureMap:
+        """Inverse of :meth:`to_dict`."""
+        return cls(int(state["num_features"]), state["dims"], state["mean"], state["scale"])
+
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         """Apply the map to ``(N, D)`` samples; returns ``(N, d)`` floating point."""
         x = to_float(x)
@@ -73,15 +84,22 @@ class FeatureMap:
 
 
 def fit_feature_map(
-    x: torch.Tensor, *, whitening: bool = False, max_dims: int | None = None, seed: int = 0
+    x: torch.Tensor,
+    *,
+    whitening: bool = False,
+    max_dims: int | None = None,
+    seed: int = 0,
+    comm: Collective | None = None,
 ) -> FeatureMap:
     """Fit the feature transform on real samples.
 
     Args:
-        x: ``(N, D)`` real samples.
-        whitening: standardise each kept feature with the real mean and std.
+        x: ``(N, D)`` real samples (this rank's shard with a distributed ``comm``; may be empty there).
+        whitening: standardise each kept feature with the real mean and population std, computed in float64
+            in two passes (mean, then mean squared deviation), each summed over ranks.
         max_dims: keep a random subset of this many features (all if ``None`` or ``>= D``).
         seed: seed of the feature subset.
+        comm: collective over the ranks holding the real samples (default: this process only).
 
     Example:
         >>> fm = fit_feature_map(torch.arange(12.0).reshape(3, 4), whitening=True, max_dims=2, seed=0)
@@ -95,8 +113,11 @@ def fit_feature_map(
         dims = torch.randperm(num_features, generator=generator)[:max_dims].sort().values.to(x.device)
     mean = scale = None
     if whitening:
+        comm = comm or SingleProcess()
         selected = to_float(x if dims is None else x.index_select(1, dims))
-        std, mean = torch.std_mean(selected.double(), dim=0, correction=0)
-        scale = (std + WHITENING_EPS).to(selected.dtype)
-        mean = mean.to(selected.dtype)
+        count = comm.all_reduce_sum(torch.tensor([float(selected.shape[0])], dtype=torch.float64, device=x.device))
+        mean64 = comm.all_reduce_sum(selected.sum(dim=0, dtype=torch.float64)) / count
+        variance = comm.all_reduce_sum((selected.double() - mean64).square().sum(dim=0)) / count
+        scale = (variance.sqrt() + WHITENING_EPS).to(selected.dtype)
+        mean = mean64.to(selected.dtype)
     return FeatureMap(num_features, dims, mean, scale)

@@ -6,14 +6,17 @@ The objective is the inertia
 
 Seeding is greedy k-means++ (Arthur & Vassilvitskii 2007; the greedy variant of scikit-learn: ``2 + ln K``
 candidates per step, the one that lowers the potential most is kept) run on a random subsample of
-``init_size`` points (default ``min(N, 100 K)``): seeding on all of ``N`` costs ``K`` passes over the data and
+``init_size`` points (default ``min(N, 100 K)``), chosen by content keys (:mod:`fastndb.sampling`) so that the
+result does not depend on the order of the points: seeding on all of ``N`` costs ``K`` passes over the data and
 dominates scikit-learn's run time, while the Lloyd iterations that follow use every point. Each Lloyd iteration
 is one assignment (:class:`~fastndb.backends.AssignBackend`) and one update (per-centroid sums and counts).
 Iteration stops when the relative decrease of the inertia falls to ``tol`` or below, when no label changes, or
 at ``max_iter``. An empty cluster is re-seeded at the point farthest from its centroid.
 
-All randomness comes from a CPU ``torch.Generator`` seeded with ``seed``, so the draws do not depend on the
-device. On CUDA, ``index_add_`` accumulates with atomics, so results can differ in the last bits between runs.
+All randomness comes from ``seed`` (content keys and a CPU ``torch.Generator``), so the draws do not depend on
+the device, the order of the points, or how they are sharded over the ranks of a distributed job
+(:mod:`fastndb.collectives`). On CUDA, ``index_add_`` accumulates with atomics, so results can differ in the
+last bits between runs.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import logging
 import math
 import warnings
 from dataclasses import dataclass, fields
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -29,9 +33,11 @@ from torch import Tensor
 from fastndb._checks import check_int, check_nonnegative
 from fastndb._progress import progress_bar
 from fastndb.backends import AssignBackend, resolve_backend
+from fastndb.collectives import Collective, SingleProcess, resolve_collective
 from fastndb.features import to_float
 from fastndb.inputs import as_batches, concatenate
 from fastndb.kernels import lloyd_step, squared_norms
+from fastndb.sampling import SEEDING_SALT, gather_by_position, key_positions, row_keys
 
 logger = logging.getLogger(__name__)
 
@@ -63,25 +69,19 @@ class KMeansResult:
         return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
-def kmeans_plusplus(x: Tensor, k: int, *, generator: torch.Generator, init_size: int) -> Tensor:
-    """Greedy k-means++ seeds, ``(k, D)``, drawn from a random subsample of ``init_size`` rows of ``x``.
+def kmeans_plusplus(sample: Tensor, k: int, *, generator: torch.Generator) -> Tensor:
+    """Greedy k-means++ seeds ``(k, D)`` chosen among the rows of ``sample``.
 
     Runs without host synchronisation: candidates are drawn by inverse-CDF search on the device with
     uniforms from the CPU ``generator``.
     """
-    n = x.shape[0]
-    device = x.device
-    if init_size < n:
-        rows = torch.randperm(n, generator=generator)[:init_size].to(device)
-        sample = x.index_select(0, rows)
-    else:
-        sample = x
     size = sample.shape[0]
+    device = sample.device
     sample_sq = squared_norms(sample)
     trials = 2 + int(math.log(k))
 
     first = int(torch.randint(size, (1,), generator=generator))
-    centers = torch.empty((k, x.shape[1]), dtype=x.dtype, device=device)
+    centers = torch.empty((k, sample.shape[1]), dtype=sample.dtype, device=device)
     centers[0] = sample[first]
     closest = (sample_sq - 2 * sample @ centers[0] + sample_sq[first]).clamp_min_(0)
     for i in range(1, k):
@@ -98,16 +98,34 @@ def kmeans_plusplus(x: Tensor, k: int, *, generator: torch.Generator, init_size:
     return centers
 
 
-def _reseed_empty(centroids: Tensor, counts: Tensor, x: Tensor, sq_dist: Tensor) -> Tensor:
+def seed_centroids(x: Tensor, k: int, *, seed: int, init_size: int, comm: Collective) -> Tensor:
+    """k-means++ seeds from the ``init_size`` rows (over all ranks) with the smallest content keys.
+
+    The seeding sample is chosen by :mod:`fastndb.sampling` keys, so it is the same whatever the order or the
+    sharding of the rows; rank 0 computes the seeds and broadcasts them.
+    """
+    positions, total = key_positions(row_keys(x, seed, SEEDING_SALT), comm)
+    sample = gather_by_position(x, positions, min(init_size, total), comm)
+    if comm.rank == 0:
+        centers = kmeans_plusplus(sample, k, generator=torch.Generator().manual_seed(seed))
+    else:
+        centers = torch.empty((k, x.shape[1]), dtype=x.dtype, device=x.device)
+    return comm.broadcast(centers)
+
+
+def _reseed_empty(centroids: Tensor, counts: Tensor, x: Tensor, sq_dist: Tensor, comm: Collective) -> Tensor:
     """Move empty clusters to the points farthest from their centroids (those with a positive distance)."""
-    empty = (counts == 0).nonzero()[:, 0]
+    empty = (counts == 0).nonzero()[:, 0]  # counts are global: every rank takes this branch alike
     if empty.numel() == 0:
         return centroids
-    far_d2, far_rows = sq_dist.topk(min(empty.numel(), sq_dist.numel()))
+    local_d2, local_rows = sq_dist.topk(min(empty.numel(), sq_dist.numel()))
+    candidates_d2, _ = comm.all_gather_cat(local_d2)
+    candidates, _ = comm.all_gather_cat(x.index_select(0, local_rows))
+    far_d2, far = candidates_d2.topk(min(empty.numel(), candidates_d2.numel()))
     usable = far_d2 > 0
-    empty, far_rows = empty[: far_rows.numel()][usable], far_rows[usable]
+    empty, far = empty[: far.numel()][usable], far[usable]
     centroids = centroids.clone()
-    centroids[empty] = x[far_rows]
+    centroids[empty] = candidates[far]
     return centroids
 
 
@@ -119,33 +137,90 @@ def lloyd(
     max_iter: int,
     tol: float,
     progress: bool | None = None,
+    comm: Collective | None = None,
 ) -> KMeansResult:
-    """Lloyd iterations from ``centroids`` until the relative inertia decrease is ``<= tol`` (see module doc)."""
+    """Lloyd iterations from ``centroids`` until the relative inertia decrease is ``<= tol`` (see module doc).
+
+    With a distributed ``comm``, ``x`` is this rank's shard: per-centroid sums and counts, the inertia and the
+    number of changed labels are summed over ranks each iteration, so every rank takes the same steps and ends
+    with the same centroids; ``labels`` are those of the local rows.
+    """
+    comm = comm or SingleProcess()
+    k = centroids.shape[0]
+
+    def global_inertia_and_changes(sq: Tensor, changed: Tensor) -> tuple[float, int]:
+        totals = comm.all_reduce_sum(torch.stack([sq.sum(dtype=torch.float64), changed.to(torch.float64)]))
+        return float(totals[0]), int(totals[1])
+
     labels, sq_dist = engine.nearest(x, centroids)
-    inertia = float(sq_dist.sum(dtype=torch.float64))
+    inertia, _ = global_inertia_and_changes(sq_dist, torch.zeros((), device=x.device))
     converged = False
     n_iter = 0
-    bar = progress_bar(progress, total=max_iter, desc="k-means", unit="iter")
+    bar = progress_bar(progress if comm.rank == 0 else False, total=max_iter, desc="k-means", unit="iter")
     with bar:
         while n_iter < max_iter:
             n_iter += 1
             sums, counts = lloyd_step(x, centroids, labels)
+            sums, counts = comm.all_reduce_sum(sums), comm.all_reduce_sum(counts)
             updated = sums / counts.clamp_min(1).to(sums.dtype)[:, None]
             updated = torch.where((counts > 0)[:, None], updated, centroids)
-            updated = _reseed_empty(updated, counts, x, sq_dist)
+            updated = _reseed_empty(updated, counts, x, sq_dist, comm)
             new_labels, sq_dist = engine.nearest(x, updated)
-            new_inertia = float(sq_dist.sum(dtype=torch.float64))
-            unchanged = bool(torch.equal(new_labels, labels))
+            new_inertia, changed = global_inertia_and_changes(sq_dist, (new_labels != labels).sum())
             centroids, labels = updated, new_labels
             decrease = inertia - new_inertia
             inertia = new_inertia
             bar.update(1)
             bar.set_postfix_str(f"inertia={inertia:.6g}")
-            if unchanged or decrease <= tol * abs(new_inertia):
+            if changed == 0 or decrease <= tol * abs(new_inertia):
                 converged = True
                 break
-    counts = torch.bincount(labels, minlength=centroids.shape[0])
+    counts = comm.all_reduce_sum(torch.bincount(labels, minlength=k))
+    centroids = comm.broadcast(centroids)  # identical already (same reduced sums); made bit-identical regardless
     return KMeansResult(centroids, labels, counts, inertia, n_iter, converged, engine.name)
+
+
+def fit_kmeans(
+    data: Tensor,
+    k: int,
+    *,
+    seed: int,
+    max_iter: int,
+    tol: float,
+    engine: AssignBackend,
+    init_size: int | None,
+    progress: bool | None,
+    comm: Collective,
+) -> KMeansResult:
+    """:func:`kmeans` on a validated floating ``(n, D)`` tensor (this rank's shard; ``n`` may be 0 on some ranks)."""
+    total = int(comm.all_reduce_sum(torch.tensor([data.shape[0]], dtype=torch.int64, device=data.device))[0])
+    if k > total:
+        where = f" over {comm.world_size} ranks" if comm.world_size > 1 else ""
+        raise ValueError(f"k: expected at most as many clusters as samples ({total}{where}), got k={k}")
+    if init_size is None:
+        init_size = min(total, 100 * k)
+    init_size = min(check_int(init_size, "init_size", minimum=k), total)
+    seeds = seed_centroids(data, k, seed=seed, init_size=init_size, comm=comm)
+    result = lloyd(data, seeds, engine, max_iter=max_iter, tol=tol, progress=progress, comm=comm)
+    logger.debug("k-means: N=%d over %d rank(s), D=%d, k=%d, %d iterations (converged=%s), inertia %.6g, backend %s",
+                 total, comm.world_size, data.shape[1], k, result.n_iter, result.converged, result.inertia,
+                 result.backend)
+    if not result.converged:
+        warnings.warn(
+            f"k-means stopped at max_iter={max_iter} before the relative inertia decrease fell to tol={tol}; "
+            f"raise max_iter for tighter bins",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+    nonempty = int((result.counts > 0).sum())
+    if nonempty < k:
+        warnings.warn(
+            f"k-means: only {nonempty} of {k} clusters hold points; the data have fewer than k distinct points "
+            f"(or duplicates concentrate them), so some bins stay empty",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+    return result
 
 
 def kmeans(
@@ -158,6 +233,8 @@ def kmeans(
     backend: str = "auto",
     init_size: int | None = None,
     progress: bool | None = None,
+    distributed: bool | None = None,
+    group: Any = None,
 ) -> KMeansResult:
     """Cluster ``x`` into ``k`` groups with k-means, on the device ``x`` lives on.
 
@@ -172,13 +249,24 @@ def kmeans(
             :mod:`fastndb.backends`).
         init_size: points used for k-means++ seeding (default ``min(N, 100 k)``).
         progress: show a tqdm bar over iterations (``None``: only on a terminal with tqdm installed).
+        distributed: ``None`` (default): when ``torch.distributed`` is initialised with several processes, ``x``
+            is this rank's shard and the clustering runs over the union of the shards (see below); ``True``:
+            require that; ``False``: cluster this process's ``x`` alone.
+        group: ``torch.distributed`` process group (``None``: the default group).
+
+    Distributed: every rank of the group must call this with its shard (of any length, the same ``D``). The
+    seeding sample is gathered from all ranks (``init_size`` rows), each Lloyd step all-reduces the
+    ``K x D`` per-centroid sums and ``K`` counts, and every rank returns the same centroids: those one process
+    gets from the union of the shards, up to the rounding of the sums. ``labels`` are the local rows'; ``counts``
+    and ``inertia`` are global. NCCL needs the shards on CUDA devices, gloo on the CPU.
 
     Returns:
         :class:`KMeansResult` with tensors on ``x``'s device.
 
     Raises:
         TypeError: non-integer ``k``/``max_iter``/``seed``, or input that is not an array.
-        ValueError: ``k`` outside ``[1, N]``, negative ``tol``, bad ``backend``, invalid samples.
+        ValueError: ``k`` outside ``[1, N]``, negative ``tol``, bad ``backend``, invalid samples,
+            ``distributed=True`` without an initialised process group.
 
     Example:
         >>> import torch
@@ -195,32 +283,7 @@ def kmeans(
     max_iter = check_int(max_iter, "max_iter", minimum=1)
     tol = check_nonnegative(tol, "tol")
     engine = resolve_backend(backend)
+    comm = resolve_collective(distributed, group)
     data = to_float(concatenate(as_batches(x, "x")))
-    n = data.shape[0]
-    if k > n:
-        raise ValueError(f"k: expected at most as many clusters as samples ({n}), got k={k}")
-    if init_size is None:
-        init_size = min(n, 100 * k)
-    init_size = min(check_int(init_size, "init_size", minimum=k), n)
-
-    generator = torch.Generator().manual_seed(seed)
-    seeds = kmeans_plusplus(data, k, generator=generator, init_size=init_size)
-    result = lloyd(data, seeds, engine, max_iter=max_iter, tol=tol, progress=progress)
-    logger.debug("k-means: N=%d, D=%d, k=%d, %d iterations (converged=%s), inertia %.6g, backend %s",
-                 n, data.shape[1], k, result.n_iter, result.converged, result.inertia, result.backend)
-    if not result.converged:
-        warnings.warn(
-            f"k-means stopped at max_iter={max_iter} before the relative inertia decrease fell to tol={tol}; "
-            f"raise max_iter for tighter bins",
-            RuntimeWarning,
-            stacklevel=2,
-        )
-    nonempty = int((result.counts > 0).sum())
-    if nonempty < k:
-        warnings.warn(
-            f"k-means: only {nonempty} of {k} clusters hold points; the data have fewer than k distinct points "
-            f"(or duplicates concentrate them), so some bins stay empty",
-            RuntimeWarning,
-            stacklevel=2,
-        )
-    return result
+    return fit_kmeans(data, k, seed=seed, max_iter=max_iter, tol=tol, engine=engine, init_size=init_size,
+                      progress=progress, comm=comm)

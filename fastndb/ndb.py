@@ -10,6 +10,7 @@ import logging
 import math
 import warnings
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -17,11 +18,13 @@ from torch import Tensor
 from fastndb._checks import check_int, check_nonnegative, check_open_unit, check_positive_or_none
 from fastndb._progress import progress_bar
 from fastndb.backends import AssignBackend, resolve_backend
-from fastndb.features import FeatureMap, fit_feature_map, original_max_dims
+from fastndb.collectives import Collective, resolve_collective
+from fastndb.features import FeatureMap, fit_feature_map, original_max_dims, to_float
 from fastndb.inputs import Batches, as_batches, concatenate
 from fastndb.kernels import matmul_precision
-from fastndb.kmeans import kmeans
+from fastndb.kmeans import fit_kmeans
 from fastndb.results import NDBResult
+from fastndb.sampling import SPLIT_SALT, key_positions, row_keys
 from fastndb.statistics import CORRECTIONS, compare_histograms
 
 logger = logging.getLogger(__name__)
@@ -54,6 +57,25 @@ class FittedBins:
     num_fit: int
     num_reference: int
     inertia: float
+
+    def to_dict(self) -> dict:
+        """Plain dict of tensors and numbers (``torch.save``-able; no pickled classes)."""
+        return {
+            "feature_map": self.feature_map.to_dict(),
+            "centroids": self.centroids,
+            "real_counts": self.real_counts,
+            "num_fit": self.num_fit,
+            "num_reference": self.num_reference,
+            "inertia": self.inertia,
+        }
+
+    @classmethod
+    def from_dict(cls, state: dict) -> FittedBins:
+        """Inverse of :meth:`to_dict`."""
+        return cls(
+            FeatureMap.from_dict(state["feature_map"]), state["centroids"], state["real_counts"],
+            int(state["num_fit"]), int(state["num_reference"]), float(state["inertia"]),
+        )
 
 
 def assign_samples(x: Tensor, feature_map: FeatureMap, centroids: Tensor, engine: AssignBackend) -> Tensor:
@@ -194,16 +216,37 @@ class NDB:
         self._fake_counts: Tensor | None = None
 
     # ------------------------------------------------------------------ fitting
-    def fit(self, real: object) -> NDB:
+    def fit(self, real: object, *, distributed: bool | None = None, group: Any = None) -> NDB:
         """Fit the bins on real samples ``(N, D)`` (or ``(N, C, H, W)``), on their device.
+
+        Random choices (the holdout split, the k-means seeding sample) are made by content keys
+        (:mod:`fastndb.sampling`): the bins do not depend on the order or batching of the real samples.
+
+        Args:
+            real: real samples: one array or an iterable of batches.
+            distributed: ``None`` (default): when ``torch.distributed`` is initialised with several processes,
+                ``real`` is this rank's shard and the bins are fitted on the union of the shards, identical on
+                every rank (see :func:`fastndb.kmeans`); ``True``: require that; ``False``: this process only.
+            group: ``torch.distributed`` process group (``None``: the default group).
 
         Raises:
             ValueError: too few samples for ``num_bins`` (``holdout`` needs ``K`` to fit and ``K`` to hold out),
-                invalid samples.
+                invalid samples, shards with different numbers of features.
             TypeError: input that is not an array or an iterable of arrays.
         """
-        x = concatenate(as_batches(real, "real"))
-        n, num_features = x.shape
+        comm = resolve_collective(distributed, group)
+        return self.fit_shard(concatenate(as_batches(real, "real")), comm)
+
+    def fit_shard(self, x: Tensor, comm: Collective) -> NDB:
+        """Fit on a validated ``(n, D)`` tensor, this rank's shard under ``comm`` (``n`` may be 0 on some ranks)."""
+        n_local, num_features = x.shape
+        feature_counts, _ = comm.all_gather_cat(torch.tensor([num_features], device=x.device))
+        if bool((feature_counts != num_features).any()):
+            raise ValueError(
+                f"real: expected the same number of features on every rank, got {feature_counts.tolist()}"
+            )
+        n = int(comm.all_reduce_sum(torch.tensor([n_local], dtype=torch.int64, device=x.device))[0])
+        reference_rows: Tensor | None = None
         if self.mode == "holdout":
             num_reference = int(round(n * self.holdout_fraction))
             num_fit = n - num_reference
@@ -214,9 +257,12 @@ class NDB:
                     f"(holdout_fraction={self.holdout_fraction}), each fewer than num_bins={self.num_bins}; "
                     f"need at least {need} real samples, or fewer bins"
                 )
-            order = torch.randperm(n, generator=torch.Generator().manual_seed(self.seed)).to(x.device)
-            fit_rows, reference_rows = order[:num_fit], order[num_fit:]
-            x_fit = x.index_select(0, fit_rows)
+            positions, _ = key_positions(row_keys(x, self.seed, SPLIT_SALT), comm)
+            in_fit = positions < num_fit
+            fit_rows = in_fit.nonzero()[:, 0]
+            fit_rows = fit_rows[torch.argsort(positions[fit_rows])]  # key order: sums, hence bins, bit-identical
+            x_fit = x.index_select(0, fit_rows)                     # whatever the order of the real samples
+            reference_rows = (~in_fit).nonzero()[:, 0]
         else:
             if n < self.num_bins:
                 raise ValueError(f"real: expected at least num_bins={self.num_bins} samples, got {n}")
@@ -225,25 +271,40 @@ class NDB:
         max_dims = self.max_dims
         if max_dims is None and self.mode == "original":
             max_dims = original_max_dims(num_features)
-        feature_map = fit_feature_map(x_fit, whitening=self.whitening, max_dims=max_dims, seed=self.seed)
-        clusters = kmeans(
-            feature_map(x_fit), self.num_bins, seed=self.seed, max_iter=self.max_iter, tol=self.tol,
-            backend=self.backend, progress=self.progress,
+        feature_map = fit_feature_map(x_fit, whitening=self.whitening, max_dims=max_dims, seed=self.seed, comm=comm)
+        clusters = fit_kmeans(
+            to_float(feature_map(x_fit)), self.num_bins, seed=self.seed, max_iter=self.max_iter, tol=self.tol,
+            engine=self._engine, init_size=None, progress=self.progress, comm=comm,
         )
         order_by_size = torch.argsort(clusters.counts, descending=True, stable=True)
         centroids = clusters.centroids.index_select(0, order_by_size)
-        if self.mode == "holdout":
+        if reference_rows is not None:
             labels = assign_samples(x.index_select(0, reference_rows), feature_map, centroids, self._engine)
-            real_counts = torch.bincount(labels, minlength=self.num_bins)
+            real_counts = comm.all_reduce_sum(torch.bincount(labels, minlength=self.num_bins))
         else:
             real_counts = clusters.counts.index_select(0, order_by_size)
-        logger.info("NDB bins: K=%d fitted on %d real samples (%d features -> %d), reference counts from %d (%s mode)",
-                    self.num_bins, num_fit, num_features, feature_map.output_features, num_reference, self.mode)
+        logger.info("NDB bins: K=%d fitted on %d real samples (%d features -> %d), reference counts from %d "
+                    "(%s mode, %d rank(s))", self.num_bins, num_fit, num_features, feature_map.output_features,
+                    num_reference, self.mode, comm.world_size)
         # state changes only once everything succeeded
-        self._bins = FittedBins(feature_map, centroids, real_counts, num_fit, num_reference, clusters.inertia)
+        return self.load_bins(FittedBins(feature_map, centroids, real_counts, num_fit, num_reference,
+                                         clusters.inertia))
+
+    def load_bins(self, bins: FittedBins) -> NDB:
+        """Use already-fitted bins (e.g. from :meth:`FittedBins.from_dict`); the fake stream is reset."""
+        if not isinstance(bins, FittedBins):
+            raise TypeError(f"bins: expected a FittedBins, got {type(bins).__name__}")
+        if bins.centroids.shape[0] != self.num_bins:
+            raise ValueError(f"bins: expected {self.num_bins} bins (num_bins), got {bins.centroids.shape[0]}")
+        self._bins = bins
         self._bins_on = {}
         self._fake_counts = None
         return self
+
+    @property
+    def is_fitted(self) -> bool:
+        """Whether bins were fitted (or loaded)."""
+        return self._bins is not None
 
     @property
     def bins(self) -> FittedBins:

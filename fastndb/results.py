@@ -7,6 +7,15 @@ from dataclasses import dataclass, fields
 from torch import Tensor
 
 
+def fields_as_dict(result: object, *, python: bool = False) -> dict:
+    """A dataclass's fields as a dict; ``python=True`` turns tensors into lists (JSON-ready)."""
+    out = {}
+    for f in fields(result):  # type: ignore[arg-type]
+        value = getattr(result, f.name)
+        out[f.name] = value.tolist() if python and isinstance(value, Tensor) else value
+    return out
+
+
 @dataclass(frozen=True)
 class NDBResult:
     """The NDB comparison of a fake sample's bin histogram against the real one.
@@ -78,15 +87,63 @@ class NDBResult:
         Args:
             python: convert tensors to lists (JSON-ready) instead of keeping them as tensors.
         """
-        out = {}
-        for f in fields(self):
-            value = getattr(self, f.name)
-            out[f.name] = value.tolist() if python and isinstance(value, Tensor) else value
-        return out
+        return fields_as_dict(self, python=python)
 
     def __repr__(self) -> str:
         return (
             f"NDBResult(ndb={self.ndb}, ndb_ratio={self.ndb_ratio:.4f}, js={self.js:.6f}, num_bins={self.num_bins}, "
             f"alpha={self.alpha}, expected_false_positives={self.expected_false_positives:.2f}, "
             f"p_value={self.p_value:.4g}, num_real={self.num_real}, num_fake={self.num_fake}, mode={self.mode!r})"
+        )
+
+
+@dataclass(frozen=True)
+class BirthdayResult:
+    r"""The closest pairs among ``s`` samples and, with a threshold, the birthday-paradox support estimate.
+
+    Arora & Zhang (2017): if a sample of size ``s`` from a distribution with ``N`` equally likely outcomes has
+    :math:`C` pairs that coincide, :math:`E[C] = s (s - 1) / (2 N)`, so :math:`\hat N = s (s - 1) / (2 C)`. What
+    it means: ``support_estimate`` is the size of a uniform distribution that would produce as many near-duplicate
+    pairs; for a non-uniform distribution it is an *effective* support size (collisions come mostly from its
+    heavy parts), so it is a lower-bound-like figure, and it counts outcomes at the resolution of ``threshold``.
+    What it does not mean: many duplicates show a small support (collapse or memorisation); few duplicates do not
+    show a large or diverse support beyond what ``s`` can resolve (about :math:`s^2`).
+
+    Attributes:
+        pairs: ``(P, 2)`` int64 sample indices ``i < j`` of the closest pairs.
+        distances: ``(P,)`` float64, ascending, computed exactly from the differences: Euclidean distance for
+            ``metric="l2"``, cosine distance ``1 - cos`` for ``metric="cosine"``.
+        metric: ``"l2"`` or ``"cosine"``.
+        num_samples: ``s``.
+        threshold: duplicate threshold (same units as ``distances``), or ``None``.
+        num_duplicates: pairs with distance ``<= threshold`` among all ``s (s - 1) / 2`` pairs, or ``None``.
+        duplicate_rate: ``num_duplicates / (s (s - 1) / 2)``, the share of pairs that are duplicates, or ``None``.
+        support_estimate: :math:`s (s - 1) / (2 C)` (``inf`` when ``C = 0``), or ``None``.
+        support_interval: ``(low, high)`` from the exact Poisson interval of ``C`` at ``confidence``, or ``None``.
+        confidence: level of ``support_interval``.
+        precision: arithmetic of the candidate search (distances themselves are always recomputed in float64).
+    """
+
+    pairs: Tensor
+    distances: Tensor
+    metric: str
+    num_samples: int
+    threshold: float | None
+    num_duplicates: int | None
+    duplicate_rate: float | None
+    support_estimate: float | None
+    support_interval: tuple[float, float] | None
+    confidence: float
+    precision: str
+
+    def to_dict(self, *, python: bool = False) -> dict:
+        """Fields as a dict (``python=True``: tensors as lists, JSON-ready)."""
+        return fields_as_dict(self, python=python)
+
+    def __repr__(self) -> str:
+        closest = float(self.distances[0]) if self.distances.numel() else float("nan")
+        return (
+            f"BirthdayResult(num_samples={self.num_samples}, metric={self.metric!r}, closest={closest:.6g}, "
+            f"threshold={self.threshold}, num_duplicates={self.num_duplicates}, "
+            f"support_estimate={self.support_estimate}, support_interval={self.support_interval})"
         )

@@ -206,3 +206,41 @@ def compare_histograms(
         mode=mode,
         precision=precision,
     )
+
+
+def _gammainc_inverse(a: float, q: float) -> float:
+    """``x`` with ``P(a, x) = q`` for the regularised lower incomplete gamma ``P`` (bisection, float64)."""
+    low, high = 0.0, max(1.0, a)
+    as_tensor = lambda v: torch.tensor(v, dtype=torch.float64)  # noqa: E731
+    while float(torch.special.gammainc(as_tensor(a), as_tensor(high))) < q:
+        high *= 2.0
+    for _ in range(200):
+        middle = 0.5 * (low + high)
+        if float(torch.special.gammainc(as_tensor(a), as_tensor(middle))) < q:
+            low = middle
+        else:
+            high = middle
+        if high - low <= 1e-12 * max(1.0, high):
+            break
+    return 0.5 * (low + high)
+
+
+def poisson_interval(count: int, confidence: float = 0.95) -> tuple[float, float]:
+    r"""Exact (Garwood) two-sided confidence interval for the mean of a Poisson count.
+
+    .. math:: \lambda_{lo} = \tfrac12 \chi^2_{2c}(\tfrac{1-\gamma}{2}), \qquad
+              \lambda_{hi} = \tfrac12 \chi^2_{2c+2}(\tfrac{1+\gamma}{2}),
+
+    with :math:`\lambda_{lo} = 0` when :math:`c = 0`; :math:`\chi^2_\nu(q)` is the chi-square quantile, computed
+    here as :math:`2 P^{-1}(\nu / 2, q)` by bisection on the regularised incomplete gamma function.
+
+    Example:
+        >>> [round(v, 4) for v in poisson_interval(0)]  # scipy.stats.chi2.ppf(0.975, 2) / 2 = 3.6889
+        [0.0, 3.6889]
+        >>> [round(v, 3) for v in poisson_interval(10)]
+        [4.795, 18.39]
+    """
+    tail = (1.0 - confidence) / 2.0
+    lower = 0.0 if count == 0 else _gammainc_inverse(float(count), tail)
+    upper = _gammainc_inverse(float(count) + 1.0, 1.0 - tail)
+    return lower, upper

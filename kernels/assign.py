@@ -89,7 +89,7 @@ def nearest_centroid(
     k = centroids.shape[0]
     c_sq = squared_norms(centroids) if centroid_sq_norms is None else centroid_sq_norms
     c_t = centroids.t().contiguous()
-    rows = chunk_rows or default_chunk_rows(n, k, x.device)
+    rows = max(1, chunk_rows or default_chunk_rows(n, k, x.device))
     labels = torch.empty(n, dtype=torch.int64, device=x.device)
     sq_dist = torch.empty(n, dtype=x.dtype, device=x.device)
     for start in range(0, n, rows):

@@ -14,13 +14,13 @@ from tests.conftest import mixture
 def count_fits(monkeypatch):
     fastndb.clear_cache()
     calls = []
-    original = fastndb.ndb.kmeans
+    original = fastndb.ndb.fit_kmeans
 
     def counting(*args, **kwargs):
         calls.append(1)
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(fastndb.ndb, "kmeans", counting)
+    monkeypatch.setattr(fastndb.ndb, "fit_kmeans", counting)
     yield calls
     fastndb.clear_cache()
 

@@ -1,0 +1,218 @@
+r"""The birthday-paradox test (Arora & Zhang 2017, "Do GANs learn the distribution?").
+
+Draw ``s`` samples, find the most similar pairs, count near-duplicates. If samples of size ``s`` contain
+duplicates with good probability, the generator's support is about :math:`s^2`: far smaller than the data's
+when ``s`` is in the hundreds or thousands.
+
+Steps: samples are validated and flattened (:mod:`fastndb.inputs`), optionally L2-normalised (``cosine``);
+the pairwise search is tiled (:func:`fastndb.kernels.pairwise.smallest_pairs`: block GEMM and a running top-k,
+never the ``s x s`` matrix); more candidates than asked are fetched and their distances recomputed exactly in
+float64 from the differences (so exact duplicates give exactly 0, never NaN); the duplicate count settles pairs
+near the threshold exactly too; the support estimate and its interval come from
+:func:`fastndb.statistics.poisson_interval`.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+
+import torch
+from torch import Tensor
+
+from fastndb._checks import check_int, check_open_unit
+from fastndb._progress import progress_bar
+from fastndb.features import to_float
+from fastndb.inputs import as_batches, concatenate
+from fastndb.kernels import matmul_precision
+from fastndb.kernels.pairwise import exact_squared_distances, nearest_other, smallest_pairs
+from fastndb.results import BirthdayResult
+from fastndb.sampling import SEEDING_SALT, key_positions, row_keys
+from fastndb.statistics import poisson_interval
+
+logger = logging.getLogger(__name__)
+
+METRICS = ("l2", "cosine")
+_EXTRA_CANDIDATES = 32  # candidates fetched beyond 2 * num_pairs before the exact recompute
+
+
+def _prepare(samples: object, name: str, metric: str) -> Tensor:
+    """Validated ``(s, D)`` floating samples (all-zero samples rejected for ``cosine``)."""
+    if metric not in METRICS:
+        raise ValueError(f"metric: expected one of {METRICS}, got {metric!r}")
+    x = to_float(concatenate(as_batches(samples, name)))
+    if metric == "cosine":
+        zero = (torch.linalg.vector_norm(x, dim=1) == 0).nonzero()[:, 0]
+        if zero.numel():
+            raise ValueError(
+                f"{name}: metric='cosine' needs non-zero samples, got {zero.numel()} all-zero sample(s) "
+                f"(first: {int(zero[0])}); use metric='l2'"
+            )
+    return x
+
+
+def _search_space(x: Tensor, metric: str) -> Tensor:
+    """The vectors whose squared Euclidean distances the search ranks (unit vectors for ``cosine``)."""
+    return x / torch.linalg.vector_norm(x, dim=1, keepdim=True) if metric == "cosine" else x
+
+
+def _exact_squared(x: Tensor, pairs: Tensor, metric: str) -> Tensor:
+    """Squared distances of ``pairs`` in float64 from the raw samples (normalised in float64 for ``cosine``)."""
+    if metric == "l2":
+        return exact_squared_distances(x, pairs)
+    rows = x.index_select(0, pairs.reshape(-1)).double()
+    units = rows / torch.linalg.vector_norm(rows, dim=1, keepdim=True)
+    index = torch.arange(units.shape[0], device=x.device).view(-1, 2)
+    return exact_squared_distances(units, index)
+
+
+def _to_squared(distance: float, metric: str) -> float:
+    """A reported distance as the squared Euclidean distance the search works in."""
+    return distance**2 if metric == "l2" else 2.0 * distance  # cosine: ||u - v||^2 = 2 (1 - cos)
+
+
+def _from_squared(sq: Tensor, metric: str) -> Tensor:
+    return sq.sqrt() if metric == "l2" else sq / 2.0
+
+
+def _rounding_band(x: Tensor) -> float:
+    """Half-width (in squared distance) that covers the expansion's rounding for these samples."""
+    eps = torch.finfo(x.dtype).eps
+    largest = float(torch.linalg.vector_norm(x, dim=1).max()) ** 2 if x.shape[0] else 0.0
+    return 8.0 * math.sqrt(x.shape[1]) * eps * 2.0 * largest
+
+
+def birthday(
+    samples: object,
+    *,
+    num_pairs: int = 20,
+    metric: str = "l2",
+    threshold: float | None = None,
+    confidence: float = 0.95,
+    block_rows: int | None = None,
+    progress: bool | None = None,
+) -> BirthdayResult:
+    r"""The ``num_pairs`` most similar pairs among ``s`` samples, and duplicates below ``threshold``.
+
+    Args:
+        samples: ``(s, D)`` or ``(s, C, H, W)`` samples: a tensor on any device (the search runs there), a
+            numpy/CuPy array, or an iterable of batches. ``s >= 2``.
+        num_pairs: ``P``, how many closest pairs to return (at most ``s (s - 1) / 2``).
+        metric: ``"l2"`` (Euclidean distance) or ``"cosine"`` (``1 - cos``; samples must be non-zero).
+        threshold: pairs at distance ``<= threshold`` are duplicates (same units as the distances); choose it
+            with :func:`duplicate_threshold` so that "duplicate" means closer than real samples are. ``0``
+            counts exact duplicates only. ``None``: no duplicate count and no support estimate.
+        confidence: level of the support-size interval.
+        block_rows: edge of the square blocks of the tiled search (default: 2048 on CPU, 8192 on GPU);
+            memory is about ``block_rows^2`` floats.
+        progress: tqdm bar over row blocks (``None``: only on a terminal with tqdm installed).
+
+    Returns:
+        :class:`~fastndb.BirthdayResult`, tensors on the samples' device.
+
+    Raises:
+        ValueError: fewer than 2 samples, ``num_pairs`` out of range, negative ``threshold``, unknown
+            ``metric``, all-zero samples with ``cosine``, invalid samples.
+        TypeError: input that is not an array, non-integer ``num_pairs``.
+
+    Example:
+        >>> import torch
+        >>> g = torch.Generator().manual_seed(0)
+        >>> x = torch.randn(500, 32, generator=g)
+        >>> x[400] = x[17]  # plant an exact duplicate
+        >>> result = birthday(x, num_pairs=3, threshold=0.0)
+        >>> result.pairs[0].tolist(), float(result.distances[0]), result.num_duplicates
+        ([17, 400], 0.0, 1)
+    """
+    x = _prepare(samples, "samples", metric)
+    search = _search_space(x, metric)
+    s = x.shape[0]
+    if s < 2:
+        raise ValueError(f"samples: expected at least 2 samples to form a pair, got {s}")
+    total_pairs = s * (s - 1) // 2
+    num_pairs = check_int(num_pairs, "num_pairs", minimum=1)
+    if num_pairs > total_pairs:
+        raise ValueError(f"num_pairs: expected at most s(s-1)/2 = {total_pairs} pairs for s={s}, got {num_pairs}")
+    if threshold is not None:
+        if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not math.isfinite(threshold):
+            raise TypeError(f"threshold: expected a finite number or None, got {threshold!r}")
+        if threshold < 0:
+            raise ValueError(f"threshold: expected a distance >= 0, got {threshold}")
+    confidence = check_open_unit(confidence, "confidence")
+    if block_rows is not None:
+        block_rows = check_int(block_rows, "block_rows", minimum=1)
+
+    candidates = min(total_pairs, 2 * num_pairs + _EXTRA_CANDIDATES)
+    band = None
+    if threshold is not None:
+        threshold_sq, slack = _to_squared(float(threshold), metric), _rounding_band(search)
+        band = (threshold_sq - slack, threshold_sq + slack)
+    with progress_bar(progress, total=s, desc="birthday pairs", unit="row") as bar:
+        found = smallest_pairs(search, candidates, block_rows=block_rows, count_band=band, on_block=bar.update)
+
+    exact = _exact_squared(x, found.pairs, metric)
+    order = torch.argsort(exact, stable=True)[:num_pairs]
+    pairs, distances = found.pairs[order], _from_squared(exact[order], metric)
+
+    num_duplicates = duplicate_rate = support = interval = None
+    if threshold is not None and found.num_below is not None and found.band_pairs is not None:
+        settled = _exact_squared(x, found.band_pairs, metric) <= _to_squared(float(threshold), metric)
+        num_duplicates = int(found.num_below) + int(settled.sum())
+        duplicate_rate = num_duplicates / total_pairs
+        low, high = poisson_interval(num_duplicates, confidence)
+        support = total_pairs / num_duplicates if num_duplicates else math.inf
+        interval = (total_pairs / high, total_pairs / low if low > 0 else math.inf)
+    logger.info("birthday: s=%d, %d duplicate pairs at threshold %s (%s)", s, num_duplicates or 0, threshold, metric)
+    return BirthdayResult(
+        pairs=pairs, distances=distances, metric=metric, num_samples=s, threshold=threshold,
+        num_duplicates=num_duplicates, duplicate_rate=duplicate_rate, support_estimate=support,
+        support_interval=interval, confidence=confidence, precision=matmul_precision(x.dtype, x.device),
+    )
+
+
+def duplicate_threshold(
+    real: object,
+    *,
+    quantile: float = 0.01,
+    metric: str = "l2",
+    num_samples: int | None = 10_000,
+    seed: int = 0,
+) -> float:
+    """A duplicate threshold from real data: a low quantile of real nearest-neighbour distances.
+
+    Each real sample's distance to its nearest other real sample is computed within a subset of
+    ``num_samples`` real samples (chosen by content keys with ``seed``); the threshold is their ``quantile``.
+    A fake pair closer than this is closer than all but ``quantile`` of real samples are to their nearest real
+    neighbour: a "duplicate" in the sense that real data rarely produce one. Nearest-neighbour distances shrink
+    as the sample grows, so pass ``num_samples`` equal to the ``s`` you will test, to compare like with like.
+
+    Args:
+        real: real samples, same forms as :func:`birthday`.
+        quantile: in ``(0, 1)``; lower is stricter.
+        metric: ``"l2"`` or ``"cosine"``, as in :func:`birthday`.
+        num_samples: size of the real subset (``None``: all; the search costs ``num_samples^2 D`` flops).
+        seed: seed of the subset.
+
+    Returns:
+        The threshold (float).
+
+    Example:
+        >>> import torch
+        >>> real = torch.randn(2000, 16, generator=torch.Generator().manual_seed(0))
+        >>> t = duplicate_threshold(real, quantile=0.01, num_samples=1000)
+        >>> 0 < t < float(torch.cdist(real[:2], real[2:4]).min())
+        True
+    """
+    quantile = check_open_unit(quantile, "quantile")
+    x = _prepare(real, "real", metric)
+    if num_samples is not None:
+        num_samples = check_int(num_samples, "num_samples", minimum=2)
+        if x.shape[0] > num_samples:
+            positions, _ = key_positions(row_keys(x, seed, SEEDING_SALT))
+            x = x[positions < num_samples]
+    if x.shape[0] < 2:
+        raise ValueError(f"real: expected at least 2 samples, got {x.shape[0]}")
+    neighbours = nearest_other(_search_space(x, metric))
+    rows = torch.arange(x.shape[0], device=x.device)
+    nearest = _from_squared(_exact_squared(x, torch.stack([rows, neighbours], dim=1), metric), metric)
+    return float(torch.quantile(nearest, quantile))

@@ -1,0 +1,319 @@
+"""torchmetrics faces: :class:`NDBMetric`, used like ``FrechetInceptionDistance``, exact and O(K) under DDP.
+
+Needs torchmetrics (``pip install fastndb[torchmetrics]``); importing this module without it raises
+``ModuleNotFoundError`` naming that extra. ``import fastndb`` never imports it.
+
+State, chosen for scale:
+
+* fake samples become per-bin counts as soon as bins exist: one ``(K,)`` int64 state with
+  ``dist_reduce_fx="sum"``, so memory is O(K) whatever the number of samples, and a DDP sync moves K integers;
+* real samples are held only until the bins are fitted (at the first :meth:`~NDBMetric.compute`), at most
+  ``max_real_samples`` per process: a uniform sample chosen by content keys (:mod:`fastndb.sampling`), so which
+  samples are kept does not depend on their order or batching. Fake samples that arrive before the bins exist
+  are held the same way (same cap) and counted when the bins are fitted;
+* the bins themselves are fitted across ranks under DDP (:meth:`fastndb.NDB.fit` with a distributed collective):
+  every rank ends with the same bins, those one process fitting the union of the shards would get.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from fastndb._checks import check_int
+from fastndb._optional import require
+from fastndb.collectives import Collective, SingleProcess, TorchDistributed
+from fastndb.features import to_float
+from fastndb.inputs import as_batches, concatenate
+from fastndb.ndb import NDB, FittedBins
+from fastndb.results import NDBResult
+from fastndb.sampling import FAKE_BUFFER_SALT, REAL_BUFFER_SALT, SmallestKeyBuffer
+
+_torchmetrics = require("torchmetrics", "fastndb.metrics")
+logger = logging.getLogger(__name__)
+
+_BIN_OPTIONS = ("mode", "backend", "holdout_fraction", "correction", "z_threshold", "whitening", "max_dims",
+                "max_iter", "tol", "progress")
+_DTYPE_CODES = {torch.float32: 1, torch.float64: 2}
+_CODE_DTYPES = {code: dtype for dtype, code in _DTYPE_CODES.items()}
+
+
+class NDBMetric(_torchmetrics.Metric):
+    """NDB (number of statistically different bins) as a ``torchmetrics.Metric``.
+
+    Usage follows ``FrechetInceptionDistance``: ``update(imgs, real=True)`` with real samples,
+    ``update(imgs, real=False)`` with generated ones, ``compute()``. Bins are fitted on the real samples at the
+    first ``compute()`` (across ranks under DDP) or passed in already fitted (``bins=``), in which case a
+    training loop only ever streams fake samples.
+
+    Args:
+        num_bins: number of k-means bins ``K`` (ignored with ``bins``).
+        alpha: per-bin significance level (ignored with ``bins``).
+        bins: an already-fitted :class:`~fastndb.NDB`: its bins and test options are used and never dropped.
+        reset_real_features: whether :meth:`reset` also drops the fitted bins and the real samples (the default,
+            as in ``FrechetInceptionDistance``). With ``False`` the bins are kept across ``reset()`` and only the
+            fake counts start again: fit once, evaluate every epoch.
+        max_real_samples: most real samples held per process before the bins are fitted (a uniform sample of
+            those passed, chosen by content keys with ``seed``); the same cap applies to fake samples that arrive
+            before the bins.
+        seed: seed of the bins (split, k-means) and of the sample caps.
+        **kwargs: :class:`~fastndb.NDB` options (``mode``, ``backend``, ``holdout_fraction``, ``correction``,
+            ``z_threshold``, ``whitening``, ``max_dims``, ``max_iter``, ``tol``, ``progress``) and
+            ``torchmetrics.Metric`` options (``sync_on_compute``, ``process_group``, ...).
+
+    ``compute()`` returns a dict of 0-d tensors on the metric's device: ``ndb`` (int64), ``ndb_ratio``, ``js``
+    and ``p_value`` (the overall chi-square test, float64). The full :class:`~fastndb.NDBResult` of the last
+    ``compute()`` is :attr:`result`. ``forward`` only updates (a per-batch NDB would need bins per batch) and
+    returns ``None``.
+
+    Example:
+        >>> import torch
+        >>> g = torch.Generator().manual_seed(0)
+        >>> modes = torch.randn(8, 16, generator=g) * 6
+        >>> def draw(n, keep=8):
+        ...     return modes[torch.randint(keep, (n,), generator=g)] + torch.randn(n, 16, generator=g)
+        >>> metric = NDBMetric(num_bins=16, reset_real_features=False)
+        >>> for _ in range(4):
+        ...     metric.update(draw(1000), real=True)
+        ...     metric.update(draw(500, keep=4), real=False)  # half the modes dropped
+        >>> out = metric.compute()
+        >>> sorted(out), bool(out["ndb"] >= 8)
+        (['js', 'ndb', 'ndb_ratio', 'p_value'], True)
+        >>> metric.reset()  # bins kept: the next epoch streams fake samples only
+        >>> metric.update(draw(2000), real=False)
+        >>> bool(metric.compute()["ndb"] <= 4)
+        True
+    """
+
+    higher_is_better = False
+    is_differentiable = False
+    full_state_update = False
+    plot_lower_bound = 0.0
+
+    fake_counts: Tensor
+
+    def __init__(
+        self,
+        num_bins: int = 100,
+        alpha: float = 0.05,
+        *,
+        bins: NDB | None = None,
+        reset_real_features: bool = True,
+        max_real_samples: int = 100_000,
+        seed: int = 0,
+        **kwargs: Any,
+    ) -> None:
+        options = {name: kwargs.pop(name) for name in _BIN_OPTIONS if name in kwargs}
+        super().__init__(**kwargs)
+        if not isinstance(reset_real_features, bool):
+            raise TypeError(f"reset_real_features: expected a bool, got {reset_real_features!r}")
+        self.reset_real_features = reset_real_features
+        self.max_real_samples = check_int(max_real_samples, "max_real_samples", minimum=1)
+        self.seed = check_int(seed, "seed", minimum=0)
+        if bins is not None:
+            if not isinstance(bins, NDB):
+                raise TypeError(f"bins: expected a fitted fastndb.NDB, got {type(bins).__name__}")
+            if not bins.is_fitted:
+                raise ValueError("bins: the NDB passed has no bins yet; call its fit(real) first, or leave bins=None")
+            if options:
+                raise ValueError(
+                    f"bins: the options {sorted(options)} belong to the NDB you passed; set them there instead"
+                )
+        self._owns_bins = bins is None
+        self._bin_options = {"num_bins": num_bins, "alpha": alpha, "seed": self.seed, **options}
+        self._ndb = bins if bins is not None else NDB(**self._bin_options)  # validates the options
+        self.num_bins = self._ndb.num_bins
+        self._real = SmallestKeyBuffer(self.max_real_samples, self.seed, REAL_BUFFER_SALT)
+        self._pending_fake = SmallestKeyBuffer(self.max_real_samples, self.seed, FAKE_BUFFER_SALT)
+        self._result: NDBResult | None = None
+        self.add_state("fake_counts", torch.zeros(self.num_bins, dtype=torch.int64), dist_reduce_fx="sum",
+                       persistent=True)
+
+    # ------------------------------------------------------------------ update
+    @property
+    def bins(self) -> NDB:
+        """The :class:`~fastndb.NDB` holding the bins (fitted once :attr:`is_fitted`)."""
+        return self._ndb
+
+    @property
+    def is_fitted(self) -> bool:
+        """Whether the bins exist (after the first ``compute()``, or when passed in)."""
+        return self._ndb.is_fitted
+
+    @property
+    def buffered_samples(self) -> dict[str, int]:
+        """How many real and fake samples are held (both 0 once the bins exist and pending fakes are counted)."""
+        return {"real": len(self._real), "fake": len(self._pending_fake)}
+
+    @property
+    def buffered_nbytes(self) -> int:
+        """Bytes held by the sample buffers (0 once the bins exist and pending fakes are counted)."""
+        return self._real.nbytes + self._pending_fake.nbytes
+
+    def update(self, imgs: Any, real: bool) -> None:  # type: ignore[override]
+        """Add a batch of samples ``(N, ...)``: real ones until the bins exist, fake ones at any time.
+
+        Args:
+            imgs: samples (tensor on any device, numpy/CuPy array); flattened to ``(N, D)``.
+            real: whether they are real samples.
+
+        Raises:
+            TypeError: ``real`` is not a bool; ``imgs`` is not an array.
+            ValueError: invalid samples, or a number of features different from earlier batches or the bins.
+        """
+        if not isinstance(real, bool):
+            raise TypeError(f"real: expected True or False, got {real!r}")
+        name = "imgs (real)" if real else "imgs (fake)"
+        x = concatenate(as_batches(imgs, name))
+        self._check_features(x, name)
+        if real:
+            if self.is_fitted:
+                logger.debug("NDBMetric: bins already fitted; %d real samples ignored", x.shape[0])
+                return
+            self._real.add(to_float(x).to(self.fake_counts.device))
+        elif self.is_fitted:
+            self.fake_counts += self._ndb.count(x).to(self.fake_counts.device)
+        else:
+            self._pending_fake.add(to_float(x).to(self.fake_counts.device))
+
+    def _check_features(self, x: Tensor, name: str) -> None:
+        expected = None
+        if self.is_fitted:
+            expected, source = self._ndb.num_features, "the bins"
+        else:
+            for buffer, kind in ((self._real, "real"), (self._pending_fake, "fake")):
+                if buffer.samples is not None:
+                    expected, source = buffer.samples.shape[1], f"earlier {kind} samples"
+                    break
+        if expected is not None and x.shape[1] != expected:
+            raise ValueError(f"{name}: expected {expected} features per sample like {source}, got {x.shape[1]}")
+
+    def forward(self, *args: Any, **kwargs: Any) -> None:  # type: ignore[override]
+        """Same as :meth:`update` (returns ``None``: NDB needs bins, not one batch)."""
+        self.update(*args, **kwargs)
+
+    # ----------------------------------------------------------------- compute
+    def _collective(self, should_sync: bool, process_group: Any, distributed_available: Any) -> Collective:
+        available = distributed_available or self.distributed_available_fn
+        if should_sync and callable(available) and available():
+            return TorchDistributed(process_group or self.process_group)
+        return SingleProcess()
+
+    def _fit_bins(self, comm: Collective) -> None:
+        """Fit the bins on the real samples of every rank (a collective call under DDP)."""
+        local = self._real.samples
+        described = torch.tensor(
+            [0, 0] if local is None else [local.shape[1], _DTYPE_CODES.get(local.dtype, 1)],
+            dtype=torch.int64, device=self.fake_counts.device,
+        )
+        everyone, _ = comm.all_gather_cat(described[None, :])
+        features, dtype_code = (int(v) for v in everyone.max(dim=0).values)
+        if features == 0:
+            raise ValueError("compute: no real samples to fit the bins on; call update(imgs, real=True) first")
+        if local is None:
+            local = torch.empty((0, features), dtype=_CODE_DTYPES[dtype_code], device=self.fake_counts.device)
+        logger.info("NDBMetric: fitting %d bins on %d of %d real samples held on this rank",
+                    self.num_bins, len(self._real), self._real.seen)
+        self._ndb.fit_shard(local, comm)
+        self._real.clear()
+
+    def _materialise(self, comm: Collective) -> None:
+        """Fit the bins if needed and turn held fake samples into counts (local state, before any sync)."""
+        if not self.is_fitted:
+            self._fit_bins(comm)
+        pending = self._pending_fake.samples
+        if pending is not None:
+            self.fake_counts += self._ndb.count(pending).to(self.fake_counts.device)
+            self._pending_fake.clear()
+
+    def sync(
+        self,
+        dist_sync_fn: Any = None,
+        process_group: Any = None,
+        should_sync: bool = True,
+        distributed_available: Any = None,
+    ) -> None:
+        """Fit the bins (across ranks under DDP) and count held fake samples, then sync the counts.
+
+        Arguments as torchmetrics' ``Metric.sync``; ``compute()`` calls it.
+        """
+        self._materialise(self._collective(should_sync, process_group, distributed_available))
+        super().sync(dist_sync_fn, process_group, should_sync, distributed_available)
+
+    def compute(self) -> dict[str, Tensor]:
+        """NDB of all fake samples so far against the bins: a dict of 0-d tensors (see the class docstring).
+
+        Raises:
+            ValueError: no real samples to fit the bins on, or no fake samples.
+        """
+        self._materialise(SingleProcess())  # a no-op after sync(), which compute() runs first
+        if int(self.fake_counts.sum()) == 0:
+            raise ValueError("compute: no fake samples yet; call update(imgs, real=False) first")
+        result = self._ndb.compare(self.fake_counts)
+        self._result = result
+        device = self.fake_counts.device
+        return {
+            "ndb": torch.tensor(result.ndb, dtype=torch.int64, device=device),
+            "ndb_ratio": torch.tensor(result.ndb_ratio, dtype=torch.float64, device=device),
+            "js": torch.tensor(result.js, dtype=torch.float64, device=device),
+            "p_value": torch.tensor(result.p_value, dtype=torch.float64, device=device),
+        }
+
+    @property
+    def result(self) -> NDBResult:
+        """The full :class:`~fastndb.NDBResult` of the last ``compute()``."""
+        if self._result is None:
+            raise ValueError("result: call compute() first")
+        return self._result
+
+    # ------------------------------------------------------------------- state
+    def reset(self) -> None:
+        """Zero the fake counts; with ``reset_real_features`` also drop the real samples and bins you did not pass."""
+        super().reset()
+        self._pending_fake.clear()
+        self._result = None
+        if self.reset_real_features:
+            self._real.clear()
+            if self._owns_bins:
+                self._ndb = NDB(**self._bin_options)
+
+    def _apply(self, fn: Any, exclude_state: Any = "") -> Any:
+        this = super()._apply(fn, exclude_state)
+        this._real.apply(fn)
+        this._pending_fake.apply(fn)
+        return this
+
+    def get_extra_state(self) -> dict:
+        """Bins and held samples for ``state_dict`` (plain tensors and numbers)."""
+        return {
+            "bins": self._ndb.bins.to_dict() if self.is_fitted else None,
+            "real": self._real.state(),
+            "pending_fake": self._pending_fake.state(),
+        }
+
+    def set_extra_state(self, state: dict) -> None:
+        """Restore what :meth:`get_extra_state` saved."""
+        if state["bins"] is not None:
+            self._ndb.load_bins(FittedBins.from_dict(state["bins"]))
+        self._real.load_state(state["real"])
+        self._pending_fake.load_state(state["pending_fake"])
+
+    def plot(self, val: Any = None, ax: Any = None) -> tuple[Any, Any]:
+        """Plot the bins of the last ``compute()`` (``val=None``) or ``ndb_ratio`` over a list of outputs.
+
+        Args:
+            val: ``None`` for the bin proportions of :attr:`result`, or a list of ``compute()`` outputs (e.g.
+                one per epoch) for their ``ndb_ratio`` curve.
+            ax: matplotlib axes to draw on.
+
+        Returns:
+            ``(fig, ax)``, like torchmetrics' own ``plot``.
+        """
+        from fastndb import plot
+
+        if val is None or isinstance(val, dict):
+            return plot.bin_proportions(self.result, ax=ax)
+        return plot.metric_history(list(val), key="ndb_ratio", ax=ax)

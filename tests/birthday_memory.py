@@ -1,0 +1,56 @@
+"""Peak resident memory of one birthday search, measured in a fresh process (used by tests and benchmarks).
+
+Usage: python birthday_memory.py S D  ->  prints one JSON line with the peak increase over the data alone.
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import sys
+import time
+
+import torch
+
+import fastndb
+
+
+def _status_kib(field: str) -> int:
+    with open("/proc/self/status") as status:
+        lines = status.read().splitlines()
+    for line in lines:
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise KeyError(field)
+
+
+def reset_peak() -> int:
+    """Reset the resident-set high-water mark to the current RSS (Linux clear_refs 5); returns current bytes."""
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+    return _status_kib("VmRSS") * 1024
+
+
+def peak_rss_bytes() -> int:
+    """Peak resident set since the last reset (VmHWM)."""
+    try:
+        return _status_kib("VmHWM") * 1024
+    except (OSError, KeyError):
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
+
+
+def main() -> None:
+    s, d = int(sys.argv[1]), int(sys.argv[2])
+    x = torch.randn(s, d, generator=torch.Generator().manual_seed(0))
+    fastndb.birthday(x[:100], num_pairs=5)  # load everything lazy before the baseline
+    before = reset_peak()
+    start = time.perf_counter()
+    result = fastndb.birthday(x, num_pairs=20)
+    seconds = time.perf_counter() - start
+    increase = peak_rss_bytes() - before
+    print(json.dumps({"s": s, "d": d, "peak_increase_bytes": increase, "s_squared_float32_bytes": s * s * 4,
+                      "seconds": seconds, "closest": float(result.distances[0])}))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,28 @@
+"""Shared, seeded data of the distributed tests: uneven real shards, and fake shards with an empty one."""
+
+from __future__ import annotations
+
+import torch
+
+from fastndb.synthetic import gaussian_mixture
+
+REAL_SPLITS = (0.35, 0.65)  # uneven shards
+
+
+def real_union() -> torch.Tensor:
+    return torch.from_numpy(gaussian_mixture(3000, 24, num_modes=8, seed=11))
+
+
+def fake_union() -> torch.Tensor:
+    return torch.from_numpy(gaussian_mixture(1600, 24, num_modes=8, seed=12, keep_modes=6))
+
+
+def real_shards(world: int) -> list[torch.Tensor]:
+    union = real_union()
+    first = int(REAL_SPLITS[0] * union.shape[0])
+    return [union[:first], union[first:]][:world] if world == 2 else [union]
+
+
+def fake_shards(world: int) -> list[torch.Tensor]:
+    union = fake_union()
+    return [union, union[:0]] if world == 2 else [union]  # rank 1 has no fake samples

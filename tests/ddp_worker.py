@@ -1,0 +1,74 @@
+"""One rank of the 2-process gloo job that tests/test_distributed.py launches (not a test module itself).
+
+Usage: python ddp_worker.py RANK WORLD_SIZE INIT_FILE OUT_DIR
+
+Every rank runs the same scenarios on its shard of shared, seeded data and saves what it got to
+OUT_DIR/rank{RANK}.pt; the test compares those files with a single process fed the union.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import fastndb  # noqa: E402
+from fastndb.metrics import NDBMetric  # noqa: E402
+from tests.ddp_data import fake_shards, real_shards  # noqa: E402
+
+
+def main() -> None:
+    rank, world, init_file, out_dir = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], Path(sys.argv[4])
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    real = real_shards(world)[rank]
+    fake = fake_shards(world)[rank]
+    out: dict = {}
+
+    clusters = fastndb.kmeans(real, 12, seed=3)  # distributed=None: auto, the group is initialised
+    out["kmeans"] = {"centroids": clusters.centroids, "counts": clusters.counts, "inertia": clusters.inertia,
+                     "labels": clusters.labels}
+
+    for name, options in {"holdout": {}, "whitened": {"whitening": True, "max_dims": 20},
+                          "original": {"mode": "original"}}.items():
+        ndb = fastndb.NDB(16, seed=5, **options).fit(real)
+        out[f"ndb_{name}"] = {"centroids": ndb.centroids, "real_counts": ndb.real_counts}
+
+    # the metric: real and fake in batches of different sizes; this rank's fake may be empty
+    metric = NDBMetric(num_bins=16, seed=5, reset_real_features=False)
+    for start in range(0, real.shape[0], 333):
+        metric.update(real[start : start + 333], real=True)
+    for start in range(0, fake.shape[0], 250):
+        metric.update(fake[start : start + 250], real=False)
+    values = metric.compute()
+    out["metric"] = {
+        "values": values,
+        "fake_counts": metric.result.fake_counts,
+        "real_counts": metric.result.real_counts,
+        "centroids": metric.bins.centroids,
+        "local_fake_counts": metric.fake_counts.clone(),  # after compute: this rank's own counts again
+    }
+    # second epoch with kept bins: fake only
+    metric.reset()
+    if fake.shape[0]:
+        metric.update(fake, real=False)
+    out["metric_epoch2"] = metric.compute()
+
+    # a rank with no real samples at all still gets the bins
+    lonely = NDBMetric(num_bins=16, seed=5)
+    if rank == 0:
+        lonely.update(torch.cat(real_shards(world)), real=True)
+    if fake.shape[0]:
+        lonely.update(fake, real=False)
+    out["lonely"] = {"values": lonely.compute(), "centroids": lonely.bins.centroids}
+
+    torch.save(out, out_dir / f"rank{rank}.pt")
+    dist.barrier()
+    dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    main()

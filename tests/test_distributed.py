@@ -1,0 +1,115 @@
+"""Two gloo processes on the CPU give what one process fed the union gives: k-means, NDB.fit, NDBMetric.
+
+The ranks run tests/ddp_worker.py once (module fixture); each test compares one scenario.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import fastndb
+from fastndb.collectives import SingleProcess, resolve_collective
+from fastndb.metrics import NDBMetric
+from tests.ddp_data import fake_union, real_union
+
+WORKER = Path(__file__).with_name("ddp_worker.py")
+WORLD = 2
+
+
+@pytest.fixture(scope="module")
+def ranks(tmp_path_factory) -> list[dict]:
+    out = tmp_path_factory.mktemp("ddp")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+    procs = [
+        subprocess.Popen([sys.executable, str(WORKER), str(rank), str(WORLD), str(out / "init"), str(out)],
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
+        for rank in range(WORLD)
+    ]
+    logs = []
+    for proc in procs:
+        try:
+            logs.append(proc.communicate(timeout=240)[0].decode())
+        except subprocess.TimeoutExpired:
+            for p in procs:
+                p.kill()
+            pytest.fail("the distributed workers did not finish in 240 s (a collective mismatch hangs)")
+    for rank, (proc, log) in enumerate(zip(procs, logs, strict=True)):
+        assert proc.returncode == 0, f"rank {rank} failed:\n{log[-3000:]}"
+    return [torch.load(out / f"rank{rank}.pt", weights_only=False) for rank in range(WORLD)]
+
+
+def test_distributed_kmeans_matches_one_process_on_the_union(ranks):
+    single = fastndb.kmeans(real_union(), 12, seed=3, distributed=False)
+    a, b = ranks[0]["kmeans"], ranks[1]["kmeans"]
+    assert torch.equal(a["centroids"], b["centroids"])  # identical bins on every rank
+    torch.testing.assert_close(a["centroids"], single.centroids, rtol=1e-5, atol=1e-5)
+    assert torch.equal(a["counts"], single.counts) and torch.equal(b["counts"], single.counts)
+    assert a["inertia"] == pytest.approx(single.inertia, rel=1e-6)
+    assert torch.equal(torch.cat([a["labels"], b["labels"]]), single.labels)  # local labels, in shard order
+
+
+@pytest.mark.parametrize("name, options", [("holdout", {}), ("whitened", {"whitening": True, "max_dims": 20}),
+                                           ("original", {"mode": "original"})])
+def test_distributed_ndb_fit_matches_one_process(ranks, name, options):
+    single = fastndb.NDB(16, seed=5, **options).fit(real_union(), distributed=False)
+    a, b = ranks[0][f"ndb_{name}"], ranks[1][f"ndb_{name}"]
+    assert torch.equal(a["centroids"], b["centroids"]) and torch.equal(a["real_counts"], b["real_counts"])
+    torch.testing.assert_close(a["centroids"], single.centroids, rtol=1e-5, atol=1e-5)
+    assert torch.equal(a["real_counts"], single.real_counts)
+
+
+def _single_process_metric(**options) -> NDBMetric:
+    metric = NDBMetric(num_bins=16, seed=5, **options)
+    metric.update(real_union(), real=True)
+    metric.update(fake_union(), real=False)
+    return metric
+
+
+def test_metric_under_ddp_equals_single_process(ranks):
+    single = _single_process_metric()
+    expected = single.compute()
+    for rank in ranks:
+        got = rank["metric"]
+        for key in expected:
+            assert torch.equal(got["values"][key], expected[key]), key
+        assert torch.equal(got["fake_counts"], single.result.fake_counts)
+        assert torch.equal(got["real_counts"], single.result.real_counts)
+        torch.testing.assert_close(got["centroids"], single.bins.centroids, rtol=1e-5, atol=1e-5)
+    # after compute() each rank holds its own counts again (torchmetrics' unsync): rank 1 streamed nothing
+    assert int(ranks[0]["metric"]["local_fake_counts"].sum()) == fake_union().shape[0]
+    assert int(ranks[1]["metric"]["local_fake_counts"].sum()) == 0
+
+
+def test_metric_second_epoch_with_kept_bins_under_ddp(ranks):
+    single = _single_process_metric(reset_real_features=False)
+    single.compute()
+    single.reset()
+    single.update(fake_union(), real=False)
+    expected = single.compute()
+    for rank in ranks:
+        assert all(torch.equal(rank["metric_epoch2"][k], expected[k]) for k in expected)
+
+
+def test_a_rank_without_real_samples_gets_the_same_bins(ranks):
+    single = _single_process_metric()
+    expected = single.compute()
+    assert torch.equal(ranks[0]["lonely"]["centroids"], ranks[1]["lonely"]["centroids"])
+    for rank in ranks:
+        assert all(torch.equal(rank["lonely"]["values"][k], expected[k]) for k in expected)
+
+
+def test_resolve_collective_without_a_process_group():
+    assert isinstance(resolve_collective(None), SingleProcess)
+    assert isinstance(resolve_collective(False), SingleProcess)
+    with pytest.raises(ValueError, match="distributed=True: torch.distributed is not initialised"):
+        resolve_collective(True)
+    with pytest.raises(TypeError, match="distributed: expected True, False or None, got 'yes'"):
+        resolve_collective("yes")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="not initialised"):
+        fastndb.kmeans(real_union(), 4, distributed=True)
