@@ -36,10 +36,20 @@ METRICS = ("l2", "cosine")
 _EXTRA_CANDIDATES = 32  # candidates fetched beyond 2 * num_pairs before the exact recompute
 
 
-def _prepare(samples: object, name: str, metric: str) -> Tensor:
-    """Validated ``(s, D)`` floating samples (all-zero samples rejected for ``cosine``)."""
+def check_options(metric: object, threshold: object) -> None:
+    """Validate ``metric`` and ``threshold`` (raises ``ValueError`` / ``TypeError`` naming them)."""
     if metric not in METRICS:
         raise ValueError(f"metric: expected one of {METRICS}, got {metric!r}")
+    if threshold is not None:
+        if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not math.isfinite(threshold):
+            raise TypeError(f"threshold: expected a finite number or None, got {threshold!r}")
+        if threshold < 0:
+            raise ValueError(f"threshold: expected a distance >= 0, got {threshold}")
+
+
+def _prepare(samples: object, name: str, metric: str) -> Tensor:
+    """Validated ``(s, D)`` floating samples (all-zero samples rejected for ``cosine``)."""
+    check_options(metric, None)
     x = to_float(concatenate(as_batches(samples, name)))
     if metric == "cosine":
         zero = (torch.linalg.vector_norm(x, dim=1) == 0).nonzero()[:, 0]
@@ -124,6 +134,7 @@ def birthday(
         >>> result.pairs[0].tolist(), float(result.distances[0]), result.num_duplicates
         ([17, 400], 0.0, 1)
     """
+    check_options(metric, threshold)
     x = _prepare(samples, "samples", metric)
     search = _search_space(x, metric)
     s = x.shape[0]
@@ -133,11 +144,6 @@ def birthday(
     num_pairs = check_int(num_pairs, "num_pairs", minimum=1)
     if num_pairs > total_pairs:
         raise ValueError(f"num_pairs: expected at most s(s-1)/2 = {total_pairs} pairs for s={s}, got {num_pairs}")
-    if threshold is not None:
-        if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not math.isfinite(threshold):
-            raise TypeError(f"threshold: expected a finite number or None, got {threshold!r}")
-        if threshold < 0:
-            raise ValueError(f"threshold: expected a distance >= 0, got {threshold}")
     confidence = check_open_unit(confidence, "confidence")
     if block_rows is not None:
         block_rows = check_int(block_rows, "block_rows", minimum=1)
@@ -185,6 +191,10 @@ def duplicate_threshold(
     A fake pair closer than this is closer than all but ``quantile`` of real samples are to their nearest real
     neighbour: a "duplicate" in the sense that real data rarely produce one. Nearest-neighbour distances shrink
     as the sample grows, so pass ``num_samples`` equal to the ``s`` you will test, to compare like with like.
+
+    Real data have such pairs too (about ``quantile * s / 2``, but noisily: a low quantile rests on few
+    samples): measure the null level with ``birthday(real_subset_of_size_s, threshold=t)`` and read the
+    generator's count against it.
 
     Args:
         real: real samples, same forms as :func:`birthday`.

@@ -1,4 +1,5 @@
-"""torchmetrics faces: :class:`NDBMetric`, used like ``FrechetInceptionDistance``, exact and O(K) under DDP.
+"""torchmetrics faces: :class:`NDBMetric` (used like ``FrechetInceptionDistance``, exact and O(K) under DDP) and
+:class:`BirthdayMetric`.
 
 Needs torchmetrics (``pip install fastndb[torchmetrics]``); importing this module without it raises
 ``ModuleNotFoundError`` naming that extra. ``import fastndb`` never imports it.
@@ -25,12 +26,13 @@ from torch import Tensor
 
 from fastndb._checks import check_int
 from fastndb._optional import require
+from fastndb.birthday import birthday, check_options
 from fastndb.collectives import Collective, SingleProcess, TorchDistributed
 from fastndb.features import to_float
 from fastndb.inputs import as_batches, concatenate
 from fastndb.ndb import NDB, FittedBins
-from fastndb.results import NDBResult
-from fastndb.sampling import FAKE_BUFFER_SALT, REAL_BUFFER_SALT, SmallestKeyBuffer
+from fastndb.results import BirthdayResult, NDBResult
+from fastndb.sampling import FAKE_BUFFER_SALT, REAL_BUFFER_SALT, SEEDING_SALT, SmallestKeyBuffer
 
 _torchmetrics = require("torchmetrics", "fastndb.metrics")
 logger = logging.getLogger(__name__)
@@ -39,6 +41,15 @@ _BIN_OPTIONS = ("mode", "backend", "holdout_fraction", "correction", "z_threshol
                 "max_iter", "tol", "progress")
 _DTYPE_CODES = {torch.float32: 1, torch.float64: 2}
 _CODE_DTYPES = {code: dtype for dtype, code in _DTYPE_CODES.items()}
+
+
+def _collective(metric: Any, should_sync: bool, process_group: Any = None, available: Any = None) -> Collective:
+    """The ranks a metric computes over: torchmetrics' own rules (``sync_on_compute``, ``process_group``,
+    ``distributed_available_fn``) decide, so fitting and syncing always agree."""
+    available = available or metric.distributed_available_fn
+    if should_sync and callable(available) and available():
+        return TorchDistributed(process_group or metric.process_group)
+    return SingleProcess()
 
 
 class NDBMetric(_torchmetrics.Metric):
@@ -196,12 +207,6 @@ class NDBMetric(_torchmetrics.Metric):
         self.update(*args, **kwargs)
 
     # ----------------------------------------------------------------- compute
-    def _collective(self, should_sync: bool, process_group: Any, distributed_available: Any) -> Collective:
-        available = distributed_available or self.distributed_available_fn
-        if should_sync and callable(available) and available():
-            return TorchDistributed(process_group or self.process_group)
-        return SingleProcess()
-
     def _fit_bins(self, comm: Collective) -> None:
         """Fit the bins on the real samples of every rank (a collective call under DDP)."""
         local = self._real.samples
@@ -240,7 +245,7 @@ class NDBMetric(_torchmetrics.Metric):
 
         Arguments as torchmetrics' ``Metric.sync``; ``compute()`` calls it.
         """
-        self._materialise(self._collective(should_sync, process_group, distributed_available))
+        self._materialise(_collective(self, should_sync, process_group, distributed_available))
         super().sync(dist_sync_fn, process_group, should_sync, distributed_available)
 
     def compute(self) -> dict[str, Tensor]:
@@ -300,6 +305,8 @@ class NDBMetric(_torchmetrics.Metric):
             self._ndb.load_bins(FittedBins.from_dict(state["bins"]))
         self._real.load_state(state["real"])
         self._pending_fake.load_state(state["pending_fake"])
+        if self.is_fitted or len(self._real) or len(self._pending_fake):
+            self._update_count = max(self._update_count, 1)  # loaded state counts as updated (no torchmetrics warning)
 
     def plot(self, val: Any = None, ax: Any = None) -> tuple[Any, Any]:
         """Plot the bins of the last ``compute()`` (``val=None``) or ``ndb_ratio`` over a list of outputs.
@@ -317,3 +324,146 @@ class NDBMetric(_torchmetrics.Metric):
         if val is None or isinstance(val, dict):
             return plot.bin_proportions(self.result, ax=ax)
         return plot.metric_history(list(val), key="ndb_ratio", ax=ax)
+
+
+class BirthdayMetric(_torchmetrics.Metric):
+    """The birthday-paradox test (:func:`fastndb.birthday`) as a ``torchmetrics.Metric``.
+
+    ``update(samples)`` offers generated samples; at most ``num_samples`` are kept per process (a uniform sample
+    of those offered, chosen by content keys, so the result does not depend on the order or batching);
+    ``compute()`` gathers the kept samples of every rank under DDP (``world_size x num_samples x D`` values,
+    once) and runs the test on their union. Unlike :class:`NDBMetric` the state is samples, not counts: the test
+    needs the samples themselves. ``reset()`` drops them.
+
+    Args:
+        num_samples: ``s`` per process, the size of the sample the test draws.
+        threshold: duplicate threshold (see :func:`fastndb.duplicate_threshold`); ``None``: closest pairs only.
+        num_pairs: closest pairs kept in :attr:`result`.
+        metric: ``"l2"`` or ``"cosine"``.
+        seed: seed of the sample choice.
+        **kwargs: ``torchmetrics.Metric`` options.
+
+    ``compute()`` returns 0-d float64 tensors: ``closest_distance``, and with a threshold ``num_duplicates``,
+    ``duplicate_rate`` and ``support_estimate`` (``inf`` without duplicates). :attr:`result` is the full
+    :class:`~fastndb.BirthdayResult` (indices refer to :attr:`samples`).
+
+    Example:
+        >>> import torch
+        >>> g = torch.Generator().manual_seed(0)
+        >>> support = torch.randn(300, 8, generator=g)  # a generator that only knows 300 outputs
+        >>> metric = BirthdayMetric(num_samples=600, threshold=1e-6)
+        >>> for _ in range(3):
+        ...     metric.update(support[torch.randint(300, (200,), generator=g)])
+        >>> out = metric.compute()
+        >>> 100 < float(out["support_estimate"]) < 900
+        True
+    """
+
+    higher_is_better = True  # a larger support estimate is better
+    is_differentiable = False
+    full_state_update = False
+
+    def __init__(
+        self,
+        num_samples: int = 10_000,
+        *,
+        threshold: float | None = None,
+        num_pairs: int = 20,
+        metric: str = "l2",
+        seed: int = 0,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.num_samples = check_int(num_samples, "num_samples", minimum=2)
+        self.threshold = threshold
+        self.num_pairs = check_int(num_pairs, "num_pairs", minimum=1)
+        self.metric = metric
+        self.seed = check_int(seed, "seed", minimum=0)
+        check_options(metric, threshold)  # now, not at the first compute()
+        self._buffer = SmallestKeyBuffer(self.num_samples, self.seed, SEEDING_SALT)
+        self._samples: Tensor | None = None
+        self._result: BirthdayResult | None = None
+
+    def update(self, samples: Any) -> None:  # type: ignore[override]
+        """Offer a batch of generated samples ``(N, ...)`` (any device; flattened)."""
+        x = to_float(concatenate(as_batches(samples, "samples")))
+        held = self._buffer.samples
+        if held is not None and held.shape[1] != x.shape[1]:
+            raise ValueError(f"samples: expected {held.shape[1]} features per sample like earlier ones, "
+                             f"got {x.shape[1]}")
+        self._buffer.add(x)
+
+    def forward(self, *args: Any, **kwargs: Any) -> None:  # type: ignore[override]
+        """Same as :meth:`update` (returns ``None``)."""
+        self.update(*args, **kwargs)
+
+    def compute(self) -> dict[str, Tensor]:
+        """Run the test on the kept samples of all ranks (see the class docstring).
+
+        Raises:
+            ValueError: fewer than 2 samples over all ranks.
+        """
+        comm = _collective(self, self._to_sync)
+        local = self._buffer.samples
+        if comm.world_size > 1:
+            if local is None:  # agree on the shape with the other ranks
+                described, _ = comm.all_gather_cat(torch.tensor([[0]], device=self.device))
+            else:
+                described, _ = comm.all_gather_cat(torch.tensor([[local.shape[1]]], device=local.device))
+            features = int(described.max())
+            if local is None:
+                local = torch.empty((0, max(features, 1)), device=self.device)
+            local, _ = comm.all_gather_cat(local.to(torch.float32))
+        if local is None or local.shape[0] < 2:
+            raise ValueError("compute: expected at least 2 samples; call update(samples) first")
+        num_pairs = min(self.num_pairs, local.shape[0] * (local.shape[0] - 1) // 2)
+        result = birthday(local, num_pairs=num_pairs, metric=self.metric, threshold=self.threshold)
+        self._samples, self._result = local, result
+        device = local.device
+        out = {"closest_distance": result.distances[0].to(torch.float64)}
+        if result.num_duplicates is not None:
+            out["num_duplicates"] = torch.tensor(float(result.num_duplicates), dtype=torch.float64, device=device)
+            out["duplicate_rate"] = torch.tensor(result.duplicate_rate, dtype=torch.float64, device=device)
+            out["support_estimate"] = torch.tensor(result.support_estimate, dtype=torch.float64, device=device)
+        return out
+
+    @property
+    def result(self) -> BirthdayResult:
+        """The full :class:`~fastndb.BirthdayResult` of the last ``compute()``."""
+        if self._result is None:
+            raise ValueError("result: call compute() first")
+        return self._result
+
+    @property
+    def samples(self) -> Tensor:
+        """The samples the last ``compute()`` tested (what :attr:`result`'s indices refer to)."""
+        if self._samples is None:
+            raise ValueError("samples: call compute() first")
+        return self._samples
+
+    def reset(self) -> None:
+        """Drop the kept samples."""
+        super().reset()
+        self._buffer.clear()
+        self._samples = self._result = None
+
+    def _apply(self, fn: Any, exclude_state: Any = "") -> Any:
+        this = super()._apply(fn, exclude_state)
+        this._buffer.apply(fn)
+        return this
+
+    def get_extra_state(self) -> dict:
+        """Kept samples for ``state_dict``."""
+        return {"buffer": self._buffer.state()}
+
+    def set_extra_state(self, state: dict) -> None:
+        """Restore what :meth:`get_extra_state` saved."""
+        self._buffer.load_state(state["buffer"])
+        if len(self._buffer):
+            self._update_count = max(self._update_count, 1)  # loaded samples count as updated
+
+    def plot(self, val: Any = None, ax: Any = None) -> tuple[Any, Any]:
+        """The closest pairs of the last ``compute()`` side by side (``val`` is ignored); returns ``(fig, ax)``."""
+        from fastndb import plot
+
+        return plot.birthday_pairs(self.samples, self.result, ax=ax)

@@ -143,9 +143,9 @@ class NDB:
         ``"original"``: the paper's design (gans-n-gmms ``utils/ndb.py``): bins fitted on all real samples and
         reference shares taken from those same samples. Centres over-fit their own points, so real-like fake
         samples look different. Measured (``benchmarks/calibration.py``) on 10-mode Gaussian mixtures, 20k
-        real and 10k fake from the same distribution, K=100, alpha=0.05: 30 to 48 of 100 bins flagged at 784
-        dims, 81 to 90 at 3072 dims when clustering on all dimensions, 12 to 31 with the original's automatic
-        ``D // 6`` dimension cap; holdout flags 0 to 6 (5 expected by chance). Use it to reproduce published
+        real and 10k fake from the same distribution, K=100, alpha=0.05: 24 to 43 of 100 bins flagged at 784
+        dims, 81 to 91 at 3072 dims when clustering on all dimensions, 4 to 41 with the original's automatic
+        ``D // 6`` dimension cap; holdout flags 1 to 5 (5 expected by chance). Use it to reproduce published
         numbers, not to decide whether a model collapsed. As in the original, when ``max_dims`` is not given
         and ``D > 1000``, a random ``D // 6`` of the dimensions are used.
 

@@ -5,12 +5,14 @@ matplotlib is imported inside each function, so ``import fastndb.plot`` costs no
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
+from torch import Tensor
 
 from fastndb._optional import require
-from fastndb.results import NDBResult
+from fastndb.results import BirthdayResult, NDBResult
 
 
 def _figure_and_axes(ax: Any, size: tuple[float, float]) -> tuple[Any, Any]:
@@ -57,6 +59,7 @@ def bin_proportions(result: NDBResult, *, ax: Any = None, title: str | None = No
     colors = ["tab:red" if flag else "tab:blue" for flag in different.tolist()]
     ax.bar((bins + width / 2).tolist(), fake.tolist(), width, yerr=fake_se.tolist(), color=colors,
            label="fake (red: different)", error_kw={"elinewidth": 0.6})
+    ax.xaxis.set_major_locator(require("matplotlib.ticker", "plotting").MaxNLocator(integer=True))
     ax.set_xlabel("bin (largest real bin first)")
     ax.set_ylabel("proportion of samples")
     ax.set_xlim(-1, result.num_bins)
@@ -87,5 +90,98 @@ def metric_history(values: list[dict], *, key: str = "ndb_ratio", ax: Any = None
     ax.plot(range(len(series)), series, marker="o")
     ax.set_xlabel("evaluation")
     ax.set_ylabel(key)
+    fig.tight_layout()
+    return fig, ax
+
+
+def _image_shape(samples: Tensor, image_shape: tuple[int, ...] | None) -> tuple[int, int, int]:
+    """``(C, H, W)`` of one sample: given, from the samples' own shape, or from a square ``D``."""
+    if image_shape is None:
+        if samples.dim() == 4:
+            return tuple(samples.shape[1:])  # type: ignore[return-value]
+        if samples.dim() == 3:
+            return (1, *samples.shape[1:])  # type: ignore[return-value]
+        d = samples.shape[1]
+        for channels in (1, 3):
+            side = math.isqrt(d // channels)
+            if d % channels == 0 and side * side * channels == d:
+                return (channels, side, side)
+        raise ValueError(
+            f"image_shape: samples have {d} features, which is not a square image with 1 or 3 channels; "
+            f"pass image_shape=(C, H, W)"
+        )
+    shape = tuple(int(v) for v in image_shape)
+    if len(shape) == 2:
+        shape = (1, *shape)
+    if len(shape) != 3 or math.prod(shape) != math.prod(samples.shape[1:]):
+        raise ValueError(
+            f"image_shape: expected (C, H, W) or (H, W) with {math.prod(samples.shape[1:])} values, got {image_shape}"
+        )
+    return shape  # type: ignore[return-value]
+
+
+def birthday_pairs(
+    samples: Any,
+    result: BirthdayResult,
+    *,
+    num_pairs: int | None = None,
+    image_shape: tuple[int, ...] | None = None,
+    ax: Any = None,
+) -> tuple[Any, Any]:
+    """The closest pairs of a birthday test side by side, for a person to judge whether they are duplicates.
+
+    Column ``p`` shows pair ``p``: sample ``i`` on top, sample ``j`` below, the distance in the label; pairs
+    within the result's threshold are marked "dup". Pixel values are scaled to [0, 1] over the images shown.
+
+    Args:
+        samples: the samples the test ran on (indices refer to them): ``(s, C, H, W)``, ``(s, H, W)`` or
+            ``(s, D)`` with ``image_shape`` (or a square ``D`` with 1 or 3 channels).
+        result: a :class:`~fastndb.BirthdayResult` of those samples.
+        num_pairs: pairs to show (default: all in ``result``, at most 16).
+        image_shape: ``(C, H, W)`` or ``(H, W)`` of one sample when ``samples`` are flat.
+        ax: matplotlib axes (default: a new figure).
+
+    Returns:
+        ``(fig, ax)``.
+
+    Example:
+        >>> import torch, fastndb, fastndb.plot
+        >>> imgs = torch.rand(40, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+        >>> imgs[30] = imgs[3]
+        >>> result = fastndb.birthday(imgs, num_pairs=4, threshold=0.0)
+        >>> fig, ax = fastndb.plot.birthday_pairs(imgs, result)
+        >>> ax.images[0].get_array().shape  # 2 rows of 8-pixel images, 4 columns, 1-pixel gaps
+        (17, 35)
+    """
+    x = torch.as_tensor(samples) if not isinstance(samples, Tensor) else samples
+    channels, height, width = _image_shape(x, image_shape)
+    shown = min(result.pairs.shape[0], 16 if num_pairs is None else num_pairs)
+    if shown < 1:
+        raise ValueError(f"num_pairs: expected at least 1 pair to show, got {num_pairs}")
+    pairs = result.pairs[:shown].cpu()
+    images = x.reshape(x.shape[0], channels, height, width).index_select(0, pairs.reshape(-1).to(x.device))
+    images = images.detach().double().cpu().reshape(shown, 2, channels, height, width)
+    low, high = float(images.min()), float(images.max())
+    images = (images - low) / (high - low) if high > low else torch.zeros_like(images)
+    gap = 1
+    mosaic = torch.ones(channels, 2 * height + gap, shown * (width + gap) - gap, dtype=torch.float64)
+    for p in range(shown):
+        left = p * (width + gap)
+        mosaic[:, :height, left : left + width] = images[p, 0]
+        mosaic[:, height + gap :, left : left + width] = images[p, 1]
+    fig, ax = _figure_and_axes(ax, (max(4.0, 0.9 * shown), 2.6))
+    if channels == 1:
+        ax.imshow(mosaic[0].numpy(), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+    else:
+        ax.imshow(mosaic[:3].permute(1, 2, 0).numpy(), interpolation="nearest")
+    distances = result.distances[:shown].tolist()
+    labels = []
+    for (i, j), d in zip(pairs.tolist(), distances, strict=True):
+        duplicate = result.threshold is not None and d <= result.threshold
+        labels.append(f"{i}\n{j}\n{d:.3g}" + ("\ndup" if duplicate else ""))
+    ax.set_xticks([p * (width + gap) + (width - 1) / 2 for p in range(shown)])
+    ax.set_xticklabels(labels, fontsize="x-small")
+    ax.set_yticks([])
+    ax.set_title(f"closest {shown} pairs of {result.num_samples} samples ({result.metric} distance)")
     fig.tight_layout()
     return fig, ax

@@ -17,7 +17,7 @@ import torch.distributed as dist
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import fastndb  # noqa: E402
-from fastndb.metrics import NDBMetric  # noqa: E402
+from fastndb.metrics import BirthdayMetric, NDBMetric  # noqa: E402
 from tests.ddp_data import fake_shards, real_shards  # noqa: E402
 
 
@@ -64,6 +64,11 @@ def main() -> None:
     if fake.shape[0]:
         lonely.update(fake, real=False)
     out["lonely"] = {"values": lonely.compute(), "centroids": lonely.bins.centroids}
+
+    # the birthday metric gathers the kept samples of all ranks
+    birthday_metric = BirthdayMetric(num_samples=5000, threshold=3.1)
+    birthday_metric.update(real)
+    out["birthday"] = birthday_metric.compute()
 
     torch.save(out, out_dir / f"rank{rank}.pt")
     dist.barrier()

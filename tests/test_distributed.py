@@ -15,7 +15,7 @@ import torch
 
 import fastndb
 from fastndb.collectives import SingleProcess, resolve_collective
-from fastndb.metrics import NDBMetric
+from fastndb.metrics import BirthdayMetric, NDBMetric
 from tests.ddp_data import fake_union, real_union
 
 WORKER = Path(__file__).with_name("ddp_worker.py")
@@ -34,11 +34,11 @@ def ranks(tmp_path_factory) -> list[dict]:
     logs = []
     for proc in procs:
         try:
-            logs.append(proc.communicate(timeout=240)[0].decode())
+            logs.append(proc.communicate(timeout=120)[0].decode())
         except subprocess.TimeoutExpired:
             for p in procs:
                 p.kill()
-            pytest.fail("the distributed workers did not finish in 240 s (a collective mismatch hangs)")
+            pytest.fail("the distributed workers did not finish in 120 s (a collective mismatch hangs)")
     for rank, (proc, log) in enumerate(zip(procs, logs, strict=True)):
         assert proc.returncode == 0, f"rank {rank} failed:\n{log[-3000:]}"
     return [torch.load(out / f"rank{rank}.pt", weights_only=False) for rank in range(WORLD)]
@@ -113,3 +113,12 @@ def test_resolve_collective_without_a_process_group():
         resolve_collective("yes")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="not initialised"):
         fastndb.kmeans(real_union(), 4, distributed=True)
+
+
+def test_birthday_metric_under_ddp_tests_the_union(ranks):
+    single = BirthdayMetric(num_samples=5000, threshold=3.1)
+    single.update(real_union())
+    expected = single.compute()
+    assert float(expected["num_duplicates"]) > 0  # the threshold is wide enough to count something
+    for rank in ranks:
+        assert all(torch.equal(rank["birthday"][k], expected[k]) for k in expected)

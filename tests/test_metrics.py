@@ -106,7 +106,6 @@ def test_reset_real_features(data):
         drop.compute()
 
 
-@pytest.mark.filterwarnings("ignore:The ``compute`` method:UserWarning")
 def test_state_dict_and_pickle_round_trips_before_and_after_fitting(data):
     real, fake = data
     before = NDBMetric(num_bins=K, seed=2)
@@ -248,3 +247,51 @@ def test_to_cuda_moves_state_and_matches_cpu(data):
     got = gpu.compute()
     assert all(v.is_cuda for v in got.values())
     assert int(got["ndb"]) == int(cpu.compute()["ndb"])
+
+
+# ------------------------------------------------------------------ BirthdayMetric
+def test_birthday_metric_equals_the_function_and_ignores_batching():
+    from fastndb.metrics import BirthdayMetric
+
+    g = torch.Generator().manual_seed(4)
+    support = torch.randn(400, 6, generator=g)
+    draws = support[torch.randint(400, (900,), generator=g)]
+    metric = BirthdayMetric(num_samples=1000, threshold=1e-6, num_pairs=5)
+    for chunk in torch.split(draws, 128):
+        metric.update(chunk)
+    got = metric.compute()
+    expected = fastndb.birthday(draws, num_pairs=5, threshold=1e-6)
+    assert float(got["num_duplicates"]) == expected.num_duplicates
+    assert float(got["support_estimate"]) == pytest.approx(expected.support_estimate)
+    assert torch.equal(metric.result.distances, expected.distances)
+
+    capped = BirthdayMetric(num_samples=300, threshold=1e-6)
+    shuffled = BirthdayMetric(num_samples=300, threshold=1e-6)
+    capped.update(draws)
+    for chunk in torch.split(draws.flip(0), 77):
+        shuffled.update(chunk)
+    assert _values_equal(capped.compute(), shuffled.compute())  # the same 300 samples, whatever the order
+    assert capped.samples.shape == (300, 6)
+
+    restored = BirthdayMetric(num_samples=300, threshold=1e-6)
+    restored.load_state_dict(capped.state_dict())
+    assert _values_equal(restored.compute(), capped.compute())
+    assert _values_equal(pickle.loads(pickle.dumps(capped)).compute(), capped.compute())
+    capped.reset()
+    with pytest.raises(ValueError, match="compute: expected at least 2 samples"):
+        capped.compute()
+
+
+def test_birthday_metric_errors():
+    from fastndb.metrics import BirthdayMetric
+
+    with pytest.raises(ValueError, match="threshold: expected a distance >= 0, got -0.5"):
+        BirthdayMetric(threshold=-0.5)
+    with pytest.raises(ValueError, match="metric: expected one of"):
+        BirthdayMetric(metric="hamming")
+    with pytest.raises(ValueError, match="num_samples"):
+        BirthdayMetric(num_samples=1)
+    metric = BirthdayMetric()
+    metric.update(torch.randn(5, 3))
+    with pytest.raises(ValueError, match="samples: expected 3 features per sample like earlier ones, got 4"):
+        metric.update(torch.randn(5, 4))
