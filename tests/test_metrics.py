@@ -295,3 +295,14 @@ def test_birthday_metric_errors():
     metric.update(torch.randn(5, 3))
     with pytest.raises(ValueError, match="samples: expected 3 features per sample like earlier ones, got 4"):
         metric.update(torch.randn(5, 4))
+
+
+def test_to_moves_held_samples_and_counts(data):
+    real, fake = data
+    metric = NDBMetric(num_bins=K)
+    metric.update(real, real=True)
+    metric.update(fake, real=False)
+    moved = metric.to("meta")  # a device without data: shows where everything went, on any machine
+    assert moved.fake_counts.device.type == "meta"
+    assert moved._real.samples.device.type == "meta" and moved._pending_fake.samples.device.type == "meta"
+    assert moved._real.samples.dtype == torch.float32  # devices move, dtypes stay
