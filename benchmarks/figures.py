@@ -1,6 +1,6 @@
 """The README's figures, from scikit-learn's bundled digits (needs scikit-learn and matplotlib).
 
-    python benchmarks/figures.py     # writes docs/bins.png and docs/birthday_pairs.png
+    python benchmarks/figures.py     # writes docs/bins.png, docs/birthday_pairs.png and docs/elbow.png
 
 A "generator" that resamples training digits 0-4 only, with small pixel noise, against the real digits: the bin
 plot shows the digits it never produces as under-filled bins; the birthday search on 300 of its samples finds
@@ -18,6 +18,7 @@ import torch  # noqa: E402
 from sklearn.datasets import load_digits  # noqa: E402
 
 import fastndb  # noqa: E402
+import fastndb.elbow  # noqa: E402
 import fastndb.plot  # noqa: E402
 
 OUT = Path(__file__).resolve().parents[1] / "docs"
@@ -43,8 +44,12 @@ def main() -> None:
     pairs = fastndb.birthday(fake[:300], num_pairs=12, threshold=threshold)
     fig, _ = fastndb.plot.birthday_pairs(fake[:300], pairs)
     fig.savefig(OUT / "birthday_pairs.png", dpi=110)
+    curve = fastndb.elbow.elbow(images, [5, 10, 20, 40, 80, 160], seed=0)
+    fig, _ = fastndb.plot.elbow(curve)
+    fig.savefig(OUT / "elbow.png", dpi=110)
     print(result)
     print(pairs)
+    print(curve)
     print(f"the generator's support: {len(kept)} training digits")
 
 

@@ -21,6 +21,7 @@ _EXTRAS = {
     "sklearn": "fastndb[demo]",
     "torchmetrics": "fastndb[torchmetrics]",
     "matplotlib": "fastndb[plot]",
+    "PIL": "fastndb[images]",
 }
 
 

@@ -1,11 +1,187 @@
-"""Command line: ``fastndb demo`` (more subcommands arrive with the CLI issue)."""
+"""The ``fastndb`` command: ``score``, ``birthday``, ``elbow``, ``bench`` and ``demo`` on files, without code.
+
+Inputs are image folders, ``.npy``, ``.npz[:name]`` or ``.pt[:name]`` files (:mod:`fastndb.files`). Errors print
+one line on stderr, ``fastndb: error: ...``, and exit with status 1 (2 for a bad command line, as argparse
+does); ``--debug`` shows the traceback and debug logs instead. Progress bars (tqdm) go to stderr on a terminal;
+``--quiet`` silences them.
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
+import logging
+import math
+import subprocess
 import sys
+from pathlib import Path
+from typing import Any
 
 from fastndb import __version__
+
+EXIT_ERROR = 1
+
+
+# ------------------------------------------------------------------------------------------------ helpers
+def _progress(args: argparse.Namespace) -> bool | None:
+    return False if args.quiet else None
+
+
+def _load(spec: str, args: argparse.Namespace) -> Any:
+    from fastndb.files import load_samples
+
+    x = load_samples(spec, image_size=args.image_size, channels=args.channels, progress=_progress(args))
+    if args.device != "cpu":
+        import torch
+
+        if args.device == "cuda" and not torch.cuda.is_available():
+            raise ValueError("--device cuda: no CUDA device here")
+        x = x.to(args.device)
+    return x
+
+
+def _save_figure(fig: Any, path: str) -> None:
+    from fastndb._optional import require
+
+    require("matplotlib", "--plot/--grid").use("Agg")
+    fig.savefig(path, dpi=110)
+    logging.getLogger("fastndb").info("wrote %s", path)
+
+
+def _json_ready(value: Any) -> Any:
+    """Plain JSON: tuples as lists, non-finite floats as null (strict parsers reject Infinity/NaN)."""
+    if isinstance(value, dict):
+        return {k: _json_ready(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_ready(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def _print_json(payload: dict) -> None:
+    print(json.dumps(_json_ready(payload), allow_nan=False))
+
+
+def _bin_list(indices: list[int], limit: int = 12) -> str:
+    shown = ", ".join(str(i) for i in indices[:limit])
+    return f"[{shown}{', ...' if len(indices) > limit else ''}]"
+
+
+# --------------------------------------------------------------------------------------------- commands
+def _score(args: argparse.Namespace) -> int:
+    from fastndb import bin_cache
+    from fastndb.ndb import NDB
+
+    real, fake = _load(args.real, args), _load(args.fake, args)
+    ndb = NDB(args.num_bins, args.alpha, mode=args.mode, seed=args.seed, correction=args.correction,
+              progress=_progress(args))
+    source = "fitted"
+    if args.cache:
+        options = {"num_bins": args.num_bins, "mode": args.mode, "seed": args.seed,
+                   "holdout_fraction": ndb.holdout_fraction}
+        material = bin_cache.key_material(real, options)
+        cached = bin_cache.load(Path(args.cache), material)
+        if cached is not None:
+            ndb.load_bins(cached)
+            source = f"loaded from {bin_cache.entry_path(Path(args.cache), material)}"
+        else:
+            ndb.fit(real, distributed=False)
+            source = f"fitted, saved to {bin_cache.save(Path(args.cache), material, ndb.bins)}"
+    else:
+        ndb.fit(real, distributed=False)
+    result = ndb.score(fake)
+    if args.json:
+        _print_json(result.to_dict(python=True))
+    else:
+        z, different = result.z.cpu(), result.different.cpu()
+        over = [i for i in range(result.num_bins) if bool(different[i]) and float(z[i]) > 0]
+        under = [i for i in range(result.num_bins) if bool(different[i]) and float(z[i]) < 0]
+        print(f"NDB = {result.ndb} of {result.num_bins} bins (NDB/K = {result.ndb_ratio:.3f}); "
+              f"expected by chance {result.expected_false_positives:.2f} at alpha = {result.alpha}"
+              + (f" ({result.correction} correction)" if result.correction else ""))
+        print(f"JS divergence {result.js:.4g}; chi-square test of the histograms: p = {result.p_value:.3g}")
+        print(f"over-represented bins (more fake than real): {len(over)} {_bin_list(over)}")
+        print(f"under-represented bins (fewer fake than real): {len(under)} {_bin_list(under)}")
+        print(f"real {real.shape[0]} ({result.num_real} for the reference counts), fake {result.num_fake}; "
+              f"mode {result.mode}, seed {args.seed}, device {args.device}; bins {source}")
+    if args.plot:
+        from fastndb import plot
+
+        _save_figure(plot.bin_proportions(result)[0], args.plot)
+    return 0
+
+
+def _birthday(args: argparse.Namespace) -> int:
+    from fastndb.birthday import birthday, duplicate_threshold
+
+    samples = _load(args.samples, args)
+    threshold = args.threshold
+    if args.threshold_from is not None:
+        if threshold is not None:
+            raise ValueError("--threshold and --threshold-from exclude each other: give one")
+        threshold = duplicate_threshold(_load(args.threshold_from, args), quantile=args.quantile,
+                                        metric=args.metric, num_samples=samples.shape[0], seed=args.seed)
+    result = birthday(samples, num_pairs=args.num_pairs, metric=args.metric, threshold=threshold,
+                      progress=_progress(args))
+    if args.json:
+        _print_json(result.to_dict(python=True))
+    else:
+        print(f"closest pairs among {result.num_samples} samples ({result.metric} distance):")
+        for (i, j), d in zip(result.pairs[:10].tolist(), result.distances[:10].tolist(), strict=True):
+            print(f"  {i:>7d} {j:>7d}  {d:.6g}")
+        if result.num_duplicates is not None:
+            low, high = result.support_interval
+            print(f"duplicates: {result.num_duplicates} pairs at distance <= {threshold:.6g} "
+                  f"(share of all pairs {result.duplicate_rate:.3g})")
+            print(f"support estimate: {result.support_estimate:.4g} "
+                  f"({result.confidence:.0%} interval {low:.4g} to {high:.4g})")
+    if args.grid:
+        from fastndb import plot
+
+        shape = tuple(args.grid_shape) if args.grid_shape else None
+        _save_figure(plot.birthday_pairs(samples, result, image_shape=shape)[0], args.grid)
+    return 0
+
+
+def _elbow(args: argparse.Namespace) -> int:
+    from fastndb.elbow import elbow
+
+    try:
+        ks = [int(v) for v in args.ks.split(",") if v.strip()]
+    except ValueError:
+        raise ValueError(f"--ks: expected comma-separated integers like 10,20,50, got {args.ks!r}") from None
+    result = elbow(_load(args.real, args), ks, seed=args.seed, progress=_progress(args))
+    if args.json:
+        _print_json(result.to_dict())
+    else:
+        print(f"{'K':>6s}  inertia")
+        for k, inertia in zip(result.ks, result.inertias, strict=True):
+            print(f"{k:>6d}  {inertia:.6g}" + ("   <- knee" if k == result.chosen_k else ""))
+        print(f"chosen K = {result.chosen_k}: {result.rule}")
+    if args.plot:
+        from fastndb import plot
+
+        _save_figure(plot.elbow(result)[0], args.plot)
+    return 0
+
+
+def _bench(args: argparse.Namespace) -> int:
+    folder = Path(__file__).resolve().parents[1] / "benchmarks"
+    scripts = [folder / "bench_core.py", folder / "bench_birthday.py"]
+    missing = [str(s) for s in scripts if not s.exists()]
+    if missing:
+        raise FileNotFoundError(
+            f"fastndb bench runs the scripts in a source checkout's benchmarks/ folder; not found: {missing[0]}"
+        )
+    extra = ["--device", args.device] + (["--quick"] if args.quick else [])
+    for script in scripts:
+        print(f"$ python {script.relative_to(folder.parent)} {' '.join(extra)}", flush=True)
+        done = subprocess.run([sys.executable, str(script), *extra], check=False)
+        if done.returncode != 0:
+            raise RuntimeError(f"{script.name} failed with exit status {done.returncode}")
+        print(flush=True)
+    return 0
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -18,14 +194,83 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+# ----------------------------------------------------------------------------------------------- parser
+def _probability(text: str) -> float:
+    value = float(text)
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"expected a number in (0, 1), got {text}")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fastndb", description="Mode-collapse tests for generative models.")
     parser.add_argument("--version", action="version", version=f"fastndb {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
+
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--quiet", action="store_true", help="no progress bars")
+    common.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
+    common.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N (default cpu)")
+    common.add_argument("--image-size", type=_positive_int, nargs=2, metavar=("H", "W"),
+                        help="resize images of a folder to H x W (default: all must have one size)")
+    common.add_argument("--channels", type=int, choices=(1, 3),
+                        help="convert images to 1 (grey) or 3 (RGB) channels (default: 3 if any has colour)")
+    common.add_argument("--json", action="store_true", help="print one JSON object instead of the summary")
+
+    score = commands.add_parser("score", parents=[common], help="NDB of FAKE against REAL",
+                                description="NDB score: bins fitted on REAL, FAKE compared bin by bin.")
+    score.add_argument("real", help="image folder, .npy, .npz[:name] or .pt[:name]")
+    score.add_argument("fake", help="same forms as REAL, same number of features")
+    score.add_argument("--num-bins", type=_positive_int, default=100)
+    score.add_argument("--alpha", type=_probability, default=0.05)
+    score.add_argument("--mode", choices=("holdout", "original"), default="holdout")
+    score.add_argument("--correction", choices=("holm", "bh"), default=None)
+    score.add_argument("--seed", type=int, default=0)
+    score.add_argument("--plot", metavar="PNG", help="write the bin proportions figure")
+    score.add_argument("--cache", metavar="DIR", help="keep fitted bins in DIR, keyed by REAL's content and options")
+    score.set_defaults(run=_score)
+
+    birthday = commands.add_parser("birthday", parents=[common], help="closest pairs, duplicates, support size",
+                                   description="Birthday-paradox test on SAMPLES.")
+    birthday.add_argument("samples", help="image folder, .npy, .npz[:name] or .pt[:name]")
+    birthday.add_argument("--num-pairs", type=_positive_int, default=20)
+    birthday.add_argument("--metric", choices=("l2", "cosine"), default="l2")
+    birthday.add_argument("--threshold", type=float, help="duplicate threshold (a distance)")
+    birthday.add_argument("--threshold-from", metavar="REAL",
+                          help="set the threshold to a low quantile of REAL's nearest-neighbour distances")
+    birthday.add_argument("--quantile", type=_probability, default=0.01, help="for --threshold-from (0.01)")
+    birthday.add_argument("--seed", type=int, default=0)
+    birthday.add_argument("--grid", metavar="PNG", help="write the closest pairs side by side")
+    birthday.add_argument("--grid-shape", type=_positive_int, nargs="+", metavar="N",
+                          help="C H W (or H W) of one sample, for flat samples")
+    birthday.set_defaults(run=_birthday)
+
+    elbow = commands.add_parser("elbow", parents=[common], help="k-means inertia against K, to choose K",
+                                description="k-means inertia for each K, and the knee of the curve.")
+    elbow.add_argument("real", help="image folder, .npy, .npz[:name] or .pt[:name]")
+    elbow.add_argument("--ks", default="10,20,50,100,200", help="comma-separated K values (10,20,50,100,200)")
+    elbow.add_argument("--seed", type=int, default=0)
+    elbow.add_argument("--plot", metavar="PNG", help="write the elbow curve")
+    elbow.set_defaults(run=_elbow)
+
+    bench = commands.add_parser("bench", help="run the benchmarks (source checkout) and print their tables")
+    bench.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
+    bench.add_argument("--quick", action="store_true", help="smaller sizes")
+    bench.add_argument("--debug", action="store_true")
+    bench.set_defaults(run=_bench)
+
     demo = commands.add_parser("demo", help="score generators that drop digits against real digits")
     demo.add_argument("--num-bins", type=int, default=10)
     demo.add_argument("--num-fake", type=int, default=2000)
     demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--debug", action="store_true")
     demo.set_defaults(run=_demo)
     return parser
 
@@ -33,11 +278,19 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``fastndb`` console script."""
     args = build_parser().parse_args(argv)
+    debug = getattr(args, "debug", False)
+    logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING, format="%(name)s: %(message)s")
+    if debug:
+        return args.run(args)
     try:
         return args.run(args)
-    except (ValueError, TypeError, ModuleNotFoundError) as err:
-        print(f"fastndb: error: {err}", file=sys.stderr)
-        return 2
+    except BrokenPipeError:  # the reader (e.g. `| head`) went away: not an error of ours
+        sys.stderr.close()
+        return 0
+    except (ValueError, TypeError, OSError, ModuleNotFoundError, RuntimeError) as err:
+        message = str(err).splitlines()[0] if str(err) else type(err).__name__
+        print(f"fastndb: error: {message}", file=sys.stderr)
+        return EXIT_ERROR
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ import torch
 from torch import Tensor
 
 from fastndb._optional import require
-from fastndb.results import BirthdayResult, NDBResult
+from fastndb.results import BirthdayResult, ElbowResult, NDBResult
 
 
 def _figure_and_axes(ax: Any, size: tuple[float, float]) -> tuple[Any, Any]:
@@ -183,5 +183,26 @@ def birthday_pairs(
     ax.set_xticklabels(labels, fontsize="x-small")
     ax.set_yticks([])
     ax.set_title(f"closest {shown} pairs of {result.num_samples} samples ({result.metric} distance)")
+    fig.tight_layout()
+    return fig, ax
+
+
+def elbow(result: ElbowResult, *, ax: Any = None) -> tuple[Any, Any]:
+    """k-means inertia against K with the chosen K marked.
+
+    Example:
+        >>> from fastndb.results import ElbowResult
+        >>> fig, ax = elbow(ElbowResult((2, 4, 8), (10.0, 4.0, 3.0), 4, "knee"))
+        >>> len(ax.lines)
+        2
+    """
+    fig, ax = _figure_and_axes(ax, (5.0, 3.2))
+    ax.plot(list(result.ks), list(result.inertias), marker="o", label="inertia")
+    chosen = result.ks.index(result.chosen_k)
+    ax.plot([result.chosen_k], [result.inertias[chosen]], marker="o", markersize=12, fillstyle="none",
+            color="tab:red", linestyle="none", label=f"knee: K = {result.chosen_k}")
+    ax.set_xlabel("K (number of bins)")
+    ax.set_ylabel("k-means inertia")
+    ax.legend(fontsize="small")
     fig.tight_layout()
     return fig, ax

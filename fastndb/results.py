@@ -147,3 +147,27 @@ class BirthdayResult:
             f"threshold={self.threshold}, num_duplicates={self.num_duplicates}, "
             f"support_estimate={self.support_estimate}, support_interval={self.support_interval})"
         )
+
+
+@dataclass(frozen=True)
+class ElbowResult:
+    """k-means inertia against K, and the K the knee rule picks.
+
+    Attributes:
+        ks: the K values tried, ascending.
+        inertias: k-means inertia (sum of squared distances to the nearest centre) for each K.
+        chosen_k: the K at the knee: the point farthest from the straight line through the first and last points
+            of the curve, after scaling both axes to [0, 1] (the "Kneedle" rule of Satopaa et al. 2011).
+        rule: the rule, in words.
+    """
+
+    ks: tuple[int, ...]
+    inertias: tuple[float, ...]
+    chosen_k: int
+    rule: str
+
+    def to_dict(self, *, python: bool = False) -> dict:
+        """Fields as a dict (already plain Python values)."""
+        out = fields_as_dict(self, python=python)
+        out["ks"], out["inertias"] = list(self.ks), list(self.inertias)
+        return out
