@@ -209,6 +209,13 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _num_bins(text: str) -> int:
+    value = int(text)
+    if value < 2:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 2, got {text}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fastndb", description="Mode-collapse tests for generative models.")
     parser.add_argument("--version", action="version", version=f"fastndb {__version__}")
@@ -228,7 +235,7 @@ def build_parser() -> argparse.ArgumentParser:
                                 description="NDB score: bins fitted on REAL, FAKE compared bin by bin.")
     score.add_argument("real", help="image folder, .npy, .npz[:name] or .pt[:name]")
     score.add_argument("fake", help="same forms as REAL, same number of features")
-    score.add_argument("--num-bins", type=_positive_int, default=100)
+    score.add_argument("--num-bins", type=_num_bins, default=100)
     score.add_argument("--alpha", type=_probability, default=0.05)
     score.add_argument("--mode", choices=("holdout", "original"), default="holdout")
     score.add_argument("--correction", choices=("holm", "bh"), default=None)
@@ -267,8 +274,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.set_defaults(run=_bench)
 
     demo = commands.add_parser("demo", help="score generators that drop digits against real digits")
-    demo.add_argument("--num-bins", type=int, default=10)
-    demo.add_argument("--num-fake", type=int, default=2000)
+    demo.add_argument("--num-bins", type=_num_bins, default=10)
+    demo.add_argument("--num-fake", type=_positive_int, default=2000)
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--debug", action="store_true")
     demo.set_defaults(run=_demo)

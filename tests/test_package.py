@@ -36,4 +36,4 @@ def test_demo_catches_dropped_digits():
 def test_cli_bad_option_exits_nonzero():
     out = subprocess.run([sys.executable, "-m", "fastndb", "demo", "--num-bins", "1"], capture_output=True, text=True)
     assert out.returncode == 2
-    assert "num_bins: expected an integer >= 2, got 1" in out.stderr
+    assert "argument --num-bins: expected an integer >= 2, got 1" in out.stderr
