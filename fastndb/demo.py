@@ -1,18 +1,28 @@
-"""Demo: NDB on scikit-learn's bundled 8x8 digits, real samples against generators that drop digits.
+"""Demos on scikit-learn's bundled 8x8 digits (no download).
 
-The "generators" resample a pool of real digits disjoint from the reference set and add pixel noise, so a
-healthy one draws from (nearly) the real distribution while the others never produce some digit classes.
+* :func:`run_dcgan_demo` (``fastndb demo``): a DCGAN trained on the digits upsampled to 32 x 32, with NDB and
+  the birthday test watching for mode collapse every epoch (:mod:`fastndb.training`); or on MNIST / Fashion-MNIST
+  from an IDX file, or any image file fastndb reads, with ``data``.
+* :func:`run_digits_demo` (``fastndb demo --resampling``): seconds, no training: "generators" resample a pool of
+  real digits disjoint from the reference set and add pixel noise, so a healthy one draws from (nearly) the real
+  distribution while the others never produce some digit classes.
 """
 
 from __future__ import annotations
 
+import gzip
+from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
+import numpy as np
 import torch
+import torch.nn.functional as F
 
 from fastndb._optional import require
 from fastndb.ndb import NDB
 from fastndb.results import NDBResult
+from fastndb.training import CollapseMonitor, EpochRecord, GANConfig, TrainingResult, train_gan
 
 
 @dataclass(frozen=True)
@@ -71,3 +81,81 @@ def format_rows(rows: list[DemoRow]) -> str:
             f"{r.js:>8.4f} {r.p_value:>22.3g}"
         )
     return "\n".join(lines)
+
+
+def read_idx_images(path: str | Path) -> torch.Tensor:
+    """MNIST-style IDX image file (``*-images-idx3-ubyte``, optionally ``.gz``) as ``(N, 1, H, W)`` uint8.
+
+    The IDX format: big-endian magic ``0x00000803`` (unsigned bytes, 3 dimensions), the three sizes as uint32,
+    then the pixels.
+    """
+    raw = Path(path).read_bytes()
+    if raw[:2] == b"\x1f\x8b":
+        raw = gzip.decompress(raw)
+    if len(raw) < 16 or int.from_bytes(raw[:4], "big") != 0x803:
+        raise ValueError(f"{path}: not an IDX image file (expected magic 0x00000803 for uint8 images)")
+    n, height, width = (int.from_bytes(raw[i : i + 4], "big") for i in (4, 8, 12))
+    if len(raw) != 16 + n * height * width:
+        raise ValueError(f"{path}: IDX header says {n} x {height} x {width} pixels, the file has {len(raw) - 16}")
+    pixels = np.frombuffer(raw, dtype=np.uint8, offset=16).reshape(n, 1, height, width)
+    return torch.from_numpy(pixels.copy())
+
+
+def load_training_images(data: str | None, *, digit: int | None = None, image_size: int = 32) -> torch.Tensor:
+    """Training images in [-1, 1], ``(N, C, S, S)`` with ``S = image_size``.
+
+    ``data=None``: scikit-learn's digits (optionally one ``digit`` class), upsampled bilinearly from 8 x 8.
+    Otherwise an IDX file (MNIST, Fashion-MNIST) or anything :func:`fastndb.files.load_samples` reads, resized
+    to ``S`` if needed.
+    """
+    if data is None:
+        x, y = load_digits_tensor()
+        images = x.reshape(-1, 1, 8, 8)
+        if digit is not None:
+            images = images[y == digit]
+    else:
+        from fastndb.files import load_samples
+
+        name = str(data)
+        loaded = read_idx_images(name) if "idx" in Path(name).name else load_samples(name)
+        if loaded.dim() != 4:
+            raise ValueError(f"data: expected images (N, C, H, W), got shape {tuple(loaded.shape)}")
+        images = loaded.float() / 255.0 if loaded.dtype == torch.uint8 else loaded.float()
+        if digit is not None:
+            raise ValueError("digit: choosing one class needs labels; it works with the bundled digits only")
+    if images.shape[-1] != image_size or images.shape[-2] != image_size:
+        images = F.interpolate(images, size=(image_size, image_size), mode="bilinear", align_corners=False)
+    return (images.clamp(0, 1) * 2 - 1).contiguous()
+
+
+def run_dcgan_demo(
+    *,
+    data: str | None = None,
+    digit: int | None = None,
+    image_size: int = 32,
+    device: str = "cpu",
+    out_dir: str | Path | None = "fastndb-demo",
+    config: GANConfig | None = None,
+    num_bins: int | None = None,
+    threshold: float = 0.8,
+    progress: bool | None = None,
+    on_epoch: Callable[[EpochRecord], None] | None = None,
+) -> TrainingResult:
+    """Train a DCGAN with the collapse monitor (see the module docstring); returns the :class:`TrainingResult`."""
+    real = load_training_images(data, digit=digit, image_size=image_size).to(device)
+    config = config or GANConfig()
+    monitor = CollapseMonitor(real, num_bins=num_bins, threshold=threshold, seed=config.seed)
+    return train_gan(real, config, monitor=monitor, out_dir=out_dir, progress=progress, on_epoch=on_epoch)
+
+
+def format_epoch_header() -> str:
+    """Header of the per-epoch table the demo prints."""
+    return (f"{'epoch':>5} {'D loss':>7} {'G loss':>7} {'NDB':>4} {'NDB/K':>6} {'JS':>7} {'dup pairs':>9} "
+            f"{'collapse':>8} {'s':>5}")
+
+
+def format_epoch(record: EpochRecord) -> str:
+    """One row of the per-epoch table."""
+    return (f"{record.epoch:>5} {record.d_loss:>7.3f} {record.g_loss:>7.3f} {record.ndb:>4} {record.ndb_ratio:>6.2f} "
+            f"{record.js:>7.4f} {record.num_duplicates:>9} {'FLAGGED' if record.collapsed else '-':>8} "
+            f"{record.seconds:>5.1f}")

@@ -206,3 +206,72 @@ def elbow(result: ElbowResult, *, ax: Any = None) -> tuple[Any, Any]:
     ax.legend(fontsize="small")
     fig.tight_layout()
     return fig, ax
+
+
+def close(fig: Any) -> None:
+    """Release a figure made here (long training runs make one per epoch)."""
+    require("matplotlib.pyplot", "plotting").close(fig)
+
+
+def image_grid(images: Tensor, *, columns: int = 8, title: str | None = None, ax: Any = None) -> tuple[Any, Any]:
+    """Images ``(N, C, H, W)`` with values in [0, 1] as one grid (C = 1 grey, 3 RGB).
+
+    Example:
+        >>> fig, ax = image_grid(torch.rand(10, 1, 4, 4), columns=5)
+        >>> ax.images[0].get_array().shape  # 2 rows x 5 columns of 4-pixel images, 1-pixel gaps
+        (9, 24)
+    """
+    if images.dim() != 4 or images.shape[1] not in (1, 3):
+        raise ValueError(f"images: expected (N, 1 or 3, H, W), got shape {tuple(images.shape)}")
+    x = images.detach().double().cpu().clamp(0, 1)
+    n, channels, height, width = x.shape
+    columns = max(1, min(columns, n))
+    rows = math.ceil(n / columns)
+    mosaic = torch.ones(channels, rows * (height + 1) - 1, columns * (width + 1) - 1, dtype=torch.float64)
+    for i in range(n):
+        top, left = (i // columns) * (height + 1), (i % columns) * (width + 1)
+        mosaic[:, top : top + height, left : left + width] = x[i]
+    fig, ax = _figure_and_axes(ax, (0.5 * columns + 1, 0.5 * rows + 0.6))
+    if channels == 1:
+        ax.imshow(mosaic[0].numpy(), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+    else:
+        ax.imshow(mosaic.permute(1, 2, 0).numpy(), interpolation="nearest")
+    ax.set_axis_off()
+    if title:
+        ax.set_title(title)
+    fig.tight_layout()
+    return fig, ax
+
+
+def training_curves(
+    records: list[dict], *, threshold: float | None = None, collapsed_at: int | None = None, ax: Any = None
+) -> tuple[Any, Any]:
+    """NDB/K and the birthday duplicate rate per epoch, with the collapse threshold and the flagged epoch.
+
+    Example:
+        >>> rows = [{"epoch": 1, "ndb_ratio": 0.2, "duplicate_rate": 0.0}, {"epoch": 2, "ndb_ratio": 0.7,
+        ...          "duplicate_rate": 0.01}]
+        >>> fig, ax = training_curves(rows, threshold=0.5, collapsed_at=2)
+        >>> len(ax.lines) >= 2
+        True
+    """
+    if not records:
+        raise ValueError("records: expected at least one epoch, got none")
+    fig, ax = _figure_and_axes(ax, (6.0, 3.4))
+    epochs = [r["epoch"] for r in records]
+    ax.plot(epochs, [r["ndb_ratio"] for r in records], marker="o", label="NDB/K")
+    if threshold is not None:
+        ax.axhline(threshold, color="tab:red", linestyle="--", linewidth=1, label=f"collapse threshold {threshold}")
+    if collapsed_at is not None:
+        ax.axvline(collapsed_at, color="tab:red", linewidth=1, label=f"flagged at epoch {collapsed_at}")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("NDB/K")
+    ax.set_ylim(0, 1)
+    twin = ax.twinx()
+    twin.plot(epochs, [r["duplicate_rate"] for r in records], marker="s", color="tab:gray", label="duplicate rate")
+    twin.set_ylabel("birthday duplicate rate (share of pairs)")
+    lines = ax.get_legend_handles_labels()
+    more = twin.get_legend_handles_labels()
+    ax.legend(lines[0] + more[0], lines[1] + more[1], fontsize="x-small", loc="upper left")
+    fig.tight_layout()
+    return fig, ax

@@ -25,7 +25,7 @@ def test_kernels_are_installed_as_fastndb_kernels():
 
 
 def test_demo_catches_dropped_digits():
-    out = subprocess.run([sys.executable, "-m", "fastndb", "demo"], capture_output=True, text=True, check=True,
+    out = subprocess.run([sys.executable, "-m", "fastndb", "demo", "--resampling"], capture_output=True, text=True, check=True,
                          timeout=300)
     rows = {line[:26].strip(): line.split() for line in out.stdout.splitlines() if line.startswith(("healthy", "drops"))}
     healthy = int(rows["healthy (all digits)"][3])

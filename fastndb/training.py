@@ -1,0 +1,304 @@
+"""DCGAN training with a mode-collapse monitor: NDB and the birthday test every epoch, on the generator's device.
+
+:class:`CollapseMonitor` fits NDB bins once on the real images and, each epoch, streams the generator's samples
+into them (:meth:`NDB.score <fastndb.NDB.score>` on the samples' device: no host copy of the samples, only K
+counts and a few scalars come back), runs the birthday test on a subset with a threshold taken from real data,
+and flags collapse when NDB/K stays above ``threshold`` for ``patience`` epochs in a row after ``warmup``
+epochs.
+
+:func:`train_gan` is the standard DCGAN loop (Adam, lr 2e-4, betas (0.5, 0.999), binary cross-entropy) with the
+options of the label experiments: a share of the discriminator's labels flipped (``label_flip``), one-sided label
+smoothing (real targets ``1 - label_smoothing``), and the latent size. All randomness comes from ``seed``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from fastndb._checks import check_int, check_open_unit
+from fastndb._progress import progress_bar
+from fastndb.birthday import birthday, duplicate_threshold
+from fastndb.models import Discriminator, Generator, sample
+from fastndb.ndb import NDB
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class EpochRecord:
+    """What the monitor saw after one epoch (losses are epoch means)."""
+
+    epoch: int
+    d_loss: float
+    g_loss: float
+    ndb: int
+    ndb_ratio: float
+    js: float
+    p_value: float
+    num_duplicates: int
+    duplicate_rate: float
+    collapsed: bool
+    seconds: float
+
+    def to_dict(self) -> dict:
+        """Fields as a dict."""
+        return asdict(self)
+
+
+class CollapseMonitor:
+    """Per-epoch NDB and birthday statistics of a generator against fixed real data.
+
+    Args:
+        real: real images ``(N, C, H, W)`` in the generator's value range, on the device to score on.
+        num_bins: NDB bins ``K``; ``None``: ``min(20, N // 40)`` (at least 2), so that the held-out half of the real
+            images gives about 20 or more per bin, where the per-bin z-test is reliable.
+        alpha: per-bin level; under the null NDB/K is about ``alpha``.
+        threshold: NDB/K above which an epoch counts towards collapse. The default 0.8 sits between what short
+            healthy DCGAN runs on the digits reach (0.3 to 0.65 at K = 20 after the warm-up) and collapsed ones
+            (0.95 to 1.0); see ``benchmarks/results/collapse/``. A GAN that is not collapsed but poor also scores
+            high: NDB/K measures any mismatch, so read it with the duplicate count.
+        patience: epochs in a row above ``threshold`` before :attr:`collapsed_at` is set.
+        warmup: epochs not counted: an untrained generator differs from the data in every bin, which is not
+            collapse.
+        num_samples: generated samples scored per epoch.
+        birthday_samples: samples of the birthday test per epoch (the threshold comes from as many real ones).
+        quantile: quantile of real nearest-neighbour distances used as the duplicate threshold.
+        seed: seed of the bins, the duplicate threshold and the monitor's latents.
+    """
+
+    def __init__(
+        self,
+        real: Tensor,
+        *,
+        num_bins: int | None = None,
+        alpha: float = 0.05,
+        threshold: float = 0.8,
+        patience: int = 2,
+        warmup: int = 3,
+        num_samples: int = 2000,
+        birthday_samples: int = 500,
+        quantile: float = 0.01,
+        seed: int = 0,
+    ) -> None:
+        self.threshold = check_open_unit(threshold, "threshold")
+        self.patience = check_int(patience, "patience", minimum=1)
+        self.warmup = check_int(warmup, "warmup", minimum=0)
+        self.num_samples = check_int(num_samples, "num_samples", minimum=2)
+        self.birthday_samples = min(check_int(birthday_samples, "birthday_samples", minimum=2), self.num_samples)
+        self.seed = seed
+        if num_bins is None:
+            num_bins = max(2, min(20, real.shape[0] // 40))
+        self.ndb = NDB(num_bins, alpha, seed=seed).fit(real, distributed=False)
+        self.duplicate_threshold = duplicate_threshold(real, quantile=quantile,
+                                                       num_samples=min(self.birthday_samples, real.shape[0]),
+                                                       seed=seed)
+        self.collapsed_at: int | None = None
+        self._above = 0
+
+    def observe(self, samples: Tensor, epoch: int) -> dict:
+        """Statistics of one epoch's samples (a dict of plain numbers); updates the collapse flag."""
+        result = self.ndb.score(samples)
+        pairs = birthday(samples[: self.birthday_samples], num_pairs=1, threshold=self.duplicate_threshold)
+        counted = epoch > self.warmup
+        self._above = self._above + 1 if counted and result.ndb_ratio > self.threshold else 0
+        if self._above >= self.patience and self.collapsed_at is None:
+            self.collapsed_at = epoch
+        return {"ndb": result.ndb, "ndb_ratio": result.ndb_ratio, "js": result.js, "p_value": result.p_value,
+                "num_duplicates": int(pairs.num_duplicates or 0), "duplicate_rate": float(pairs.duplicate_rate or 0),
+                "collapsed": self.collapsed_at is not None}
+
+    def generate_and_observe(self, generator: Generator, epoch: int) -> dict:
+        """Draw :attr:`num_samples` from ``generator`` on its device (seeded latents) and :meth:`observe` them."""
+        device = next(generator.parameters()).device
+        rng = torch.Generator(device=device).manual_seed(self.seed + 7919 * epoch)
+        return self.observe(sample(generator, self.num_samples, generator_rng=rng), epoch)
+
+
+@dataclass(frozen=True)
+class GANConfig:
+    """Options of :func:`train_gan` (see the module docstring)."""
+
+    epochs: int = 10
+    batch_size: int = 64
+    latent_size: int = 100
+    width: int = 64
+    lr: float = 2e-4
+    betas: tuple[float, float] = (0.5, 0.999)
+    label_flip: float = 0.0
+    label_smoothing: float = 0.0
+    steps_per_epoch: int | None = None
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        check_int(self.epochs, "epochs", minimum=1)
+        if self.steps_per_epoch is not None:
+            check_int(self.steps_per_epoch, "steps_per_epoch", minimum=1)
+        check_int(self.batch_size, "batch_size", minimum=2)
+        check_int(self.latent_size, "latent_size", minimum=1)
+        check_int(self.width, "width", minimum=1)
+        for name in ("label_flip", "label_smoothing"):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and 0 <= value < 1):
+                raise ValueError(f"{name}: expected a share in [0, 1), got {value!r}")
+
+
+@dataclass
+class TrainingResult:
+    """Outcome of :func:`train_gan`: per-epoch records, the epoch collapse was flagged (or ``None``), the models."""
+
+    records: list[EpochRecord]
+    collapsed_at: int | None
+    generator: Generator
+    discriminator: Discriminator
+    config: GANConfig
+    files: list[Path] = field(default_factory=list)
+
+
+def _seeded_models(config: GANConfig, channels: int, image_size: int, device: torch.device) -> tuple:
+    """Models initialised from ``config.seed`` without touching the caller's global RNG state."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.seed)
+        generator = Generator(config.latent_size, channels, image_size, config.width)
+        discriminator = Discriminator(channels, image_size, config.width)
+    return generator.to(device), discriminator.to(device)
+
+
+def train_gan(
+    real: Tensor,
+    config: GANConfig = GANConfig(),
+    *,
+    monitor: CollapseMonitor | None = None,
+    out_dir: str | Path | None = None,
+    progress: bool | None = None,
+    on_epoch: Callable[[EpochRecord], None] | None = None,
+) -> TrainingResult:
+    """Train a DCGAN on ``real`` images ``(N, C, H, W)`` in [-1, 1], on their device, monitoring collapse.
+
+    Args:
+        real: training images in [-1, 1]; 28, 32 or 64 pixels square.
+        config: :class:`GANConfig`.
+        monitor: a :class:`CollapseMonitor` (``None``: losses only).
+        out_dir: if given, a sample grid per epoch (``samples_epochNNN.png``), ``curves.png`` and
+            ``history.json`` are written there (figures need matplotlib).
+        progress: tqdm bar over epochs (``None``: only on a terminal).
+        on_epoch: called with each :class:`EpochRecord` (e.g. to print a table row).
+
+    Returns:
+        :class:`TrainingResult`.
+    """
+    if real.dim() != 4 or real.shape[2] != real.shape[3]:
+        raise ValueError(f"real: expected square images (N, C, H, W), got shape {tuple(real.shape)}")
+    device = real.device
+    n, channels, image_size = real.shape[0], real.shape[1], real.shape[2]
+    generator, discriminator = _seeded_models(config, channels, image_size, device)
+    opt_g = torch.optim.Adam(generator.parameters(), lr=config.lr, betas=config.betas)
+    opt_d = torch.optim.Adam(discriminator.parameters(), lr=config.lr, betas=config.betas)
+    bce = nn.BCELoss()
+    shuffle_rng = torch.Generator().manual_seed(config.seed)
+    noise_rng = torch.Generator(device=device).manual_seed(config.seed + 1)
+    fixed_noise = torch.randn(64, config.latent_size, device=device, generator=noise_rng)
+    folder = Path(out_dir) if out_dir is not None else None
+    if folder is not None:
+        folder.mkdir(parents=True, exist_ok=True)
+    records: list[EpochRecord] = []
+    files: list[Path] = []
+    real_target = 1.0 - config.label_smoothing
+    with progress_bar(progress, total=config.epochs, desc="DCGAN", unit="epoch") as bar:
+        for epoch in range(1, config.epochs + 1):
+            start = time.perf_counter()
+            d_total = torch.zeros((), device=device)
+            g_total = torch.zeros((), device=device)
+            steps = 0
+            for rows in _batches(n, config, shuffle_rng, device):
+                batch = real.index_select(0, rows)
+                b = batch.shape[0]
+                z = torch.randn(b, config.latent_size, device=device, generator=noise_rng)
+                fake = generator(z)
+                real_labels = torch.full((b,), real_target, device=device)
+                fake_labels = torch.zeros(b, device=device)
+                if config.label_flip > 0:  # flip a share of the discriminator's labels
+                    flip_real = torch.rand(b, device=device, generator=noise_rng) < config.label_flip
+                    flip_fake = torch.rand(b, device=device, generator=noise_rng) < config.label_flip
+                    real_labels = torch.where(flip_real, 0.0, real_labels)
+                    fake_labels = torch.where(flip_fake, 1.0, fake_labels)
+                d_loss = bce(discriminator(batch), real_labels) + bce(discriminator(fake.detach()), fake_labels)
+                opt_d.zero_grad(set_to_none=True)
+                d_loss.backward()
+                opt_d.step()
+                g_loss = bce(discriminator(fake), torch.ones(b, device=device))
+                opt_g.zero_grad(set_to_none=True)
+                g_loss.backward()
+                opt_g.step()
+                d_total += d_loss.detach()
+                g_total += g_loss.detach()
+                steps += 1
+            stats = monitor.generate_and_observe(generator, epoch) if monitor is not None else {}
+            record = EpochRecord(
+                epoch=epoch, d_loss=float(d_total) / max(steps, 1), g_loss=float(g_total) / max(steps, 1),
+                ndb=stats.get("ndb", -1), ndb_ratio=stats.get("ndb_ratio", math.nan), js=stats.get("js", math.nan),
+                p_value=stats.get("p_value", math.nan), num_duplicates=stats.get("num_duplicates", -1),
+                duplicate_rate=stats.get("duplicate_rate", math.nan), collapsed=stats.get("collapsed", False),
+                seconds=time.perf_counter() - start,
+            )
+            records.append(record)
+            logger.info("epoch %d: %s", epoch, record)
+            if folder is not None:
+                files.append(_save_grid(generator, fixed_noise, folder / f"samples_epoch{epoch:03d}.png", epoch))
+            if on_epoch is not None:
+                on_epoch(record)
+            bar.update(1)
+    collapsed_at = monitor.collapsed_at if monitor is not None else None
+    if folder is not None:
+        (folder / "history.json").write_text(json.dumps(
+            {"config": asdict(config), "collapsed_at": collapsed_at, "records": [r.to_dict() for r in records]},
+            indent=1))
+        files.append(folder / "history.json")
+        if monitor is not None:
+            files.append(_save_curves(records, monitor, collapsed_at, folder / "curves.png"))
+    return TrainingResult(records, collapsed_at, generator, discriminator, config, files)
+
+
+def _batches(n: int, config: GANConfig, rng: torch.Generator, device: torch.device):
+    """Row indices of one epoch's batches: passes over shuffled data, ``steps_per_epoch`` batches if set."""
+    per_pass = max(1, n // config.batch_size)
+    steps = config.steps_per_epoch or per_pass
+    order = torch.empty(0, dtype=torch.int64)
+    for step in range(steps):
+        if step % per_pass == 0:
+            order = torch.randperm(n, generator=rng).to(device)
+        first = (step % per_pass) * config.batch_size
+        yield order[first : first + config.batch_size]
+
+
+def _save_grid(generator: Generator, noise: Tensor, path: Path, epoch: int) -> Path:
+    from fastndb import plot
+
+    was_training = generator.training
+    generator.eval()
+    with torch.no_grad():
+        images = generator(noise)
+    generator.train(was_training)
+    fig, _ = plot.image_grid((images + 1) / 2, title=f"epoch {epoch}")
+    fig.savefig(path, dpi=90)
+    plot.close(fig)
+    return path
+
+
+def _save_curves(records: list[EpochRecord], monitor: CollapseMonitor, collapsed_at: int | None,
+                 path: Path) -> Path:
+    from fastndb import plot
+
+    fig, _ = plot.training_curves([r.to_dict() for r in records], threshold=monitor.threshold,
+                                  collapsed_at=collapsed_at)
+    fig.savefig(path, dpi=100)
+    plot.close(fig)
+    return path
