@@ -3,6 +3,7 @@
     python benchmarks/collapse_experiments.py labelflip [--seeds 0 1] [--epochs 8]   # (a) DCGAN on digits
     python benchmarks/collapse_experiments.py toy [--seeds 0 1 2]                     # (b) 2-D GANs
     python benchmarks/collapse_experiments.py epochs                                  # (c) NDB next to grids
+    python benchmarks/collapse_experiments.py replot                                  # redraw (a) from its JSON
 
 (a) A DCGAN on scikit-learn's digits (32 x 32) with 0, 1, 5, 10, 15, 20% of the discriminator's labels flipped,
     plus latent size 1: NDB/K and duplicate pairs per epoch, and the epoch the monitor flags collapse.
@@ -81,12 +82,23 @@ def label_flip(args: argparse.Namespace) -> None:
         lines.append(f"{row['setting']:14s} {row['seed']:>4d} {flagged:>10s}  {ratios:44s} "
                      f"{row['final_duplicate_pairs']:>14d}")
     write("labelflip", lines, rows)
+    plot_label_flip(rows, args.threshold)
+
+
+def plot_label_flip(rows: list[dict], threshold: float) -> None:
+    """NDB/K per epoch, one colour per setting, line style per seed (also from a saved labelflip.json)."""
+    settings = list(dict.fromkeys(r["setting"] for r in rows))
+    seeds = sorted({r["seed"] for r in rows})
+    colours = plt.get_cmap("tab10" if len(settings) <= 10 else "tab20")
     fig, ax = plt.subplots(figsize=(7, 4))
-    for (name, seed), ratios in curves.items():
-        ax.plot(range(1, len(ratios) + 1), ratios, marker="o", markersize=3,
-                label=f"{name} (seed {seed})", linestyle="-" if seed == args.seeds[0] else ":")
-    ax.axhline(args.threshold, color="tab:red", linestyle="--", linewidth=1)
-    ax.set_xlabel("epoch")
+    for r in rows:
+        ratios = r["ndb_ratio_per_epoch"]
+        colour = colours(settings.index(r["setting"]))
+        ax.plot(range(1, len(ratios) + 1), ratios, marker="o", markersize=3, color=colour,
+                linestyle="-" if r["seed"] == seeds[0] else ":",
+                label=r["setting"] if r["seed"] == seeds[0] else None)
+    ax.axhline(threshold, color="tab:red", linestyle="--", linewidth=1, label=f"threshold {threshold}")
+    ax.set_xlabel(f"epoch (solid: seed {seeds[0]}" + (f", dotted: seed {seeds[1]})" if len(seeds) > 1 else ")"))
     ax.set_ylabel("NDB/K")
     ax.set_ylim(0, 1.02)
     ax.legend(fontsize="x-small", ncol=2)
@@ -237,7 +249,7 @@ def write(name: str, lines: list[str], rows: list[dict]) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("experiment", choices=("labelflip", "toy", "epochs"))
+    parser.add_argument("experiment", choices=("labelflip", "toy", "epochs", "replot"))
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     parser.add_argument("--epochs", type=int, default=8)
     parser.add_argument("--steps", type=int, default=150, help="batches per epoch")
@@ -245,6 +257,9 @@ def main() -> None:
     parser.add_argument("--threshold", type=float, default=0.8)
     args = parser.parse_args()
     OUT.mkdir(parents=True, exist_ok=True)
+    if args.experiment == "replot":  # redraw labelflip.png from labelflip.json, no training
+        plot_label_flip(json.loads((OUT / "labelflip.json").read_text()), args.threshold)
+        return
     {"labelflip": label_flip, "toy": toy, "epochs": epochs}[args.experiment](args)
 
 
