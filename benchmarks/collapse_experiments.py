@@ -4,6 +4,7 @@
     python benchmarks/collapse_experiments.py toy [--seeds 0 1 2]                     # (b) 2-D GANs
     python benchmarks/collapse_experiments.py epochs                                  # (c) NDB next to grids
     python benchmarks/collapse_experiments.py replot                                  # redraw (a) from its JSON
+    python benchmarks/collapse_experiments.py labelflip --only "flip 0%" "flip 20%" --seeds 0 --epochs 20 --tag _long
 
 (a) A DCGAN on scikit-learn's digits (32 x 32) with 0, 1, 5, 10, 15, 20% of the discriminator's labels flipped,
     plus latent size 1: NDB/K and duplicate pairs per epoch, and the epoch the monitor flags collapse.
@@ -55,6 +56,8 @@ def label_flip(args: argparse.Namespace) -> None:
                 ("flip 5%", {"label_flip": 0.05}), ("flip 10%", {"label_flip": 0.10}),
                 ("flip 15%", {"label_flip": 0.15}), ("flip 20%", {"label_flip": 0.20}),
                 ("latent size 1", {"latent_size": 1})]
+    if args.only:
+        settings = [(name, options) for name, options in settings if name in args.only]
     rows, curves = [], {}
     for name, options in settings:
         for seed in args.seeds:
@@ -81,11 +84,11 @@ def label_flip(args: argparse.Namespace) -> None:
         ratios = " ".join(f"{v:.2f}" for v in row["ndb_ratio_per_epoch"])
         lines.append(f"{row['setting']:14s} {row['seed']:>4d} {flagged:>10s}  {ratios:44s} "
                      f"{row['final_duplicate_pairs']:>14d}")
-    write("labelflip", lines, rows)
-    plot_label_flip(rows, args.threshold)
+    write(f"labelflip{args.tag}", lines, rows)
+    plot_label_flip(rows, args.threshold, f"labelflip{args.tag}.png")
 
 
-def plot_label_flip(rows: list[dict], threshold: float) -> None:
+def plot_label_flip(rows: list[dict], threshold: float, name: str = "labelflip.png") -> None:
     """NDB/K per epoch, one colour per setting, line style per seed (also from a saved labelflip.json)."""
     settings = list(dict.fromkeys(r["setting"] for r in rows))
     seeds = sorted({r["seed"] for r in rows})
@@ -103,7 +106,7 @@ def plot_label_flip(rows: list[dict], threshold: float) -> None:
     ax.set_ylim(0, 1.02)
     ax.legend(fontsize="x-small", ncol=2)
     fig.tight_layout()
-    fig.savefig(OUT / "labelflip.png", dpi=110)
+    fig.savefig(OUT / name, dpi=110)
 
 
 # ------------------------------------------------------------------------------------------------ (b) toy
@@ -255,6 +258,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=150, help="batches per epoch")
     parser.add_argument("--toy-steps", type=int, default=3000)
     parser.add_argument("--threshold", type=float, default=0.8)
+    parser.add_argument("--only", nargs="+", help="labelflip: run only these settings, e.g. 'flip 0%%' 'flip 20%%'")
+    parser.add_argument("--tag", default="", help="labelflip: suffix of the result files, e.g. _long")
     args = parser.parse_args()
     OUT.mkdir(parents=True, exist_ok=True)
     if args.experiment == "replot":  # redraw labelflip.png from labelflip.json, no training
