@@ -218,8 +218,10 @@ class NDBMetric(_torchmetrics.Metric):
         features, dtype_code = (int(v) for v in everyone.max(dim=0).values)
         if features == 0:
             raise ValueError("compute: no real samples to fit the bins on; call update(imgs, real=True) first")
+        dtype = _CODE_DTYPES[dtype_code]  # the widest dtype any rank holds, so that gathered rows agree
         if local is None:
-            local = torch.empty((0, features), dtype=_CODE_DTYPES[dtype_code], device=self.fake_counts.device)
+            local = torch.empty((0, features), dtype=dtype, device=self.fake_counts.device)
+        local = local.to(dtype)
         logger.info("NDBMetric: fitting %d bins on %d of %d real samples held on this rank",
                     self.num_bins, len(self._real), self._real.seen)
         self._ndb.fit_shard(local, comm)
