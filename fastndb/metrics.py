@@ -52,6 +52,19 @@ def _collective(metric: Any, should_sync: bool, process_group: Any = None, avail
     return SingleProcess()
 
 
+def _agreed_shard(local: Tensor | None, comm: Collective, device: torch.device) -> Tensor | None:
+    """This rank's ``(n, D)`` samples in the widest dtype any rank holds (an empty ``(0, D)`` tensor on a rank with
+    none), so that the ranks' shards can be gathered; ``None`` when no rank holds any. A collective call."""
+    described = torch.tensor([0, 0] if local is None else [local.shape[1], _DTYPE_CODES.get(local.dtype, 1)],
+                             dtype=torch.int64, device=device)
+    everyone, _ = comm.all_gather_cat(described[None, :])
+    features, dtype_code = (int(v) for v in everyone.max(dim=0).values)
+    if features == 0:
+        return None
+    dtype = _CODE_DTYPES[dtype_code]
+    return torch.empty((0, features), dtype=dtype, device=device) if local is None else local.to(dtype)
+
+
 class NDBMetric(_torchmetrics.Metric):
     """NDB (number of statistically different bins) as a ``torchmetrics.Metric``.
 
@@ -209,19 +222,9 @@ class NDBMetric(_torchmetrics.Metric):
     # ----------------------------------------------------------------- compute
     def _fit_bins(self, comm: Collective) -> None:
         """Fit the bins on the real samples of every rank (a collective call under DDP)."""
-        local = self._real.samples
-        described = torch.tensor(
-            [0, 0] if local is None else [local.shape[1], _DTYPE_CODES.get(local.dtype, 1)],
-            dtype=torch.int64, device=self.fake_counts.device,
-        )
-        everyone, _ = comm.all_gather_cat(described[None, :])
-        features, dtype_code = (int(v) for v in everyone.max(dim=0).values)
-        if features == 0:
-            raise ValueError("compute: no real samples to fit the bins on; call update(imgs, real=True) first")
-        dtype = _CODE_DTYPES[dtype_code]  # the widest dtype any rank holds, so that gathered rows agree
+        local = _agreed_shard(self._real.samples, comm, self.fake_counts.device)
         if local is None:
-            local = torch.empty((0, features), dtype=dtype, device=self.fake_counts.device)
-        local = local.to(dtype)
+            raise ValueError("compute: no real samples to fit the bins on; call update(imgs, real=True) first")
         logger.info("NDBMetric: fitting %d bins on %d of %d real samples held on this rank",
                     self.num_bins, len(self._real), self._real.seen)
         self._ndb.fit_shard(local, comm)
@@ -406,16 +409,10 @@ class BirthdayMetric(_torchmetrics.Metric):
             ValueError: fewer than 2 samples over all ranks.
         """
         comm = _collective(self, self._to_sync)
-        local = self._buffer.samples
-        if comm.world_size > 1:
-            if local is None:  # agree on the shape with the other ranks
-                described, _ = comm.all_gather_cat(torch.tensor([[0]], device=self.device))
-            else:
-                described, _ = comm.all_gather_cat(torch.tensor([[local.shape[1]]], device=local.device))
-            features = int(described.max())
-            if local is None:
-                local = torch.empty((0, max(features, 1)), device=self.device)
-            local, _ = comm.all_gather_cat(local.to(torch.float32))
+        held = self._buffer.samples
+        local = _agreed_shard(held, comm, self.device if held is None else held.device)
+        if local is not None and comm.world_size > 1:
+            local, _ = comm.all_gather_cat(local)
         if local is None or local.shape[0] < 2:
             raise ValueError("compute: expected at least 2 samples; call update(samples) first")
         num_pairs = min(self.num_pairs, local.shape[0] * (local.shape[0] - 1) // 2)

@@ -100,11 +100,11 @@ class Discriminator(nn.Module):
 
 
 def sample(generator: Generator, num_samples: int, *, generator_rng: torch.Generator | None = None,
-           batch_size: int = 1024) -> Tensor:
+           latents: Tensor | None = None, batch_size: int = 1024) -> Tensor:
     """``num_samples`` images from ``generator`` in eval mode, on its device, without gradients.
 
-    Latents are drawn on the generator's device (from ``generator_rng`` if given, which must live there too), so
-    nothing crosses to the host.
+    Latents are ``latents`` if given, else drawn on the generator's device (from ``generator_rng`` if given, which
+    must live there too), so nothing crosses to the host.
     """
     device = next(generator.parameters()).device
     was_training = generator.training
@@ -114,7 +114,8 @@ def sample(generator: Generator, num_samples: int, *, generator_rng: torch.Gener
             parts = []
             for start in range(0, num_samples, batch_size):
                 n = min(batch_size, num_samples - start)
-                z = torch.randn(n, generator.latent_size, device=device, generator=generator_rng)
+                z = (latents[start : start + n] if latents is not None
+                     else torch.randn(n, generator.latent_size, device=device, generator=generator_rng))
                 parts.append(generator(z))
             return torch.cat(parts)
     finally:

@@ -282,11 +282,7 @@ def _batches(n: int, config: GANConfig, rng: torch.Generator, device: torch.devi
 def _save_grid(generator: Generator, noise: Tensor, path: Path, epoch: int) -> Path:
     from fastndb import plot
 
-    was_training = generator.training
-    generator.eval()
-    with torch.no_grad():
-        images = generator(noise)
-    generator.train(was_training)
+    images = sample(generator, noise.shape[0], latents=noise)
     fig, _ = plot.image_grid((images + 1) / 2, title=f"epoch {epoch}")
     fig.savefig(path, dpi=90)
     plot.close(fig)

@@ -65,8 +65,6 @@ def test_planted_exact_and_near_duplicates_are_all_found_with_large_norms():
     assert planted <= found
     assert result.distances[:5].tolist() == [0.0] * 5  # exact duplicates give exactly 0
     assert result.num_duplicates == 15 and not bool(result.distances.isnan().any())
-    naive = torch.cdist(torch.from_numpy(x[sources]), torch.from_numpy(x[exact_copies])).diagonal()
-    assert float(naive.max()) >= 0  # (what cdist gives is not guaranteed to be 0; ours is)
 
 
 def test_identical_inputs_give_zero_not_nan_and_a_support_of_one():
