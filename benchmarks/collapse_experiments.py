@@ -4,7 +4,9 @@
     python benchmarks/collapse_experiments.py toy [--seeds 0 1 2]                     # (b) 2-D GANs
     python benchmarks/collapse_experiments.py epochs                                  # (c) NDB next to grids
     python benchmarks/collapse_experiments.py replot                                  # redraw (a) from its JSON
-    python benchmarks/collapse_experiments.py labelflip --only "flip 0%" "flip 20%" --seeds 0 --epochs 20 --tag _long
+    python benchmarks/collapse_experiments.py labelflip --only "flip 0%" "flip 10%" "flip 20%" "latent size 1" \
+        --seeds 0 1 2 --epochs 20 --tag _long
+    python benchmarks/collapse_experiments.py labelflip --only "flip 35%" "flip 50%" --epochs 12 --tag _high
 
 (a) A DCGAN on scikit-learn's digits (32 x 32) with 0, 1, 5, 10, 15, 20% of the discriminator's labels flipped,
     plus latent size 1: NDB/K and duplicate pairs per epoch, and the epoch the monitor flags collapse.
@@ -39,6 +41,7 @@ from torch import nn  # noqa: E402
 
 import fastndb  # noqa: E402
 from fastndb.demo import load_training_images  # noqa: E402
+from fastndb.statistics import compare_histograms  # noqa: E402
 from fastndb.training import CollapseMonitor, GANConfig, train_gan  # noqa: E402
 
 OUT = Path(__file__).resolve().parent / "results" / "collapse"
@@ -56,9 +59,13 @@ def label_flip(args: argparse.Namespace) -> None:
                 ("flip 5%", {"label_flip": 0.05}), ("flip 10%", {"label_flip": 0.10}),
                 ("flip 15%", {"label_flip": 0.15}), ("flip 20%", {"label_flip": 0.20}),
                 ("latent size 1", {"latent_size": 1})]
-    if args.only:
+    if args.only:  # beyond the issue's range, only when named: where flipping stops the GAN learning
+        settings += [("flip 35%", {"label_flip": 0.35}), ("flip 50%", {"label_flip": 0.50})]
+        unknown = set(args.only) - {name for name, _ in settings}
+        if unknown:
+            raise SystemExit(f"--only: unknown settings {sorted(unknown)}")
         settings = [(name, options) for name, options in settings if name in args.only]
-    rows, curves = [], {}
+    rows = []
     for name, options in settings:
         for seed in args.seeds:
             start = time.perf_counter()
@@ -67,25 +74,64 @@ def label_flip(args: argparse.Namespace) -> None:
             result = train_gan(real, config, monitor=monitor, progress=False)
             ratios = [r.ndb_ratio for r in result.records]
             dups = [r.num_duplicates for r in result.records]
-            curves[(name, seed)] = ratios
+            final = monitor.last_result
+            null = null_levels(final.real_counts, final.num_fake, seed=seed)
             rows.append({"setting": name, "seed": seed, "flagged_at": result.collapsed_at,
                          "ndb_ratio_per_epoch": ratios, "duplicate_pairs_per_epoch": dups,
+                         "js_per_epoch": [r.js for r in result.records],
                          "final_ndb_ratio": ratios[-1], "final_duplicate_pairs": dups[-1],
+                         "final_tv": total_variation(final.real_proportions, final.fake_proportions),
+                         "final_largest_gap": float((final.fake_proportions - final.real_proportions).abs().max()),
+                         "final_real_proportions": final.real_proportions.tolist(),
+                         "final_fake_proportions": final.fake_proportions.tolist(),
+                         **{f"null_{key}": value for key, value in null.items()},
                          "seconds": time.perf_counter() - start})
             print(f"{name:14s} seed {seed}: flagged at {result.collapsed_at}, NDB/K per epoch "
-                  f"{[round(v, 2) for v in ratios]}, duplicate pairs {dups}", flush=True)
+                  f"{[round(v, 2) for v in ratios]}, duplicate pairs {dups}, final TV {rows[-1]['final_tv']:.3f} "
+                  f"(null {null['tv']:.3f})", flush=True)
     lines = [f"machine: {machine()}",
              f"DCGAN (width 32) on scikit-learn digits at 32 x 32, {args.epochs} epochs of {args.steps} batches of 64; "
              f"monitor: K = 20, 2000 samples per epoch, 500 for the birthday test; collapse = NDB/K > "
              f"{args.threshold} for 2 epochs after 3 warm-up epochs", "",
-             f"{'setting':14s} {'seed':>4s} {'flagged at':>10s}  {'NDB/K per epoch':44s} {'last dup pairs':>14s}"]
+             "last epoch: JS and total variation (TV, half the L1 distance) of the bin histograms, the largest gap "
+             "between a bin's fake and real share; 'null' columns: the same for a perfect generator (fake counts "
+             "drawn from the real shares at the same sample sizes, 1000 draws: mean NDB/K, mean TV)", "",
+             f"{'setting':14s} {'seed':>4s} {'flagged at':>10s}  {'NDB/K per epoch':44s} {'dup pairs':>9s} "
+             f"{'JS':>6s} {'TV':>5s} {'gap':>5s} {'null NDB/K':>10s} {'null TV':>7s}"]
     for row in rows:
         flagged = "-" if row["flagged_at"] is None else str(row["flagged_at"])
         ratios = " ".join(f"{v:.2f}" for v in row["ndb_ratio_per_epoch"])
         lines.append(f"{row['setting']:14s} {row['seed']:>4d} {flagged:>10s}  {ratios:44s} "
-                     f"{row['final_duplicate_pairs']:>14d}")
+                     f"{row['final_duplicate_pairs']:>9d} {row['js_per_epoch'][-1]:>6.3f} {row['final_tv']:>5.3f} "
+                     f"{row['final_largest_gap']:>5.3f} {row['null_ndb_ratio']:>10.3f} {row['null_tv']:>7.3f}")
     write(f"labelflip{args.tag}", lines, rows)
     plot_label_flip(rows, args.threshold, f"labelflip{args.tag}.png")
+
+
+def total_variation(p: torch.Tensor, q: torch.Tensor) -> float:
+    """Half the L1 distance of two histograms: the share of samples that would have to move bins."""
+    return float((p - q).abs().sum() / 2)
+
+
+def null_levels(real_counts: torch.Tensor, num_fake: int, *, draws: int = 1000, seed: int = 0) -> dict:
+    """NDB/K, JS and TV a perfect generator would show: both histograms drawn from the real shares.
+
+    The real shares are estimated from ``real_counts``; real and fake counts are redrawn from them at the
+    experiment's sample sizes, and the monitor's test (``alpha = 0.05``) is applied to each draw.
+    """
+    g = torch.Generator().manual_seed(seed)
+    shares = real_counts.to(torch.float64) / real_counts.sum()
+    num_real, num_bins = int(real_counts.sum()), real_counts.numel()
+    ratios, js, tv = [], [], []
+    for _ in range(draws):
+        real = torch.bincount(torch.multinomial(shares, num_real, replacement=True, generator=g), minlength=num_bins)
+        fake = torch.bincount(torch.multinomial(shares, num_fake, replacement=True, generator=g), minlength=num_bins)
+        result = compare_histograms(real, fake, alpha=0.05)
+        ratios.append(result.ndb_ratio)
+        js.append(result.js)
+        tv.append(total_variation(result.real_proportions, result.fake_proportions))
+    mean = lambda values: sum(values) / len(values)  # noqa: E731
+    return {"ndb_ratio": mean(ratios), "js": mean(js), "tv": mean(tv)}
 
 
 def plot_label_flip(rows: list[dict], threshold: float, name: str = "labelflip.png") -> None:

@@ -196,16 +196,19 @@ def _demo(args: argparse.Namespace) -> int:
         return 0
     from fastndb.training import GANConfig
 
-    config = GANConfig(epochs=args.epochs, steps_per_epoch=args.steps_per_epoch, latent_size=args.latent_size,
-                       width=args.width, label_flip=args.label_flip, label_smoothing=args.label_smoothing,
-                       seed=args.seed)
+    defaults = demo.demo_defaults(args.data)
+    choose = lambda given, name: defaults[name] if given is None else given  # noqa: E731
+    config = GANConfig(epochs=choose(args.epochs, "epochs"), steps_per_epoch=choose(args.steps_per_epoch,
+                       "steps_per_epoch"), latent_size=args.latent_size, width=choose(args.width, "width"),
+                       label_flip=args.label_flip, label_smoothing=args.label_smoothing, seed=args.seed)
     source = args.data or "scikit-learn's digits, upsampled to 32 x 32" + (f", digit {args.digit} only"
                                                                             if args.digit is not None else "")
-    print(f"DCGAN on {source}: {config.epochs} epochs of {config.steps_per_epoch or 'one pass of'} batches, "
+    steps = f"{config.steps_per_epoch} batches" if config.steps_per_epoch else "one pass over the data"
+    print(f"DCGAN (width {config.width}) on {source}: {config.epochs} epochs of {steps} (batch {config.batch_size}), "
           f"latent size {config.latent_size}, label flip {config.label_flip:.0%}, smoothing {config.label_smoothing}, "
           f"seed {config.seed}, device {args.device}")
     num_bins = args.num_bins
-    bins_text = f"K={num_bins} bins" if num_bins else "K = min(20, N/40) bins"
+    bins_text = f"K={num_bins} bins" if num_bins else f"K = min({defaults['max_bins']}, N/40) bins"
     print(f"monitor: NDB with {bins_text} (null level about 0.05) on 2000 samples per epoch; "
           f"collapse = NDB/K > {args.threshold} for 2 epochs after 3 warm-up epochs\n")
     print(demo.format_epoch_header(), flush=True)
@@ -217,6 +220,8 @@ def _demo(args: argparse.Namespace) -> int:
     verdict = (f"mode collapse flagged at epoch {result.collapsed_at}" if result.collapsed_at is not None
                else "no mode collapse flagged")
     print(f"\n{verdict}; sample grids, curves.png and history.json in {args.out}/")
+    print(f"chance level at these sample sizes (a generator that samples like the data): NDB/K about "
+          f"{result.monitor.null_ndb_ratio:.2f}, JS about {result.monitor.null_js:.4f}")
     return 0
 
 
@@ -302,10 +307,12 @@ def build_parser() -> argparse.ArgumentParser:
     demo = commands.add_parser("demo", help="train a DCGAN on the bundled digits and watch NDB catch collapse",
                                description="A DCGAN with the mode-collapse monitor (NDB and the birthday test per "
                                            "epoch); --resampling: the seconds-long demo without training.")
-    demo.add_argument("--epochs", type=_positive_int, default=8)
-    demo.add_argument("--steps-per-epoch", type=_positive_int, default=150, help="batches per epoch (150)")
+    demo.add_argument("--epochs", type=_positive_int, help="8 on the digits; 25 with --data")
+    demo.add_argument("--steps-per-epoch", type=_positive_int,
+                      help="batches of 64 per epoch: 150 on the digits; one pass over the data with --data")
     demo.add_argument("--latent-size", type=_positive_int, default=100)
-    demo.add_argument("--width", type=_positive_int, default=32, help="channels of the DCGAN blocks (32)")
+    demo.add_argument("--width", type=_positive_int, help="channels of the DCGAN blocks: 32 on the digits, "
+                                                          "64 (the DCGAN's) with --data")
     demo.add_argument("--label-flip", type=float, default=0.0, help="share of discriminator labels flipped")
     demo.add_argument("--label-smoothing", type=float, default=0.0, help="one-sided: real targets 1 - s")
     demo.add_argument("--digit", type=int, choices=range(10), help="train on one digit class only")
@@ -316,7 +323,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--out", default="fastndb-demo", help="folder for sample grids and curves")
     demo.add_argument("--resampling", action="store_true", help="the quick demo without training")
     demo.add_argument("--num-bins", type=_num_bins,
-                      help="NDB bins (default: min(20, N/40) for the DCGAN, 10 with --resampling)")
+                      help="NDB bins (default: min(20, N/40) on the digits, min(100, N/40) with --data, "
+                           "10 with --resampling)")
     demo.add_argument("--num-fake", type=_positive_int, default=2000)
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--debug", action="store_true")

@@ -24,6 +24,17 @@ from fastndb.ndb import NDB
 from fastndb.results import NDBResult
 from fastndb.training import CollapseMonitor, EpochRecord, GANConfig, TrainingResult, train_gan
 
+# defaults of ``fastndb demo``: a few CPU minutes on the bundled digits; with ``--data``, the full-size setting of
+# the PyTorch DCGAN example (width 64, 25 epochs of full passes) and NDB's usual K = 100 where N allows it
+DIGITS_DEFAULTS = {"epochs": 8, "steps_per_epoch": 150, "width": 32, "max_bins": 20}
+FULL_SIZE_DEFAULTS = {"epochs": 25, "steps_per_epoch": None, "width": 64, "max_bins": 100}
+
+
+def demo_defaults(data: str | None) -> dict:
+    """The demo's defaults: :data:`DIGITS_DEFAULTS` without ``data``, :data:`FULL_SIZE_DEFAULTS` with it
+    (``steps_per_epoch=None``: one pass over the data per epoch; ``max_bins``: the cap on K = N / 40)."""
+    return dict(DIGITS_DEFAULTS if data is None else FULL_SIZE_DEFAULTS)
+
 
 @dataclass(frozen=True)
 class DemoRow:
@@ -141,9 +152,18 @@ def run_dcgan_demo(
     progress: bool | None = None,
     on_epoch: Callable[[EpochRecord], None] | None = None,
 ) -> TrainingResult:
-    """Train a DCGAN with the collapse monitor (see the module docstring); returns the :class:`TrainingResult`."""
+    """Train a DCGAN with the collapse monitor (see the module docstring); returns the :class:`TrainingResult`.
+
+    ``config=None`` and ``num_bins=None`` take :func:`demo_defaults` (``K = min(max_bins, N // 40)``, so that
+    the held-out half of the N real images puts about 20 or more in each bin).
+    """
     real = load_training_images(data, digit=digit, image_size=image_size).to(device)
-    config = config or GANConfig()
+    defaults = demo_defaults(data)
+    if config is None:
+        config = GANConfig(epochs=defaults["epochs"], steps_per_epoch=defaults["steps_per_epoch"],
+                           width=defaults["width"])
+    if num_bins is None:
+        num_bins = max(2, min(defaults["max_bins"], real.shape[0] // 40))
     monitor = CollapseMonitor(real, num_bins=num_bins, threshold=threshold, seed=config.seed)
     return train_gan(real, config, monitor=monitor, out_dir=out_dir, progress=progress, on_epoch=on_epoch)
 

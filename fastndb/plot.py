@@ -244,16 +244,22 @@ def image_grid(images: Tensor, *, columns: int = 8, title: str | None = None, ax
 
 
 def training_curves(
-    records: list[dict], *, threshold: float | None = None, collapsed_at: int | None = None, ax: Any = None
+    records: list[dict],
+    *,
+    threshold: float | None = None,
+    collapsed_at: int | None = None,
+    null_level: float | None = None,
+    ax: Any = None,
 ) -> tuple[Any, Any]:
-    """NDB/K and the birthday duplicate rate per epoch, with the collapse threshold and the flagged epoch.
+    """NDB/K and the birthday duplicate rate per epoch, with the collapse threshold, the flagged epoch and the
+    NDB/K expected by chance (``null_level``, alpha).
 
     Example:
         >>> rows = [{"epoch": 1, "ndb_ratio": 0.2, "duplicate_rate": 0.0}, {"epoch": 2, "ndb_ratio": 0.7,
         ...          "duplicate_rate": 0.01}]
-        >>> fig, ax = training_curves(rows, threshold=0.5, collapsed_at=2)
-        >>> len(ax.lines) >= 2
-        True
+        >>> fig, ax = training_curves(rows, threshold=0.5, collapsed_at=2, null_level=0.05)
+        >>> len(ax.lines)
+        4
     """
     if not records:
         raise ValueError("records: expected at least one epoch, got none")
@@ -264,6 +270,8 @@ def training_curves(
         ax.axhline(threshold, color="tab:red", linestyle="--", linewidth=1, label=f"collapse threshold {threshold}")
     if collapsed_at is not None:
         ax.axvline(collapsed_at, color="tab:red", linewidth=1, label=f"flagged at epoch {collapsed_at}")
+    if null_level is not None:
+        ax.axhline(null_level, color="tab:green", linestyle=":", linewidth=1, label=f"chance level {null_level}")
     ax.set_xlabel("epoch")
     ax.set_ylabel("NDB/K")
     ax.set_ylim(0, 1)

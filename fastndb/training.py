@@ -29,6 +29,8 @@ from fastndb._progress import progress_bar
 from fastndb.birthday import birthday, duplicate_threshold
 from fastndb.models import Discriminator, Generator, sample
 from fastndb.ndb import NDB
+from fastndb.results import NDBResult
+from fastndb.statistics import expected_null_js
 
 logger = logging.getLogger(__name__)
 
@@ -73,6 +75,16 @@ class CollapseMonitor:
         birthday_samples: samples of the birthday test per epoch (the threshold comes from as many real ones).
         quantile: quantile of real nearest-neighbour distances used as the duplicate threshold.
         seed: seed of the bins, the duplicate threshold and the monitor's latents.
+
+    Attributes:
+        ndb: the fitted :class:`~fastndb.NDB` bins.
+        duplicate_threshold: distance at or below which a pair of samples counts as a duplicate.
+        null_ndb_ratio: NDB/K expected by chance alone, for a generator that samples like the data (``alpha``).
+        null_js: JS expected by chance alone at these sample sizes (:func:`~fastndb.statistics.expected_null_js`);
+            a healthy generator's JS should fall towards it, a collapsed one stays far above.
+        collapsed_at: the epoch collapse was flagged, or ``None``.
+        last_result: the full :class:`~fastndb.NDBResult` of the latest :meth:`observe` (per-bin shares, z), or
+            ``None`` before the first.
     """
 
     def __init__(
@@ -101,12 +113,16 @@ class CollapseMonitor:
         self.duplicate_threshold = duplicate_threshold(real, quantile=quantile,
                                                        num_samples=min(self.birthday_samples, real.shape[0]),
                                                        seed=seed)
+        self.null_ndb_ratio = self.ndb.alpha
+        self.null_js = expected_null_js(self.ndb.num_bins, self.ndb.bins.num_reference, self.num_samples)
         self.collapsed_at: int | None = None
+        self.last_result: NDBResult | None = None
         self._above = 0
 
     def observe(self, samples: Tensor, epoch: int) -> dict:
         """Statistics of one epoch's samples (a dict of plain numbers); updates the collapse flag."""
         result = self.ndb.score(samples)
+        self.last_result = result
         pairs = birthday(samples[: self.birthday_samples], num_pairs=1, threshold=self.duplicate_threshold)
         counted = epoch > self.warmup
         self._above = self._above + 1 if counted and result.ndb_ratio > self.threshold else 0
@@ -153,7 +169,8 @@ class GANConfig:
 
 @dataclass
 class TrainingResult:
-    """Outcome of :func:`train_gan`: per-epoch records, the epoch collapse was flagged (or ``None``), the models."""
+    """Outcome of :func:`train_gan`: per-epoch records, the epoch collapse was flagged (or ``None``), the models
+    and the monitor (its bins, its chance levels ``null_ndb_ratio`` and ``null_js``)."""
 
     records: list[EpochRecord]
     collapsed_at: int | None
@@ -161,6 +178,7 @@ class TrainingResult:
     discriminator: Discriminator
     config: GANConfig
     files: list[Path] = field(default_factory=list)
+    monitor: CollapseMonitor | None = None
 
 
 def _seeded_models(config: GANConfig, channels: int, image_size: int, device: torch.device) -> tuple:
@@ -259,12 +277,13 @@ def train_gan(
     collapsed_at = monitor.collapsed_at if monitor is not None else None
     if folder is not None:
         (folder / "history.json").write_text(json.dumps(
-            {"config": asdict(config), "collapsed_at": collapsed_at, "records": [r.to_dict() for r in records]},
+            {"config": asdict(config), "collapsed_at": collapsed_at, "records": [r.to_dict() for r in records],
+             **({"null_ndb_ratio": monitor.null_ndb_ratio, "null_js": monitor.null_js} if monitor is not None else {})},
             indent=1))
         files.append(folder / "history.json")
         if monitor is not None:
             files.append(_save_curves(records, monitor, collapsed_at, folder / "curves.png"))
-    return TrainingResult(records, collapsed_at, generator, discriminator, config, files)
+    return TrainingResult(records, collapsed_at, generator, discriminator, config, files, monitor)
 
 
 def _batches(n: int, config: GANConfig, rng: torch.Generator, device: torch.device):
@@ -294,7 +313,7 @@ def _save_curves(records: list[EpochRecord], monitor: CollapseMonitor, collapsed
     from fastndb import plot
 
     fig, _ = plot.training_curves([r.to_dict() for r in records], threshold=monitor.threshold,
-                                  collapsed_at=collapsed_at)
+                                  collapsed_at=collapsed_at, null_level=monitor.null_ndb_ratio)
     fig.savefig(path, dpi=100)
     plot.close(fig)
     return path

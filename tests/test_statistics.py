@@ -12,6 +12,7 @@ from fastndb.statistics import (
     adjust_p_values,
     chi2_homogeneity,
     compare_histograms,
+    expected_null_js,
     js_divergence,
     two_proportion_z_test,
 )
@@ -131,6 +132,16 @@ def test_js_matches_scipy(seed):
     ours = float(js_divergence(torch.from_numpy(p), torch.from_numpy(q)))
     assert ours == pytest.approx(jensenshannon(p, q) ** 2, rel=1e-9, abs=1e-15)  # natural log, squared distance
     assert float(js_divergence(torch.from_numpy(p), torch.from_numpy(p))) == pytest.approx(0.0, abs=1e-15)
+
+
+@pytest.mark.parametrize("k, n_r, n_f", [(20, 900, 2000), (100, 5000, 5000), (10, 300, 10000)])
+def test_expected_null_js_matches_simulation(k, n_r, n_f):
+    # both histograms drawn from the same unequal shares; the mean JS (scipy) of 4000 draws against the formula
+    rng = np.random.default_rng(k)
+    shares = rng.dirichlet(np.full(k, 5.0))
+    real, fake = rng.multinomial(n_r, shares, size=4000) / n_r, rng.multinomial(n_f, shares, size=4000) / n_f
+    simulated = np.mean(jensenshannon(real, fake, axis=1) ** 2)
+    assert expected_null_js(k, n_r, n_f) == pytest.approx(simulated, rel=0.04)
 
 
 def test_compare_histograms_fields_consistent():

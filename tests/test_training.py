@@ -13,6 +13,7 @@ from fastndb.demo import load_training_images, read_idx_images
 from fastndb.models import Discriminator, Generator
 from fastndb.synthetic import gaussian_mixture
 from fastndb.training import CollapseMonitor, GANConfig, train_gan
+from tests.device_copies import CrossDeviceCopies
 
 
 @pytest.mark.parametrize("image_size, channels", [(28, 1), (32, 3), (64, 2)])
@@ -79,10 +80,12 @@ def test_monitor_flags_collapse_after_warmup_and_patience():
     healthy = torch.from_numpy(gaussian_mixture(2000, 16, num_modes=8, seed=1)).reshape(2000, 1, 4, 4)
     collapsed = torch.from_numpy(gaussian_mixture(2000, 16, num_modes=8, seed=2, keep_modes=1)).reshape(2000, 1, 4, 4)
     flags = []
+    assert monitor.last_result is None
     for epoch, samples in enumerate([collapsed, healthy, collapsed, collapsed, collapsed], start=1):
         stats = monitor.observe(samples, epoch)
         flags.append(stats["collapsed"])
         assert (stats["ndb_ratio"] > 0.5) == (samples is collapsed)
+        assert monitor.last_result.ndb == stats["ndb"] and int(monitor.last_result.fake_counts.sum()) == 2000
     # epoch 1 is warm-up; 3 and 4 are the first two in a row above the threshold
     assert flags == [False, False, False, True, True] and monitor.collapsed_at == 4
     assert monitor.observe(healthy, 6)["num_duplicates"] <= monitor.observe(collapsed, 7)["num_duplicates"]
@@ -115,22 +118,62 @@ def test_demo_command_prints_a_row_per_epoch(tmp_path, capsys):
     rows = [line for line in out.splitlines() if line.strip()[:1].isdigit()]
     assert len(rows) == 2 and "NDB/K" in out and "no mode collapse flagged" in out
     assert (tmp_path / "curves.png").exists()
+    # chance levels: K = 20 bins, about 900 held-out digits, 2000 samples: (K - 1) / 8 * (1/900 + 1/2000)
+    history = json.loads((tmp_path / "history.json").read_text())
+    assert history["null_ndb_ratio"] == 0.05 and 0.0037 < history["null_js"] < 0.0040
+    assert f"NDB/K about 0.05, JS about {history['null_js']:.4f}" in out
+
+
+def test_demo_with_data_takes_the_full_size_defaults(tmp_path, capsys):
+    pytest.importorskip("matplotlib")
+    from fastndb import cli
+
+    pixels = np.random.default_rng(1).integers(0, 256, (130, 28, 28), dtype=np.uint8)
+    header = (0x803).to_bytes(4, "big") + b"".join(v.to_bytes(4, "big") for v in (130, 28, 28))
+    (tmp_path / "images-idx3-ubyte").write_bytes(header + pixels.tobytes())
+    code = cli.main(["demo", "--data", str(tmp_path / "images-idx3-ubyte"), "--image-size", "28", "--epochs", "1",
+                     "--out", str(tmp_path / "out")])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "DCGAN (width 64)" in out and "1 epochs of one pass over the data (batch 64)" in out
+    assert "K = min(100, N/40) bins" in out
+    history = json.loads((tmp_path / "out" / "history.json").read_text())
+    assert history["config"]["steps_per_epoch"] is None and history["config"]["width"] == 64
+
+
+def test_copy_recorder_sees_every_kind_of_cross_device_copy():
+    # the recorder behind the CUDA test below, checked where CI can run it: CPU -> meta is a cross-device copy
+    x = torch.arange(12.0).reshape(3, 4)
+    with CrossDeviceCopies() as recorder:
+        x.to("meta")
+        torch.empty(4, device="meta").copy_(x[0])
+        x.sum().item()  # CPU scalar: not a transfer
+        x.clone()
+    assert [(c.op, c.source, c.target, c.numel) for c in recorder.copies] == [
+        ("_to_copy", "cpu", "meta", 12), ("copy_", "cpu", "meta", 4)]
+    assert recorder.to_host() == []
 
 
 @pytest.mark.cuda
-def test_monitor_makes_no_device_to_host_copy_of_samples_on_cuda():
+def test_monitor_makes_no_device_to_host_copy_of_samples_on_cuda(tmp_path):
     from torch.profiler import ProfilerActivity, profile
 
     real = _tiny_real(512).cuda()
     monitor = CollapseMonitor(real, num_bins=8, num_samples=512, birthday_samples=128)
     generator = Generator(latent_size=8, channels=1, image_size=28, width=8).cuda()
     monitor.generate_and_observe(generator, 1)  # warm up
-    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA], record_shapes=True) as prof:
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof, CrossDeviceCopies() as recorder:
         monitor.generate_and_observe(generator, 2)
-    sample_elements = 512 * 28 * 28
-    copies = [e for e in prof.events() if e.name in ("aten::_to_copy", "aten::copy_", "aten::to", "aten::cpu")]
-    sizes = [max((int(np.prod(shape)) for shape in e.input_shapes if shape), default=0) for e in copies]
-    # every copy in the monitor is of K counts or a few scalars; a copy of the samples would be >= 1/8 of them
-    assert all(size < sample_elements // 8 for size in sizes), sorted(sizes)[-5:]
-    transfers = [e for e in prof.events() if "DtoH" in e.name or "Device -> Pageable" in e.name]
-    assert len(transfers) < 50  # scalars only: statistics read at the end, not per-sample data
+    sample_elements, sample_bytes = 512 * 28 * 28, 512 * 28 * 28 * 4
+    # every ATen-level transfer to the host is of K counts or a few scalars; the samples would be >= 1/8 of them
+    to_host = recorder.to_host()
+    assert to_host, "the statistics are read on the host at the end: no transfer at all means nothing was recorded"
+    assert max(c.numel for c in to_host) < sample_elements // 8, sorted(to_host, key=lambda c: c.numel)[-3:]
+    # and the profiler's device-side memcpy records agree, in bytes
+    trace = tmp_path / "trace.json"
+    prof.export_chrome_trace(str(trace))
+    memcpy = [e for e in json.loads(trace.read_text())["traceEvents"]
+              if e.get("cat") == "gpu_memcpy" and "DtoH" in e.get("name", "")]
+    assert memcpy, "no device-to-host memcpy in the trace: the profiler did not record the CUDA activity"
+    sizes = [int(e["args"]["bytes"]) for e in memcpy]
+    assert max(sizes) < sample_bytes // 8, sorted(sizes)[-5:]
