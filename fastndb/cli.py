@@ -100,7 +100,8 @@ def _score(args: argparse.Namespace) -> int:
         print(f"NDB = {result.ndb} of {result.num_bins} bins (NDB/K = {result.ndb_ratio:.3f}); "
               f"expected by chance {result.expected_false_positives:.2f} at alpha = {result.alpha}"
               + (f" ({result.correction} correction)" if result.correction else ""))
-        print(f"JS divergence {result.js:.4g}; chi-square test of the histograms: p = {result.p_value:.3g}")
+        print(f"JS divergence {result.js:.4g} (by chance about {result.expected_null_js:.2g}); "
+              f"chi-square test of the histograms: p = {result.p_value:.3g}")
         print(f"over-represented bins (more fake than real): {len(over)} {_bin_list(over)}")
         print(f"under-represented bins (fewer fake than real): {len(under)} {_bin_list(under)}")
         print(f"real {real.shape[0]} ({result.num_real} for the reference counts), fake {result.num_fake}; "

@@ -219,6 +219,7 @@ def compare_histograms(
         correction=correction,
         z_threshold=z_threshold,
         expected_false_positives=alpha * num_bins,
+        expected_null_js=expected_null_js(num_bins, num_real, num_fake),
         chi2=chi2,
         chi2_dof=chi2_dof,
         p_value=p_value,

@@ -155,6 +155,7 @@ def test_compare_histograms_fields_consistent():
     assert result.real_counts.dtype == torch.int64
     np.testing.assert_allclose(result.real_proportions.numpy(), r / 5000)
     assert result.expected_false_positives == pytest.approx(0.3)
+    assert result.expected_null_js == pytest.approx(29 / 8 * (1 / 5000 + 1 / 3000))
     with_threshold = compare_histograms(torch.from_numpy(r), torch.from_numpy(f), alpha=0.01, z_threshold=3.0)
     np.testing.assert_array_equal(with_threshold.different.numpy(), np.abs(z_ref) > 3.0)
     d = result.to_dict()
