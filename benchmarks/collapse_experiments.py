@@ -4,6 +4,7 @@
     python benchmarks/collapse_experiments.py toy [--seeds 0 1 2]                     # (b) 2-D GANs
     python benchmarks/collapse_experiments.py epochs                                  # (c) NDB next to grids
     python benchmarks/collapse_experiments.py replot                                  # redraw (a) from its JSON
+    python benchmarks/collapse_experiments.py summary [--tags _long _high]            # (a) per setting, over seeds
     python benchmarks/collapse_experiments.py labelflip --only "flip 0%" "flip 10%" "flip 20%" "latent size 1" \
         --seeds 0 1 2 --epochs 20 --tag _long
     python benchmarks/collapse_experiments.py labelflip --only "flip 35%" "flip 50%" --epochs 12 --tag _high
@@ -28,6 +29,7 @@ import json
 import math
 import os
 import shutil
+import statistics
 import time
 from pathlib import Path
 
@@ -153,6 +155,30 @@ def plot_label_flip(rows: list[dict], threshold: float, name: str = "labelflip.p
     ax.legend(fontsize="x-small", ncol=2)
     fig.tight_layout()
     fig.savefig(OUT / name, dpi=110)
+
+
+def summarise_label_flip(args: argparse.Namespace) -> None:
+    """One line per setting over its seeds, from labelflip_<tag>.json files (no training)."""
+    rows = [row for tag in args.tags for row in json.loads((OUT / f"labelflip{tag}.json").read_text())]
+    spread = lambda values: f"{min(values):.3f}-{max(values):.3f}" if len(values) > 1 else f"{values[0]:.3f}"  # noqa: E731
+    lines = [f"summary of {', '.join(f'labelflip{tag}.txt' for tag in args.tags)} (machine and settings there)",
+             "NDB/K: mean of each run's last 5 epochs; JS, TV (bin histograms) and duplicate pairs: last epoch; "
+             "ranges over seeds; chance: what a generator sampling like the data shows at these sample sizes", "",
+             f"{'setting':14s} {'epochs':>6s} {'seeds':>7s} {'flagged at':>12s} {'NDB/K':>11s} {'JS':>11s} "
+             f"{'TV':>11s} {'dup pairs':>13s} {'chance NDB/K':>12s} {'chance JS':>9s} {'chance TV':>9s}"]
+    for setting in dict.fromkeys(r["setting"] for r in rows):
+        runs = [r for r in rows if r["setting"] == setting]
+        late = [sum(r["ndb_ratio_per_epoch"][-5:]) / len(r["ndb_ratio_per_epoch"][-5:]) for r in runs]
+        flagged = ",".join("-" if r["flagged_at"] is None else str(r["flagged_at"]) for r in runs)
+        dups = [r["final_duplicate_pairs"] for r in runs]
+        values = {key: [r[key] for r in runs] for key in ("final_tv", "null_ndb_ratio", "null_js", "null_tv")}
+        js = [r["js_per_epoch"][-1] for r in runs]
+        lines.append(f"{setting:14s} {len(runs[0]['ndb_ratio_per_epoch']):>6d} "
+                     f"{','.join(str(r['seed']) for r in runs):>7s} {flagged:>12s} {spread(late):>11s} "
+                     f"{spread(js):>11s} {spread(values['final_tv']):>11s} {f'{min(dups)}-{max(dups)}':>13s} "
+                     f"{statistics.mean(values['null_ndb_ratio']):>12.3f} {statistics.mean(values['null_js']):>9.4f} "
+                     f"{statistics.mean(values['null_tv']):>9.3f}")
+    write("labelflip_summary", lines, [])
 
 
 # ------------------------------------------------------------------------------------------------ (b) toy
@@ -298,7 +324,7 @@ def write(name: str, lines: list[str], rows: list[dict]) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("experiment", choices=("labelflip", "toy", "epochs", "replot"))
+    parser.add_argument("experiment", choices=("labelflip", "toy", "epochs", "replot", "summary"))
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     parser.add_argument("--epochs", type=int, default=8)
     parser.add_argument("--steps", type=int, default=150, help="batches per epoch")
@@ -306,12 +332,13 @@ def main() -> None:
     parser.add_argument("--threshold", type=float, default=0.8)
     parser.add_argument("--only", nargs="+", help="labelflip: run only these settings, e.g. 'flip 0%%' 'flip 20%%'")
     parser.add_argument("--tag", default="", help="labelflip: suffix of the result files, e.g. _long")
+    parser.add_argument("--tags", nargs="+", default=["_long", "_high"], help="summary: the labelflip runs to sum up")
     args = parser.parse_args()
     OUT.mkdir(parents=True, exist_ok=True)
     if args.experiment == "replot":  # redraw labelflip.png from labelflip.json, no training
         plot_label_flip(json.loads((OUT / "labelflip.json").read_text()), args.threshold)
         return
-    {"labelflip": label_flip, "toy": toy, "epochs": epochs}[args.experiment](args)
+    {"labelflip": label_flip, "toy": toy, "epochs": epochs, "summary": summarise_label_flip}[args.experiment](args)
 
 
 if __name__ == "__main__":
