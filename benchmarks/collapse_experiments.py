@@ -3,7 +3,7 @@
     python benchmarks/collapse_experiments.py labelflip [--seeds 0 1] [--epochs 8]   # (a) DCGAN on digits
     python benchmarks/collapse_experiments.py toy [--seeds 0 1 2]                     # (b) 2-D GANs
     python benchmarks/collapse_experiments.py epochs                                  # (c) NDB next to grids
-    python benchmarks/collapse_experiments.py replot                                  # redraw (a) from its JSON
+    python benchmarks/collapse_experiments.py replot                                  # redraw (a) from JSON
     python benchmarks/collapse_experiments.py summary [--tags _long _high]            # (a) per setting, over seeds
     python benchmarks/collapse_experiments.py labelflip --only "flip 0%" "flip 10%" "flip 20%" "latent size 1" \
         --seeds 0 1 2 --epochs 20 --tag _long
@@ -149,7 +149,10 @@ def plot_label_flip(rows: list[dict], threshold: float, name: str = "labelflip.p
                 linestyle="-" if r["seed"] == seeds[0] else ":",
                 label=r["setting"] if r["seed"] == seeds[0] else None)
     ax.axhline(threshold, color="tab:red", linestyle="--", linewidth=1, label=f"threshold {threshold}")
-    ax.set_xlabel(f"epoch (solid: seed {seeds[0]}" + (f", dotted: seed {seeds[1]})" if len(seeds) > 1 else ")"))
+    ax.axhline(0.05, color="0.4", linestyle=":", linewidth=1, label="chance (alpha)")
+    others = ", ".join(str(seed) for seed in seeds[1:])
+    ax.set_xlabel(f"epoch (solid: seed {seeds[0]}" + (f"; dotted: seed{'s' if len(seeds) > 2 else ''} {others})"
+                                                       if others else ")"))
     ax.set_ylabel("NDB/K")
     ax.set_ylim(0, 1.02)
     ax.legend(fontsize="x-small", ncol=2)
@@ -166,6 +169,7 @@ def summarise_label_flip(args: argparse.Namespace) -> None:
              "ranges over seeds; chance: what a generator sampling like the data shows at these sample sizes", "",
              f"{'setting':14s} {'epochs':>6s} {'seeds':>7s} {'flagged at':>12s} {'NDB/K':>11s} {'JS':>11s} "
              f"{'TV':>11s} {'dup pairs':>13s} {'chance NDB/K':>12s} {'chance JS':>9s} {'chance TV':>9s}"]
+    summary = []
     for setting in dict.fromkeys(r["setting"] for r in rows):
         runs = [r for r in rows if r["setting"] == setting]
         late = [sum(r["ndb_ratio_per_epoch"][-5:]) / len(r["ndb_ratio_per_epoch"][-5:]) for r in runs]
@@ -173,12 +177,17 @@ def summarise_label_flip(args: argparse.Namespace) -> None:
         dups = [r["final_duplicate_pairs"] for r in runs]
         values = {key: [r[key] for r in runs] for key in ("final_tv", "null_ndb_ratio", "null_js", "null_tv")}
         js = [r["js_per_epoch"][-1] for r in runs]
+        summary.append({"setting": setting, "epochs": len(runs[0]["ndb_ratio_per_epoch"]),
+                        "seeds": [r["seed"] for r in runs], "flagged_at": [r["flagged_at"] for r in runs],
+                        "late_ndb_ratio": late, "final_js": js, "final_tv": values["final_tv"],
+                        "final_duplicate_pairs": dups,
+                        **{f"chance_{k}": statistics.mean(values[f"null_{k}"]) for k in ("ndb_ratio", "js", "tv")}})
         lines.append(f"{setting:14s} {len(runs[0]['ndb_ratio_per_epoch']):>6d} "
                      f"{','.join(str(r['seed']) for r in runs):>7s} {flagged:>12s} {spread(late):>11s} "
                      f"{spread(js):>11s} {spread(values['final_tv']):>11s} {f'{min(dups)}-{max(dups)}':>13s} "
                      f"{statistics.mean(values['null_ndb_ratio']):>12.3f} {statistics.mean(values['null_js']):>9.4f} "
                      f"{statistics.mean(values['null_tv']):>9.3f}")
-    write("labelflip_summary", lines, [])
+    write("labelflip_summary", lines, summary)
 
 
 # ------------------------------------------------------------------------------------------------ (b) toy
@@ -335,8 +344,11 @@ def main() -> None:
     parser.add_argument("--tags", nargs="+", default=["_long", "_high"], help="summary: the labelflip runs to sum up")
     args = parser.parse_args()
     OUT.mkdir(parents=True, exist_ok=True)
-    if args.experiment == "replot":  # redraw labelflip.png from labelflip.json, no training
-        plot_label_flip(json.loads((OUT / "labelflip.json").read_text()), args.threshold)
+    if args.experiment == "replot":  # redraw labelflip<tag>.png from labelflip<tag>.json, no training
+        for tag in ("", "_long", "_high"):
+            if (OUT / f"labelflip{tag}.json").exists():
+                plot_label_flip(json.loads((OUT / f"labelflip{tag}.json").read_text()), args.threshold,
+                                f"labelflip{tag}.png")
         return
     {"labelflip": label_flip, "toy": toy, "epochs": epochs, "summary": summarise_label_flip}[args.experiment](args)
 
