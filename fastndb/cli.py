@@ -210,7 +210,7 @@ def _demo(args: argparse.Namespace) -> int:
           f"seed {config.seed}, device {args.device}")
     num_bins = args.num_bins
     bins_text = f"K={num_bins} bins" if num_bins else f"K = min({defaults['max_bins']}, N/40) bins"
-    print(f"monitor: NDB with {bins_text} (null level about 0.05) on 2000 samples per epoch; "
+    print(f"monitor: NDB with {bins_text} on 2000 samples per epoch; "
           f"collapse = NDB/K > {args.threshold} for 2 epochs after 3 warm-up epochs\n")
     print(demo.format_epoch_header(), flush=True)
     result = demo.run_dcgan_demo(
