@@ -193,6 +193,9 @@ def compare_histograms(
     num_bins = real_counts.numel()
     num_real = int(real_counts.sum())
     num_fake = int(fake_counts.sum())
+    for name, total in (("real_counts", num_real), ("fake_counts", num_fake)):
+        if total <= 0:
+            raise ValueError(f"{name}: expected counts with a positive total, got a total of {total}")
     z, p_values = two_proportion_z_test(real_counts, num_real, fake_counts, num_fake)
     adjusted = adjust_p_values(p_values, correction)
     different = z.abs() > z_threshold if z_threshold is not None else adjusted < alpha

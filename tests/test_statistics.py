@@ -144,6 +144,13 @@ def test_expected_null_js_matches_simulation(k, n_r, n_f):
     assert expected_null_js(k, n_r, n_f) == pytest.approx(simulated, rel=0.04)
 
 
+def test_compare_histograms_needs_samples_on_both_sides():
+    with pytest.raises(ValueError, match="fake_counts: expected counts with a positive total, got a total of 0"):
+        compare_histograms(torch.tensor([5, 5]), torch.tensor([0, 0]), alpha=0.05)
+    with pytest.raises(ValueError, match="real_counts: expected counts with a positive total"):
+        compare_histograms(torch.tensor([0, 0]), torch.tensor([3, 1]), alpha=0.05)
+
+
 def test_compare_histograms_fields_consistent():
     rng = np.random.default_rng(7)
     r, f = random_counts(rng, 30, 5000), random_counts(rng, 30, 3000)
