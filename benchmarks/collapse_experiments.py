@@ -4,9 +4,10 @@
     python benchmarks/collapse_experiments.py toy [--seeds 0 1 2]                     # (b) 2-D GANs
     python benchmarks/collapse_experiments.py epochs                                  # (c) NDB next to grids
     python benchmarks/collapse_experiments.py replot                                  # redraw (a) from JSON
-    python benchmarks/collapse_experiments.py summary [--tags _long _high]            # (a) per setting, over seeds
+    python benchmarks/collapse_experiments.py summary [--tags _long _40 _high]        # (a) per setting, over seeds
     python benchmarks/collapse_experiments.py labelflip --only "flip 0%" "flip 10%" "flip 20%" "latent size 1" \
         --seeds 0 1 2 --epochs 20 --tag _long
+    python benchmarks/collapse_experiments.py labelflip --only "flip 0%" --seeds 0 1 2 --epochs 40 --tag _40
     python benchmarks/collapse_experiments.py labelflip --only "flip 35%" "flip 50%" --epochs 12 --tag _high
 
 (a) A DCGAN on scikit-learn's digits (32 x 32) with 0, 1, 5, 10, 15, 20% of the discriminator's labels flipped,
@@ -170,19 +171,19 @@ def summarise_label_flip(args: argparse.Namespace) -> None:
              f"{'setting':14s} {'epochs':>6s} {'seeds':>7s} {'flagged at':>12s} {'NDB/K':>11s} {'JS':>11s} "
              f"{'TV':>11s} {'dup pairs':>13s} {'chance NDB/K':>12s} {'chance JS':>9s} {'chance TV':>9s}"]
     summary = []
-    for setting in dict.fromkeys(r["setting"] for r in rows):
-        runs = [r for r in rows if r["setting"] == setting]
+    for setting, num_epochs in dict.fromkeys((r["setting"], len(r["ndb_ratio_per_epoch"])) for r in rows):
+        runs = [r for r in rows if r["setting"] == setting and len(r["ndb_ratio_per_epoch"]) == num_epochs]
         late = [sum(r["ndb_ratio_per_epoch"][-5:]) / len(r["ndb_ratio_per_epoch"][-5:]) for r in runs]
         flagged = ",".join("-" if r["flagged_at"] is None else str(r["flagged_at"]) for r in runs)
         dups = [r["final_duplicate_pairs"] for r in runs]
         values = {key: [r[key] for r in runs] for key in ("final_tv", "null_ndb_ratio", "null_js", "null_tv")}
         js = [r["js_per_epoch"][-1] for r in runs]
-        summary.append({"setting": setting, "epochs": len(runs[0]["ndb_ratio_per_epoch"]),
+        summary.append({"setting": setting, "epochs": num_epochs,
                         "seeds": [r["seed"] for r in runs], "flagged_at": [r["flagged_at"] for r in runs],
                         "late_ndb_ratio": late, "final_js": js, "final_tv": values["final_tv"],
                         "final_duplicate_pairs": dups,
                         **{f"chance_{k}": statistics.mean(values[f"null_{k}"]) for k in ("ndb_ratio", "js", "tv")}})
-        lines.append(f"{setting:14s} {len(runs[0]['ndb_ratio_per_epoch']):>6d} "
+        lines.append(f"{setting:14s} {num_epochs:>6d} "
                      f"{','.join(str(r['seed']) for r in runs):>7s} {flagged:>12s} {spread(late):>11s} "
                      f"{spread(js):>11s} {spread(values['final_tv']):>11s} {f'{min(dups)}-{max(dups)}':>13s} "
                      f"{statistics.mean(values['null_ndb_ratio']):>12.3f} {statistics.mean(values['null_js']):>9.4f} "
@@ -341,11 +342,12 @@ def main() -> None:
     parser.add_argument("--threshold", type=float, default=0.8)
     parser.add_argument("--only", nargs="+", help="labelflip: run only these settings, e.g. 'flip 0%%' 'flip 20%%'")
     parser.add_argument("--tag", default="", help="labelflip: suffix of the result files, e.g. _long")
-    parser.add_argument("--tags", nargs="+", default=["_long", "_high"], help="summary: the labelflip runs to sum up")
+    parser.add_argument("--tags", nargs="+", default=["_long", "_40", "_high"],
+                        help="summary: the labelflip runs to sum up")
     args = parser.parse_args()
     OUT.mkdir(parents=True, exist_ok=True)
     if args.experiment == "replot":  # redraw labelflip<tag>.png from labelflip<tag>.json, no training
-        for tag in ("", "_long", "_high"):
+        for tag in ("", "_long", "_40", "_high"):
             if (OUT / f"labelflip{tag}.json").exists():
                 plot_label_flip(json.loads((OUT / f"labelflip{tag}.json").read_text()), args.threshold,
                                 f"labelflip{tag}.png")
