@@ -91,11 +91,15 @@ def test_monitor_flags_collapse_after_warmup_and_patience():
     assert monitor.observe(healthy, 6)["num_duplicates"] <= monitor.observe(collapsed, 7)["num_duplicates"]
 
 
+def idx_bytes(pixels: np.ndarray) -> bytes:
+    """An IDX image file (magic 0x803, uint8, big-endian sizes) holding ``pixels (N, H, W)``."""
+    return (0x803).to_bytes(4, "big") + b"".join(v.to_bytes(4, "big") for v in pixels.shape) + pixels.tobytes()
+
+
 def test_idx_reader_and_training_images(tmp_path):
     pixels = np.random.default_rng(0).integers(0, 256, (5, 28, 28), dtype=np.uint8)
-    header = (0x803).to_bytes(4, "big") + b"".join(v.to_bytes(4, "big") for v in (5, 28, 28))
-    (tmp_path / "train-images-idx3-ubyte").write_bytes(header + pixels.tobytes())
-    (tmp_path / "train-images-idx3-ubyte.gz").write_bytes(gzip.compress(header + pixels.tobytes()))
+    (tmp_path / "train-images-idx3-ubyte").write_bytes(idx_bytes(pixels))
+    (tmp_path / "train-images-idx3-ubyte.gz").write_bytes(gzip.compress(idx_bytes(pixels)))
     for name in ("train-images-idx3-ubyte", "train-images-idx3-ubyte.gz"):
         assert torch.equal(read_idx_images(tmp_path / name)[:, 0], torch.from_numpy(pixels))
     (tmp_path / "bad-idx").write_bytes(b"\x00\x00\x08\x01" + bytes(12))
@@ -129,8 +133,7 @@ def test_demo_with_data_takes_the_full_size_defaults(tmp_path, capsys):
     from fastndb import cli
 
     pixels = np.random.default_rng(1).integers(0, 256, (130, 28, 28), dtype=np.uint8)
-    header = (0x803).to_bytes(4, "big") + b"".join(v.to_bytes(4, "big") for v in (130, 28, 28))
-    (tmp_path / "images-idx3-ubyte").write_bytes(header + pixels.tobytes())
+    (tmp_path / "images-idx3-ubyte").write_bytes(idx_bytes(pixels))
     code = cli.main(["demo", "--data", str(tmp_path / "images-idx3-ubyte"), "--image-size", "28", "--epochs", "1",
                      "--out", str(tmp_path / "out")])
     out = capsys.readouterr().out
