@@ -22,6 +22,22 @@ def check_int(value: object, name: str, *, minimum: int) -> int:
     return int(value)
 
 
+def check_seed(value: object, name: str = "seed") -> int:
+    """``value`` as a seed: an integer in ``[0, 2**63)`` (what ``torch.Generator.manual_seed`` and the content keys
+    take).
+
+    Example:
+        >>> check_seed(2**70)
+        Traceback (most recent call last):
+        ...
+        ValueError: seed: expected an integer in [0, 2**63), got 1180591620717411303424
+    """
+    seed = check_int(value, name, minimum=0)
+    if seed >= 2**63:
+        raise ValueError(f"{name}: expected an integer in [0, 2**63), got {seed}")
+    return seed
+
+
 def _is_number(value: object) -> bool:
     return not isinstance(value, bool) and isinstance(value, (int, float))
 

@@ -8,8 +8,10 @@ Cache key: the NDB options that shape the bins (``num_bins``, ``mode``, ``seed``
   which every in-place torch operation on the tensor or a view of it increments. Checking this costs no pass
   over the data and no host synchronisation. Not seen: writes that bypass autograd's counter (through
   ``tensor.data``, a numpy view from ``tensor.numpy()``, or DLPack); call :func:`clear_cache` after those.
-* anything else (numpy, CuPy, DLPack, iterables of batches): a SHA-1 digest of the bytes (one pass over the
-  real data, about 2 GB/s on a CPU core), so in-place changes are always seen.
+* an inference tensor (made under ``torch.inference_mode()``, which keeps no version counter), and anything else
+  (numpy, CuPy, DLPack, iterables of batches): a 128-bit fingerprint of the exact bytes computed on the data's
+  own device (:func:`fastndb.sampling.content_fingerprint`: one pass, no host copy), so in-place changes are
+  always seen.
 
 The per-bin test options (``alpha``, ``correction``, ``z_threshold``) are applied at each call and never
 cause a refit. At most :data:`CACHE_SIZE` fitted bin sets are kept (least recently used dropped); the cache
@@ -30,6 +32,7 @@ import torch
 from fastndb.inputs import as_batches, check_same_library, concatenate
 from fastndb.ndb import NDB, compare_to_reference
 from fastndb.results import NDBResult
+from fastndb.sampling import content_fingerprint
 
 CACHE_SIZE = 4
 _cache: OrderedDict[tuple, tuple[Any, NDB]] = OrderedDict()
@@ -64,6 +67,11 @@ def _tensor_identity(real: torch.Tensor) -> tuple:
             str(real.device), real._version)
 
 
+def _trackable(real: object) -> bool:
+    """Whether ``real`` is a tensor whose changes PyTorch's version counter records (inference tensors have none)."""
+    return isinstance(real, torch.Tensor) and not real.is_inference()
+
+
 def score(
     real: object,
     fake: object,
@@ -91,7 +99,7 @@ def score(
         z_threshold: flag ``|z| > z_threshold`` instead of ``p < alpha``.
         cache: reuse bins fitted on the same real data with the same options (see the module docstring).
         **options: further :class:`NDB` options (``backend``, ``holdout_fraction``, ``whitening``,
-            ``max_dims``, ``max_iter``, ``tol``, ``progress``).
+            ``max_dims``, ``max_iter``, ``tol``, ``value_range``, ``progress``).
 
     Returns:
         :class:`NDBResult` with tensors on the device of the fake samples.
@@ -110,13 +118,14 @@ def score(
         >>> score(real, torch.randn(1500, 8, generator=g) + 1.0, num_bins=10).ndb >= 5
         True
     """
-    unknown = set(options) - {"backend", "holdout_fraction", "whitening", "max_dims", "max_iter", "tol", "progress"}
+    unknown = set(options) - {"backend", "holdout_fraction", "whitening", "max_dims", "max_iter", "tol", "value_range",
+                              "progress"}
     if unknown:
         raise TypeError(f"score() got unexpected keyword argument(s): {', '.join(sorted(unknown))}")
     config = NDB(num_bins, alpha, mode=mode, seed=seed, correction=correction, z_threshold=z_threshold, **options)
     fake_batches = as_batches(fake, "fake")
     bin_options = {k: v for k, v in options.items() if k != "progress"}
-    bin_options.update(num_bins=num_bins, mode=mode, seed=seed)
+    bin_options.update(num_bins=num_bins, mode=mode, seed=seed, value_range=config.value_range)
     if cache:
         fitted = _cached_fit(real, fake_batches.library, config, bin_options)
     else:
@@ -144,7 +153,7 @@ def _cached_fit(real: object, fake_library: str, ndb: NDB, bin_options: dict) ->
     """Bins for ``real`` from the cache, or fitted and cached. A torch tensor found in the cache is not
     re-validated: it was validated when cached, and its version counter shows it has not changed since."""
     options_key = tuple(sorted(bin_options.items()))
-    if isinstance(real, torch.Tensor):
+    if isinstance(real, torch.Tensor) and _trackable(real):
         check_same_library(real="torch", fake=fake_library)
         key = (_tensor_identity(real), options_key)
         hit = _lookup(key, real)
@@ -156,7 +165,7 @@ def _cached_fit(real: object, fake_library: str, ndb: NDB, bin_options: dict) ->
     real_batches = as_batches(real, "real")
     check_same_library(real=real_batches.library, fake=fake_library)
     matrix = concatenate(real_batches)
-    key = (("content", content_digest(matrix)), options_key)
+    key = (("content", content_fingerprint(matrix)), options_key)
     hit = _lookup(key, None)
     if hit is not None:
         return hit

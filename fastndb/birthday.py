@@ -20,9 +20,9 @@ import math
 import torch
 from torch import Tensor
 
-from fastndb._checks import check_int, check_open_unit
+from fastndb._checks import check_int, check_open_unit, check_seed
 from fastndb._progress import progress_bar
-from fastndb.features import to_float
+from fastndb.features import check_value_range, rescale, to_float, unit_scale
 from fastndb.inputs import as_batches, concatenate
 from fastndb.kernels import matmul_precision
 from fastndb.kernels.pairwise import exact_squared_distances, nearest_other, smallest_pairs
@@ -34,6 +34,8 @@ logger = logging.getLogger(__name__)
 
 METRICS = ("l2", "cosine")
 _EXTRA_CANDIDATES = 32  # candidates fetched beyond 2 * num_pairs before the exact recompute
+_EXACT_CHUNK_ELEMENTS = 2**22  # float64 values gathered at once by the exact recomputation (32 MiB per side)
+_IDENTITY_SALT = 0x1D3A
 
 
 def check_options(metric: object, threshold: object) -> None:
@@ -47,10 +49,16 @@ def check_options(metric: object, threshold: object) -> None:
             raise ValueError(f"threshold: expected a distance >= 0, got {threshold}")
 
 
-def _prepare(samples: object, name: str, metric: str) -> Tensor:
-    """Validated ``(s, D)`` floating samples (all-zero samples rejected for ``cosine``)."""
+def _prepare(samples: object, name: str, metric: str, value_range: tuple[float, float] | None) -> tuple[Tensor, float]:
+    """Validated ``(s, D)`` floating samples under the value-range convention, at a safe scale, and that scale.
+
+    The scale is an exact power of two (:func:`~fastndb.features.unit_scale`): distances computed on the scaled
+    samples are the true ones times the scale, with no underflow or overflow in float32.
+    """
     check_options(metric, None)
-    x = to_float(concatenate(as_batches(samples, name)))
+    x = to_float(concatenate(as_batches(samples, name)), value_range)
+    unit = unit_scale(max(abs(float(v)) for v in torch.stack(torch.aminmax(x)).tolist()))
+    x = rescale(x, unit)
     if metric == "cosine":
         zero = (torch.linalg.vector_norm(x, dim=1) == 0).nonzero()[:, 0]
         if zero.numel():
@@ -58,7 +66,7 @@ def _prepare(samples: object, name: str, metric: str) -> Tensor:
                 f"{name}: metric='cosine' needs non-zero samples, got {zero.numel()} all-zero sample(s) "
                 f"(first: {int(zero[0])}); use metric='l2'"
             )
-    return x
+    return x, unit
 
 
 def _search_space(x: Tensor, metric: str) -> Tensor:
@@ -67,7 +75,12 @@ def _search_space(x: Tensor, metric: str) -> Tensor:
 
 
 def _exact_squared(x: Tensor, pairs: Tensor, metric: str) -> Tensor:
-    """Squared distances of ``pairs`` in float64 from the raw samples (normalised in float64 for ``cosine``)."""
+    """Squared distances of ``pairs`` in float64 from the raw samples (normalised in float64 for ``cosine``),
+    computed in chunks of at most about 4M gathered values, so any number of pairs takes bounded memory."""
+    chunk = max(1, _EXACT_CHUNK_ELEMENTS // max(x.shape[1], 1))
+    if pairs.shape[0] > chunk:
+        return torch.cat([_exact_squared(x, pairs[start : start + chunk], metric)
+                          for start in range(0, pairs.shape[0], chunk)])
     if metric == "l2":
         return exact_squared_distances(x, pairs)
     rows = x.index_select(0, pairs.reshape(-1)).double()
@@ -77,8 +90,10 @@ def _exact_squared(x: Tensor, pairs: Tensor, metric: str) -> Tensor:
 
 
 def _to_squared(distance: float, metric: str) -> float:
-    """A reported distance as the squared Euclidean distance the search works in."""
-    return distance**2 if metric == "l2" else 2.0 * distance  # cosine: ||u - v||^2 = 2 (1 - cos)
+    """A reported distance as the squared Euclidean distance the search works in (``inf`` past float range)."""
+    if metric == "cosine":
+        return 2.0 * distance  # ||u - v||^2 = 2 (1 - cos)
+    return distance * distance if distance < 1e150 else math.inf
 
 
 def _from_squared(sq: Tensor, metric: str) -> Tensor:
@@ -92,6 +107,30 @@ def _rounding_band(x: Tensor) -> float:
     return 8.0 * math.sqrt(x.shape[1]) * eps * 2.0 * largest
 
 
+def count_identical_pairs(x: Tensor) -> int | None:
+    """Number of pairs ``i < j`` with identical rows (``0.0`` equal to ``-0.0``), from content keys in ``O(s D)``
+    time and ``O(s)`` memory beyond one chunk; ``None`` in the (about ``2^-62``) case of a key collision, which
+    callers settle by the tiled search instead.
+
+    Example:
+        >>> count_identical_pairs(torch.tensor([[1.0], [2.0], [1.0], [1.0], [-0.0], [0.0]]))
+        4
+    """
+    canonical = x + 0.0  # -0.0 + 0.0 == +0.0: equal values get equal bits
+    keys = row_keys(canonical, 0, _IDENTITY_SALT)
+    order = torch.sort(keys, stable=True).indices
+    ordered = keys[order]
+    first = torch.searchsorted(ordered, ordered)  # first position of each row's key in the sorted order
+    chunk = max(1, _EXACT_CHUNK_ELEMENTS // max(x.shape[1], 1))
+    for start in range(0, order.numel(), chunk):
+        rows = canonical.index_select(0, order[start : start + chunk])
+        leaders = canonical.index_select(0, order.index_select(0, first[start : start + chunk]))
+        if not torch.equal(rows, leaders):
+            return None
+    _, sizes = torch.unique_consecutive(ordered, return_counts=True)
+    return int((sizes * (sizes - 1) // 2).sum())
+
+
 def birthday(
     samples: object,
     *,
@@ -99,6 +138,7 @@ def birthday(
     metric: str = "l2",
     threshold: float | None = None,
     confidence: float = 0.95,
+    value_range: tuple[float, float] | None = None,
     block_rows: int | None = None,
     progress: bool | None = None,
 ) -> BirthdayResult:
@@ -113,9 +153,17 @@ def birthday(
             with :func:`duplicate_threshold` so that "duplicate" means closer than real samples are. ``0``
             counts exact duplicates only. ``None``: no duplicate count and no support estimate.
         confidence: level of the support-size interval.
+        value_range: ``(low, high)`` of samples that are not ``uint8``/``uint16`` images, mapped to [0, 1] before
+            distances are taken (the library's convention, :mod:`fastndb.features`); pass the same as to
+            :func:`duplicate_threshold`.
         block_rows: edge of the square blocks of the tiled search (default: 2048 on CPU, 8192 on GPU);
             memory is about ``block_rows^2`` floats.
         progress: tqdm bar over row blocks (``None``: only on a terminal with tqdm installed).
+
+    Memory: the samples, one ``block_rows^2`` block of distances with its masks, ``O(num_pairs)`` candidates,
+    and at most about 4M float64 values for the exact recomputation, whatever the threshold and however many
+    pairs are duplicates (with every sample the same, all ``s (s - 1) / 2`` pairs are, and are counted by content
+    at threshold 0 or in bounded slabs otherwise).
 
     Returns:
         :class:`~fastndb.BirthdayResult`, tensors on the samples' device.
@@ -135,7 +183,8 @@ def birthday(
         ([17, 400], 0.0, 1)
     """
     check_options(metric, threshold)
-    x = _prepare(samples, "samples", metric)
+    value_range = check_value_range(value_range)
+    x, unit = _prepare(samples, "samples", metric, value_range)
     search = _search_space(x, metric)
     s = x.shape[0]
     if s < 2:
@@ -149,21 +198,29 @@ def birthday(
         block_rows = check_int(block_rows, "block_rows", minimum=1)
 
     candidates = min(total_pairs, 2 * num_pairs + _EXTRA_CANDIDATES)
-    band = None
-    if threshold is not None:
-        threshold_sq, slack = _to_squared(float(threshold), metric), _rounding_band(search)
+    identical = count_identical_pairs(x) if threshold == 0 and metric == "l2" else None
+    band = settle = None
+    if threshold is not None and identical is None:
+        threshold_sq = _to_squared(float(threshold) * (unit if metric == "l2" else 1.0), metric)
+        slack = _rounding_band(search)
         band = (threshold_sq - slack, threshold_sq + slack)
+
+        def settle(pairs: Tensor) -> Tensor:
+            return (_exact_squared(x, pairs, metric) <= threshold_sq).sum()
+
     with progress_bar(progress, total=s, desc="birthday pairs", unit="row") as bar:
-        found = smallest_pairs(search, candidates, block_rows=block_rows, count_band=band, on_block=bar.update)
+        found = smallest_pairs(search, candidates, block_rows=block_rows, count_band=band, settle=settle,
+                               on_block=bar.update)
 
     exact = _exact_squared(x, found.pairs, metric)
     order = torch.argsort(exact, stable=True)[:num_pairs]
     pairs, distances = found.pairs[order], _from_squared(exact[order], metric)
+    if unit != 1.0 and metric == "l2":
+        distances = distances / unit
 
     num_duplicates = duplicate_rate = support = interval = None
-    if threshold is not None and found.num_below is not None and found.band_pairs is not None:
-        settled = _exact_squared(x, found.band_pairs, metric) <= _to_squared(float(threshold), metric)
-        num_duplicates = int(found.num_below) + int(settled.sum())
+    if threshold is not None:
+        num_duplicates = identical if identical is not None else int(found.num_below)  # type: ignore[arg-type]
         duplicate_rate = num_duplicates / total_pairs
         low, high = poisson_interval(num_duplicates, confidence)
         support = total_pairs / num_duplicates if num_duplicates else math.inf
@@ -183,6 +240,7 @@ def duplicate_threshold(
     metric: str = "l2",
     num_samples: int | None = 10_000,
     seed: int = 0,
+    value_range: tuple[float, float] | None = None,
 ) -> float:
     """A duplicate threshold from real data: a low quantile of real nearest-neighbour distances.
 
@@ -202,9 +260,10 @@ def duplicate_threshold(
         metric: ``"l2"`` or ``"cosine"``, as in :func:`birthday`.
         num_samples: size of the real subset (``None``: all; the search costs ``num_samples^2 D`` flops).
         seed: seed of the subset.
+        value_range: as in :func:`birthday` (pass the same to both).
 
     Returns:
-        The threshold (float).
+        The threshold (float), in the units of :func:`birthday`'s distances.
 
     Example:
         >>> import torch
@@ -214,7 +273,8 @@ def duplicate_threshold(
         True
     """
     quantile = check_open_unit(quantile, "quantile")
-    x = _prepare(real, "real", metric)
+    seed = check_seed(seed)
+    x, unit = _prepare(real, "real", metric, check_value_range(value_range))
     if num_samples is not None:
         num_samples = check_int(num_samples, "num_samples", minimum=2)
         if x.shape[0] > num_samples:
@@ -225,4 +285,6 @@ def duplicate_threshold(
     neighbours = nearest_other(_search_space(x, metric))
     rows = torch.arange(x.shape[0], device=x.device)
     nearest = _from_squared(_exact_squared(x, torch.stack([rows, neighbours], dim=1), metric), metric)
+    if unit != 1.0 and metric == "l2":
+        nearest = nearest / unit
     return float(torch.quantile(nearest, quantile))

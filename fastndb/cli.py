@@ -27,17 +27,35 @@ def _progress(args: argparse.Namespace) -> bool | None:
     return False if args.quiet else None
 
 
+def _check_device(text: str) -> None:
+    """Refuse a ``--device`` this machine does not have (``cpu``, ``cuda``, ``cuda:N``, ``mps``), in one line."""
+    import torch
+
+    try:
+        device = torch.device(text)
+    except (RuntimeError, ValueError):
+        raise ValueError(f"--device: expected cpu, cuda, cuda:N or mps, got {text!r}") from None
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise ValueError(f"--device {text}: no CUDA device here; use --device cpu")
+        if device.index is not None and device.index >= count:
+            raise ValueError(f"--device {text}: this machine has {count} CUDA device(s), cuda:0 to cuda:{count - 1}")
+    elif device.type == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
+        raise ValueError(f"--device {text}: no MPS device here; use --device cpu")
+    elif device.type not in ("cpu", "cuda", "mps"):
+        raise ValueError(f"--device: expected cpu, cuda, cuda:N or mps, got {text!r}")
+
+
 def _load(spec: str, args: argparse.Namespace) -> Any:
     from fastndb.files import load_samples
 
     x = load_samples(spec, image_size=args.image_size, channels=args.channels, progress=_progress(args))
-    if args.device != "cpu":
-        import torch
+    return x if args.device == "cpu" else x.to(args.device)
 
-        if args.device == "cuda" and not torch.cuda.is_available():
-            raise ValueError("--device cuda: no CUDA device here")
-        x = x.to(args.device)
-    return x
+
+def _value_range(args: argparse.Namespace) -> tuple[float, float] | None:
+    return None if args.value_range is None else (args.value_range[0], args.value_range[1])
 
 
 def _save_figure(fig: Any, path: str) -> None:
@@ -75,11 +93,11 @@ def _score(args: argparse.Namespace) -> int:
 
     real, fake = _load(args.real, args), _load(args.fake, args)
     ndb = NDB(args.num_bins, args.alpha, mode=args.mode, seed=args.seed, correction=args.correction,
-              progress=_progress(args))
+              value_range=_value_range(args), progress=_progress(args))
     source = "fitted"
     if args.cache:
         options = {"num_bins": args.num_bins, "mode": args.mode, "seed": args.seed,
-                   "holdout_fraction": ndb.holdout_fraction}
+                   "holdout_fraction": ndb.holdout_fraction, "value_range": ndb.value_range}
         material = bin_cache.key_material(real, options)
         cached = bin_cache.load(Path(args.cache), material)
         if cached is not None:
@@ -116,15 +134,27 @@ def _score(args: argparse.Namespace) -> int:
 def _birthday(args: argparse.Namespace) -> int:
     from fastndb.birthday import birthday, duplicate_threshold
 
+    from fastndb.features import check_value_ranges, summarize
+
     samples = _load(args.samples, args)
     threshold = args.threshold
+    value_range = _value_range(args)
     if args.threshold_from is not None:
         if threshold is not None:
             raise ValueError("--threshold and --threshold-from exclude each other: give one")
-        threshold = duplicate_threshold(_load(args.threshold_from, args), quantile=args.quantile,
-                                        metric=args.metric, num_samples=samples.shape[0], seed=args.seed)
+        real = _load(args.threshold_from, args)
+        features, real_features = samples[0].numel(), real[0].numel()
+        if features != real_features:
+            raise ValueError(f"--threshold-from: {args.threshold_from} has {real_features} features per sample "
+                             f"{tuple(real.shape[1:])}, but SAMPLES have {features} {tuple(samples.shape[1:])}: "
+                             f"a threshold from other data means nothing here")
+        flat = lambda t: t.reshape(t.shape[0], -1)  # noqa: E731
+        check_value_ranges(summarize(flat(real), value_range), summarize(flat(samples), value_range),
+                           reference_name="--threshold-from", name="SAMPLES")
+        threshold = duplicate_threshold(real, quantile=args.quantile, metric=args.metric,
+                                        num_samples=samples.shape[0], seed=args.seed, value_range=value_range)
     result = birthday(samples, num_pairs=args.num_pairs, metric=args.metric, threshold=threshold,
-                      progress=_progress(args))
+                      value_range=value_range, progress=_progress(args))
     if args.json:
         _print_json(result.to_dict(python=True))
     else:
@@ -241,6 +271,13 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _distance(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"expected a finite distance >= 0, got {text}")
+    return value
+
+
 def _num_bins(text: str) -> int:
     value = int(text)
     if value < 2:
@@ -256,7 +293,10 @@ def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--quiet", action="store_true", help="no progress bars")
     common.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
-    common.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N (default cpu)")
+    common.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N | mps (default cpu)")
+    common.add_argument("--value-range", type=float, nargs=2, metavar=("LOW", "HIGH"),
+                        help="range of samples stored as floats (e.g. -1 1 for tanh outputs), mapped to [0, 1] like "
+                             "uint8 images (x / 255); default: floats taken as they are")
     common.add_argument("--image-size", type=_positive_int, nargs=2, metavar=("H", "W"),
                         help="resize images of a folder to H x W (default: all must have one size)")
     common.add_argument("--channels", type=int, choices=(1, 3),
@@ -281,7 +321,7 @@ def build_parser() -> argparse.ArgumentParser:
     birthday.add_argument("samples", help="image folder, .npy, .npz[:name] or .pt[:name]")
     birthday.add_argument("--num-pairs", type=_positive_int, default=20)
     birthday.add_argument("--metric", choices=("l2", "cosine"), default="l2")
-    birthday.add_argument("--threshold", type=float, help="duplicate threshold (a distance)")
+    birthday.add_argument("--threshold", type=_distance, help="duplicate threshold (a distance)")
     birthday.add_argument("--threshold-from", metavar="REAL",
                           help="set the threshold to a low quantile of REAL's nearest-neighbour distances")
     birthday.add_argument("--quantile", type=_probability, default=0.01, help="for --threshold-from (0.01)")
@@ -339,8 +379,10 @@ def main(argv: list[str] | None = None) -> int:
     debug = getattr(args, "debug", False)
     logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING, format="%(name)s: %(message)s")
     if debug:
+        _check_device(getattr(args, "device", "cpu"))
         return args.run(args)
     try:
+        _check_device(getattr(args, "device", "cpu"))
         return args.run(args)
     except BrokenPipeError:  # the reader (e.g. `| head`) went away: not an error of ours
         sys.stderr.close()

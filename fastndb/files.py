@@ -1,13 +1,23 @@
 """Files in: a folder of images, ``.npy``, ``.npz``, ``.pt`` -> one tensor of samples (the command line's input).
 
 * a folder: PNG/JPEG/BMP/WebP/TIFF images found recursively, in sorted path order, decoded with Pillow and
-  converted consistently: ``channels`` 1 (``"L"``) or 3 (``"RGB"``) for every image (default: 3 if any image
-  has colour, else 1), all of one size or resized to ``image_size`` (bicubic), returned as ``(N, C, H, W)``
-  ``uint8``, which the rest of fastndb reads as ``x / 255`` in [0, 1];
+  converted consistently: ``channels`` 1 or 3 for every image (default: 3 if any image has colour, else 1), all
+  of one size or resized to ``image_size`` (bicubic), returned as ``(N, C, H, W)``. Bit depth is kept:
+
+  - 8-bit images (Pillow modes ``1``, ``L``, ``P``, ``RGB``, ``RGBA``, ``LA``, ``CMYK``, ...): ``uint8``, which
+    the rest of fastndb reads as ``x / 255`` in [0, 1];
+  - 16-bit images (``I;16``, and ``I`` with values in 0..65535, as Pillow opens 16-bit PNGs): ``float32``
+    ``x / 65535`` in [0, 1], with 8-bit images of the same folder as ``x / 255`` (never clipped to 8 bits);
+  - float images (``F``, e.g. 32-bit TIFF): ``float32`` values as they are (state their range with
+    ``value_range`` where they are not in [0, 1]); a folder mixing them with integer images is refused.
+
 * ``file.npy``: the array;
 * ``file.npz``: its only array, or ``file.npz:name`` for a named one;
 * ``file.pt``: a tensor saved with ``torch.save``, or ``file.pt:name`` for one entry of a saved dict (loaded
   with ``weights_only=True``: no code runs).
+
+A file that cannot be read (truncated, not what its suffix says, a decompression bomb) raises one ``ValueError``
+naming it.
 """
 
 from __future__ import annotations
@@ -22,6 +32,8 @@ from fastndb._progress import progress_bar
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
 ARRAY_SUFFIXES = (".npy", ".npz", ".pt", ".pth")
+_GREY_MODES = ("1", "L", "LA", "La", "I", "I;16", "I;16L", "I;16B", "I;16N", "F")
+_SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N")
 
 
 def _split_key(spec: str) -> tuple[Path, str | None]:
@@ -38,6 +50,38 @@ def image_files(folder: Path) -> list[Path]:
     return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
 
 
+def _depth(img: object, path: Path) -> str:
+    """``"8"``, ``"16"`` or ``"float"``: how an opened image's values are to be read (see the module docstring)."""
+    mode = img.mode  # type: ignore[attr-defined]
+    if mode in _SIXTEEN_BIT_MODES:
+        return "16"
+    if mode == "I":
+        low, high = img.getextrema()  # type: ignore[attr-defined]
+        if low < 0 or high > 65535:
+            raise ValueError(f"{path}: a 32-bit integer image with values {low}..{high}: no known range (fastndb "
+                             f"reads 8- and 16-bit images); save it as 16-bit or convert it to an array file")
+        return "16"
+    if mode == "F":
+        return "float"
+    return "8"
+
+
+def _as_float_planes(img: object, depth: str, channels: int, size: tuple[int, int] | None, image: object) -> np.ndarray:
+    """``(C, H, W)`` float32 planes of one image of a deep (16-bit or float) folder."""
+    if depth == "8":
+        rgb = np.asarray(img.convert("L" if channels == 1 else "RGB"), dtype=np.float32) / 255.0  # type: ignore[attr-defined]
+        planes = rgb[None] if rgb.ndim == 2 else rgb.transpose(2, 0, 1)
+    else:
+        values = np.asarray(img, dtype=np.float64)
+        plane = (values / 65535.0 if depth == "16" else values).astype(np.float32)
+        planes = np.repeat(plane[None], channels, axis=0)
+    if size is not None:
+        resample = image.Resampling.BICUBIC  # type: ignore[attr-defined]
+        planes = np.stack([np.asarray(image.fromarray(p).resize((size[1], size[0]), resample))  # type: ignore[attr-defined]
+                           for p in planes])
+    return planes
+
+
 def load_image_folder(
     folder: Path,
     *,
@@ -45,10 +89,11 @@ def load_image_folder(
     channels: int | None = None,
     progress: bool | None = None,
 ) -> torch.Tensor:
-    """Decode every image under ``folder`` to one ``(N, C, H, W)`` uint8 tensor (see the module docstring).
+    """Decode every image under ``folder`` to one ``(N, C, H, W)`` tensor (see the module docstring).
 
     Raises:
-        ValueError: no images, an unreadable image, mixed sizes without ``image_size``, bad ``channels``.
+        ValueError: no images, an unreadable image, mixed sizes without ``image_size``, bad ``channels``, float
+            images mixed with integer ones, 32-bit integer images outside 0..65535.
         ModuleNotFoundError: Pillow is not installed.
     """
     image = require("PIL.Image", "reading image folders")
@@ -64,26 +109,35 @@ def load_image_folder(
                 with image.open(path) as img:
                     img.load()
                     decoded.append((path, img.copy()))
-            except (OSError, SyntaxError, ValueError) as err:
-                raise ValueError(f"{path}: not a readable image ({err})") from None
+            except Exception as err:  # noqa: BLE001  (truncated files, decompression bombs, foreign formats)
+                raise ValueError(f"{path}: not a readable image ({type(err).__name__}: {err})") from None
             bar.update(1)
+    depths = {_depth(img, path) for path, img in decoded}
+    if "float" in depths and len(depths) > 1:
+        raise ValueError(f"{folder}: mixes float images (mode F) with integer images; their values have no common "
+                         f"range: keep one kind per folder")
     if channels is None:
-        channels = 1 if all(img.mode in ("1", "L", "LA", "I", "I;16", "F") for _, img in decoded) else 3
+        channels = 1 if all(img.mode in _GREY_MODES for _, img in decoded) else 3
     mode = "L" if channels == 1 else "RGB"
     first_path, first = decoded[0]
-    arrays = []
     for path, img in decoded:
-        if image_size is not None:
-            img = img.convert(mode).resize((image_size[1], image_size[0]), image.Resampling.BICUBIC)
-        elif img.size != first.size:
+        if image_size is None and img.size != first.size:
             raise ValueError(
                 f"{folder}: mixed image sizes: {first_path.name} is {first.size[0]}x{first.size[1]} but "
                 f"{path.relative_to(folder)} is {img.size[0]}x{img.size[1]} (width x height); pass --image-size H W"
             )
-        arrays.append(np.asarray(img.convert(mode), dtype=np.uint8))
-    stacked = np.stack(arrays)  # (N, H, W) grey or (N, H, W, 3) RGB
-    stacked = stacked[:, None] if stacked.ndim == 3 else stacked.transpose(0, 3, 1, 2)
-    return torch.from_numpy(np.ascontiguousarray(stacked))
+    if depths == {"8"}:
+        arrays = []
+        for _, img in decoded:
+            converted = img.convert(mode)
+            if image_size is not None:
+                converted = converted.resize((image_size[1], image_size[0]), image.Resampling.BICUBIC)
+            arrays.append(np.asarray(converted, dtype=np.uint8))
+        stacked = np.stack(arrays)  # (N, H, W) grey or (N, H, W, 3) RGB
+        stacked = stacked[:, None] if stacked.ndim == 3 else stacked.transpose(0, 3, 1, 2)
+        return torch.from_numpy(np.ascontiguousarray(stacked))
+    planes = [_as_float_planes(img, _depth(img, path), channels, image_size, image) for path, img in decoded]
+    return torch.from_numpy(np.ascontiguousarray(np.stack(planes)))
 
 
 def load_array_file(path: Path, key: str | None) -> torch.Tensor:
@@ -150,5 +204,10 @@ def load_samples(
         raise ValueError(f"{spec}: expected an image folder or a {', '.join(ARRAY_SUFFIXES)} file, got a {kind} file")
     try:
         return load_array_file(path, key)
-    except (OSError, EOFError, RuntimeError) as err:  # truncated or foreign files
+    except ValueError as err:
+        if str(path) in str(err):
+            raise  # our own message, naming the file already
         raise ValueError(f"{spec}: could not be read as {path.suffix} ({err})") from None
+    except Exception as err:  # noqa: BLE001  (truncated, foreign or malicious files: pickle, zip, OS errors)
+        first_line = str(err).splitlines()[0] if str(err) else ""
+        raise ValueError(f"{spec}: could not be read as {path.suffix} ({type(err).__name__}: {first_line})") from None

@@ -64,6 +64,11 @@ def to_tensor(obj: object, name: str) -> torch.Tensor:
     if library == "numpy":
         if obj.dtype.kind not in "biuf":  # type: ignore[union-attr]
             raise TypeError(f"{name}: expected a numeric array, got a numpy array of dtype {obj.dtype}")  # type: ignore[union-attr]
+        if obj.dtype.kind == "f" and obj.dtype.itemsize > 8:  # type: ignore[union-attr]
+            raise TypeError(
+                f"{name}: expected float16, float32 or float64 samples, got a numpy array of dtype "
+                f"{obj.dtype} (extended precision, which torch cannot hold); convert it with .astype(numpy.float64)"  # type: ignore[union-attr]
+            )
         array: np.ndarray = obj  # type: ignore[assignment]
         if not array.dtype.isnative or any(stride < 0 for stride in array.strides):
             # torch cannot wrap these layouts: one native-order, positive-stride copy

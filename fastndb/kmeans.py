@@ -24,17 +24,17 @@ from __future__ import annotations
 import logging
 import math
 import warnings
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from fastndb._checks import check_int, check_nonnegative
+from fastndb._checks import check_int, check_seed, check_nonnegative
 from fastndb._progress import progress_bar
 from fastndb.backends import AssignBackend, resolve_backend
 from fastndb.collectives import Collective, SingleProcess, resolve_collective
-from fastndb.features import to_float
+from fastndb.features import rescale, to_float, unit_scale
 from fastndb.inputs import as_batches, concatenate
 from fastndb.kernels import lloyd_step, squared_norms
 from fastndb.sampling import SEEDING_SALT, gather_by_position, key_positions, row_keys
@@ -214,9 +214,12 @@ def fit_kmeans(
         )
     nonempty = int((result.counts > 0).sum())
     if nonempty < k:
+        local_distinct = torch.unique(row_keys(data, 0))
+        distinct = int(torch.unique(comm.all_gather_cat(local_distinct)[0]).numel())
+        why = (f"the data have only {distinct} distinct points, fewer than k" if distinct < k else
+               f"the {distinct} distinct points sit so close together that k-means could not separate them")
         warnings.warn(
-            f"k-means: only {nonempty} of {k} clusters hold points; the data have fewer than k distinct points "
-            f"(or duplicates concentrate them), so some bins stay empty",
+            f"k-means: only {nonempty} of {k} clusters hold points: {why}; the empty bins stay empty",
             RuntimeWarning,
             stacklevel=3,
         )
@@ -279,11 +282,19 @@ def kmeans(
         [[10.0, 10.0], [10.0, 10.0]]
     """
     k = check_int(k, "k", minimum=1)
-    seed = check_int(seed, "seed", minimum=0)
+    seed = check_seed(seed)
     max_iter = check_int(max_iter, "max_iter", minimum=1)
     tol = check_nonnegative(tol, "tol")
     engine = resolve_backend(backend)
     comm = resolve_collective(distributed, group)
     data = to_float(concatenate(as_batches(x, "x")))
-    return fit_kmeans(data, k, seed=seed, max_iter=max_iter, tol=tol, engine=engine, init_size=init_size,
-                      progress=progress, comm=comm)
+    # data of extreme magnitude are clustered at an exact power-of-two scale (the same argmins, no float32
+    # underflow or overflow of squared distances), and the centroids and inertia are scaled back
+    local = torch.stack(torch.aminmax(data)).abs().max() if data.shape[0] else torch.zeros((), device=data.device)
+    largest = float(comm.all_gather_cat(local.to(torch.float64).reshape(1))[0].max())
+    unit = unit_scale(largest)
+    result = fit_kmeans(rescale(data, unit), k, seed=seed, max_iter=max_iter, tol=tol,
+                        engine=engine, init_size=init_size, progress=progress, comm=comm)
+    if unit == 1.0:
+        return result
+    return replace(result, centroids=rescale(result.centroids, 1 / unit), inertia=result.inertia / unit**2)

@@ -24,13 +24,13 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from fastndb._checks import check_int
+from fastndb._checks import check_int, check_seed
 from fastndb._optional import require
 from fastndb.birthday import birthday, check_options
 from fastndb.collectives import Collective, SingleProcess, TorchDistributed
-from fastndb.features import to_float
+from fastndb.features import ValueSummary, check_value_range, check_value_ranges, summarize, to_float
 from fastndb.inputs import as_batches, concatenate
-from fastndb.ndb import NDB, FittedBins
+from fastndb.ndb import NDB, FittedBins, merge_summaries
 from fastndb.results import BirthdayResult, NDBResult
 from fastndb.sampling import FAKE_BUFFER_SALT, REAL_BUFFER_SALT, SEEDING_SALT, SmallestKeyBuffer
 
@@ -38,7 +38,7 @@ _torchmetrics = require("torchmetrics", "fastndb.metrics")
 logger = logging.getLogger(__name__)
 
 _BIN_OPTIONS = ("mode", "backend", "holdout_fraction", "correction", "z_threshold", "whitening", "max_dims",
-                "max_iter", "tol", "progress")
+                "max_iter", "tol", "value_range", "progress")
 _DTYPE_CODES = {torch.float32: 1, torch.float64: 2}
 _CODE_DTYPES = {code: dtype for dtype, code in _DTYPE_CODES.items()}
 
@@ -136,7 +136,7 @@ class NDBMetric(_torchmetrics.Metric):
             raise TypeError(f"reset_real_features: expected a bool, got {reset_real_features!r}")
         self.reset_real_features = reset_real_features
         self.max_real_samples = check_int(max_real_samples, "max_real_samples", minimum=1)
-        self.seed = check_int(seed, "seed", minimum=0)
+        self.seed = check_seed(seed)
         if bins is not None:
             if not isinstance(bins, NDB):
                 raise TypeError(f"bins: expected a fitted fastndb.NDB, got {type(bins).__name__}")
@@ -147,8 +147,11 @@ class NDBMetric(_torchmetrics.Metric):
                     f"bins: the options {sorted(options)} belong to the NDB you passed; set them there instead"
                 )
         self._owns_bins = bins is None
+        # samples are buffered already mapped to [0, 1] (value_range applied here), so the NDB inside takes none
+        self.value_range = check_value_range(options.pop("value_range", None))
         self._bin_options = {"num_bins": num_bins, "alpha": alpha, "seed": self.seed, **options}
         self._ndb = bins if bins is not None else NDB(**self._bin_options)  # validates the options
+        self._real_values: ValueSummary | None = None
         self.num_bins = self._ndb.num_bins
         self._real = SmallestKeyBuffer(self.max_real_samples, self.seed, REAL_BUFFER_SALT)
         self._pending_fake = SmallestKeyBuffer(self.max_real_samples, self.seed, FAKE_BUFFER_SALT)
@@ -197,11 +200,17 @@ class NDBMetric(_torchmetrics.Metric):
             if self.is_fitted:
                 logger.debug("NDBMetric: bins already fitted; %d real samples ignored", x.shape[0])
                 return
-            self._real.add(to_float(x).to(self.fake_counts.device))
+            summary = summarize(x, self.value_range)
+            self._real_values = summary if self._real_values is None else self._real_values.merge(summary)
+            self._real.add(to_float(x, self.value_range).to(self.fake_counts.device))
         elif self.is_fitted:
-            self.fake_counts += self._ndb.count(x).to(self.fake_counts.device)
+            counted = to_float(x, self.value_range) if self._owns_bins else x  # passed bins apply their own range
+            self.fake_counts += self._ndb.count(counted).to(self.fake_counts.device)
         else:
-            self._pending_fake.add(to_float(x).to(self.fake_counts.device))
+            if self._real_values is not None:
+                check_value_ranges(self._real_values, summarize(x, self.value_range), reference_name="imgs (real)",
+                                   name=name)
+            self._pending_fake.add(to_float(x, self.value_range).to(self.fake_counts.device))
 
     def _check_features(self, x: Tensor, name: str) -> None:
         expected = None
@@ -227,7 +236,7 @@ class NDBMetric(_torchmetrics.Metric):
             raise ValueError("compute: no real samples to fit the bins on; call update(imgs, real=True) first")
         logger.info("NDBMetric: fitting %d bins on %d of %d real samples held on this rank",
                     self.num_bins, len(self._real), self._real.seen)
-        self._ndb.fit_shard(local, comm)
+        self._ndb.fit_shard(local, comm, real_values=merge_summaries(self._real_values, comm, local.device))
         self._real.clear()
 
     def _materialise(self, comm: Collective) -> None:
@@ -287,6 +296,7 @@ class NDBMetric(_torchmetrics.Metric):
         self._result = None
         if self.reset_real_features:
             self._real.clear()
+            self._real_values = None
             if self._owns_bins:
                 self._ndb = NDB(**self._bin_options)
 
@@ -302,6 +312,7 @@ class NDBMetric(_torchmetrics.Metric):
             "bins": self._ndb.bins.to_dict() if self.is_fitted else None,
             "real": self._real.state(),
             "pending_fake": self._pending_fake.state(),
+            "real_values": None if self._real_values is None else self._real_values.to_dict(),
         }
 
     def set_extra_state(self, state: dict) -> None:
@@ -310,6 +321,7 @@ class NDBMetric(_torchmetrics.Metric):
             self._ndb.load_bins(FittedBins.from_dict(state["bins"]))
         self._real.load_state(state["real"])
         self._pending_fake.load_state(state["pending_fake"])
+        self._real_values = ValueSummary.from_dict(state.get("real_values"))
         if self.is_fitted or len(self._real) or len(self._pending_fake):
             self._update_count = max(self._update_count, 1)  # loaded state counts as updated (no torchmetrics warning)
 
@@ -383,7 +395,7 @@ class BirthdayMetric(_torchmetrics.Metric):
         self.threshold = threshold
         self.num_pairs = check_int(num_pairs, "num_pairs", minimum=1)
         self.metric = metric
-        self.seed = check_int(seed, "seed", minimum=0)
+        self.seed = check_seed(seed)
         check_options(metric, threshold)  # now, not at the first compute()
         self._buffer = SmallestKeyBuffer(self.num_samples, self.seed, SEEDING_SALT)
         self._samples: Tensor | None = None

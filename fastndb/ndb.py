@@ -15,11 +15,20 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from fastndb._checks import check_int, check_nonnegative, check_open_unit, check_positive_or_none
+from fastndb._checks import check_int, check_seed, check_nonnegative, check_open_unit, check_positive_or_none
 from fastndb._progress import progress_bar
 from fastndb.backends import AssignBackend, resolve_backend
 from fastndb.collectives import Collective, resolve_collective
-from fastndb.features import FeatureMap, fit_feature_map, original_max_dims, to_float
+from fastndb.features import (
+    IMAGE_DTYPES,
+    FeatureMap,
+    ValueSummary,
+    check_value_range,
+    fit_feature_map,
+    original_max_dims,
+    summarize,
+    to_float,
+)
 from fastndb.inputs import Batches, as_batches, concatenate
 from fastndb.kernels import matmul_precision
 from fastndb.kmeans import fit_kmeans
@@ -30,6 +39,7 @@ from fastndb.statistics import CORRECTIONS, compare_histograms
 logger = logging.getLogger(__name__)
 
 MODES = ("holdout", "original")
+_IMAGE_KINDS = tuple(IMAGE_DTYPES)
 _COUNT_CHUNK_ROWS = 65536  # rows transformed at once when counting, bounding the feature copy
 _MIN_MEAN_COUNT = 5  # below this mean count per bin the z-test's normal approximation is poor
 
@@ -85,6 +95,17 @@ def assign_samples(x: Tensor, feature_map: FeatureMap, centroids: Tensor, engine
         features = feature_map(x[start : start + _COUNT_CHUNK_ROWS]).to(centroids.dtype)
         labels[start : start + _COUNT_CHUNK_ROWS] = engine.nearest(features, centroids)[0]
     return labels
+
+
+def merge_summaries(local: ValueSummary | None, comm: Collective, device: torch.device) -> ValueSummary | None:
+    """One :class:`~fastndb.features.ValueSummary` of all ranks' (a collective call; ``None`` if no rank has one)."""
+    row = [math.inf, -math.inf, 1.0, 1.0] if local is None else [local.low, local.high, float(local.images),
+                                                                  float(local.stated)]
+    everyone, _ = comm.all_gather_cat(torch.tensor([row], dtype=torch.float64, device=device))
+    low, high = float(everyone[:, 0].min()), float(everyone[:, 1].max())
+    if not math.isfinite(low):
+        return None
+    return ValueSummary(low, high, bool(everyone[:, 2].min() > 0), bool(everyone[:, 3].min() > 0))
 
 
 def compare_to_reference(
@@ -162,6 +183,9 @@ class NDB:
         max_dims: cluster on a seeded random subset of this many features.
         max_iter: most k-means iterations.
         tol: k-means stopping tolerance (relative inertia decrease).
+        value_range: ``(low, high)`` of samples that are not ``uint8``/``uint16`` images, mapped to [0, 1]
+            (``(-1, 1)`` for ``tanh`` outputs); ``None``: taken as they are. See :mod:`fastndb.features` for the
+            convention and the range checks between real and fake samples.
         progress: tqdm bars for k-means and large assignments (``None``: only on a terminal).
 
     Example:
@@ -193,6 +217,7 @@ class NDB:
         max_dims: int | None = None,
         max_iter: int = 300,
         tol: float = 1e-4,
+        value_range: tuple[float, float] | None = None,
         progress: bool | None = None,
     ) -> None:
         self.num_bins = check_int(num_bins, "num_bins", minimum=2)
@@ -200,7 +225,7 @@ class NDB:
         if mode not in MODES:
             raise ValueError(f"mode: expected one of {MODES}, got {mode!r}")
         self.mode = mode
-        self.seed = check_int(seed, "seed", minimum=0)
+        self.seed = check_seed(seed)
         self._engine = resolve_backend(backend)
         self.backend = backend
         self.holdout_fraction = check_open_unit(holdout_fraction, "holdout_fraction")
@@ -210,6 +235,7 @@ class NDB:
         self.max_dims = None if max_dims is None else check_int(max_dims, "max_dims", minimum=1)
         self.max_iter = check_int(max_iter, "max_iter", minimum=1)
         self.tol = check_nonnegative(tol, "tol")
+        self.value_range = check_value_range(value_range)
         self.progress = progress
         self._bins: FittedBins | None = None
         self._bins_on: dict[torch.device, tuple[FeatureMap, Tensor]] = {}
@@ -237,8 +263,11 @@ class NDB:
         comm = resolve_collective(distributed, group)
         return self.fit_shard(concatenate(as_batches(real, "real")), comm)
 
-    def fit_shard(self, x: Tensor, comm: Collective) -> NDB:
-        """Fit on a validated ``(n, D)`` tensor, this rank's shard under ``comm`` (``n`` may be 0 on some ranks)."""
+    def fit_shard(self, x: Tensor, comm: Collective, real_values: ValueSummary | None = None) -> NDB:
+        """Fit on a validated ``(n, D)`` tensor, this rank's shard under ``comm`` (``n`` may be 0 on some ranks).
+
+        ``real_values``: the real data's range as they were passed, when ``x`` was converted before (the metric
+        buffers samples already in [0, 1]); ``None``: taken from ``x``."""
         n_local, num_features = x.shape
         feature_counts, _ = comm.all_gather_cat(torch.tensor([num_features], device=x.device))
         if bool((feature_counts != num_features).any()):
@@ -271,7 +300,10 @@ class NDB:
         max_dims = self.max_dims
         if max_dims is None and self.mode == "original":
             max_dims = original_max_dims(num_features)
-        feature_map = fit_feature_map(x_fit, whitening=self.whitening, max_dims=max_dims, seed=self.seed, comm=comm)
+        feature_map = fit_feature_map(x_fit, whitening=self.whitening, max_dims=max_dims, seed=self.seed,
+                                      value_range=self.value_range,
+                                      real_values=real_values or self._global_summary(x, comm),
+                                      comm=comm)
         clusters = fit_kmeans(
             to_float(feature_map(x_fit)), self.num_bins, seed=self.seed, max_iter=self.max_iter, tol=self.tol,
             engine=self._engine, init_size=None, progress=self.progress, comm=comm,
@@ -289,6 +321,13 @@ class NDB:
         # state changes only once everything succeeded
         return self.load_bins(FittedBins(feature_map, centroids, real_counts, num_fit, num_reference,
                                          clusters.inertia))
+
+    def _global_summary(self, x: Tensor, comm: Collective) -> ValueSummary:
+        """The real samples' :class:`~fastndb.features.ValueSummary` over all ranks."""
+        summary = merge_summaries(summarize(x, self.value_range) if x.shape[0] else None, comm, x.device)
+        if summary is None:  # fit_kmeans refuses empty data before this matters
+            raise ValueError("real: expected at least one sample over all ranks, got none")
+        return summary
 
     def load_bins(self, bins: FittedBins) -> NDB:
         """Use already-fitted bins (e.g. from :meth:`FittedBins.from_dict`); the fake stream is reset."""
@@ -340,18 +379,25 @@ class NDB:
             self._bins_on[device] = (bins.feature_map.to(device), bins.centroids.to(device))
         return self._bins_on[device]
 
-    def _assign_matrix(self, x: Tensor, name: str) -> Tensor:
+    def _check_features(self, x: Tensor, name: str) -> None:
         if x.shape[1] != self.num_features:
             raise ValueError(
                 f"{name}: expected {self.num_features} features per sample (the bins' dimension), got {x.shape[1]}"
             )
+
+    def _assign_matrix(self, x: Tensor, name: str) -> Tensor:
+        self._check_features(x, name)
         feature_map, centroids = self._bins_for(x.device)
         return assign_samples(x, feature_map, centroids, self._engine)
 
     def _count_batches(self, batches: Batches, name: str) -> Tensor:
         total: Tensor | None = None
+        feature_map = self.bins.feature_map
         with progress_bar(self.progress, total=None, desc="assigning", unit="sample") as bar:
             for matrix in batches.iterator:
+                self._check_features(matrix, name)
+                summary = summarize(matrix, feature_map.value_range)
+                feature_map.check(summary, name)  # before counting: refuse what cannot be compared
                 counts = torch.bincount(self._assign_matrix(matrix, name), minlength=self.num_bins)
                 total = counts if total is None else total + counts.to(total.device)
                 bar.update(matrix.shape[0])
@@ -410,5 +456,5 @@ class NDB:
         fitted = "fitted" if self._bins is not None else "not fitted"
         return (
             f"NDB(num_bins={self.num_bins}, alpha={self.alpha}, mode={self.mode!r}, seed={self.seed}, "
-            f"backend={self.backend!r}, {fitted})"
+            f"backend={self.backend!r}, value_range={self.value_range}, {fitted})"
         )

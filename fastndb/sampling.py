@@ -13,8 +13,14 @@ rounded to float32 (``uint8`` scaled to [0, 1] first, as everywhere),
 
 with odd coefficients :math:`a_j` drawn from ``seed``. It is computed with wrapping int64 arithmetic, which is
 exact and associative, so a key does not depend on the device, the chunking or the reduction order. Distinct
-rows collide with probability about :math:`2^{-62}`; identical rows (duplicates) share a key, and ties are
-broken by rank and position, which changes which copy is taken but not the content of the subset.
+rows collide with probability about :math:`2^{-62}`.
+
+Identical rows (duplicates) share a content key, so a subset by content keys alone would take all copies of a
+sample or none: a holdout split of data with many copies would put each distinct sample wholly on one side. The
+``r``-th copy of a sample (``r = 0, 1, ...``) is therefore ranked by :math:`\operatorname{mix}(h(x), r)` (a
+splitmix64 finaliser; the first copy keeps :math:`h(x)`), which spreads the copies over the ranking like distinct
+samples. Copies are interchangeable, so which copy gets which ``r`` does not matter: the content of every subset
+still depends only on the multiset of samples, not on their order or sharding.
 """
 
 from __future__ import annotations
@@ -79,10 +85,87 @@ def row_keys(x: Tensor, seed: int, salt: int = 0) -> Tensor:
     return keys
 
 
+_MASK_27 = (1 << 37) - 1
+_MASK_31 = (1 << 33) - 1
+
+
+def mix64(keys: Tensor, salt: Tensor | int) -> Tensor:
+    """splitmix64's finaliser of ``keys + salt * golden`` in wrapping int64 arithmetic: a new pseudo-random key.
+
+    Example:
+        >>> k = torch.tensor([5, 5, 6])
+        >>> m = mix64(k, torch.tensor([1, 2, 1]))
+        >>> bool(m[0] != m[1]) and bool(m[0] != m[2])
+        True
+    """
+    z = keys + salt * -7046029254386353131  # 0x9E3779B97F4A7C15 as a signed int64
+    z = (z ^ ((z >> 30) & ((1 << 34) - 1))) * -4658895280553007687  # 0xBF58476D1CE4E5B9
+    z = (z ^ ((z >> 27) & _MASK_27)) * -7723592293110705685  # 0x94D049BB133111EB
+    return z ^ ((z >> 31) & _MASK_31)
+
+
+def spread_copies(keys: Tensor) -> Tensor:
+    """Keys with the copies of a key spread out: the ``r``-th occurrence (``r >= 1``, in the order given) of a key
+    becomes ``mix64(key, r)``; first occurrences keep their key (see the module docstring).
+
+    Example:
+        >>> out = spread_copies(torch.tensor([7, 3, 7, 7]))
+        >>> out[:2].tolist(), len(set(out.tolist()))
+        ([7, 3], 4)
+    """
+    if keys.numel() < 2:
+        return keys
+    order = torch.sort(keys, stable=True).indices
+    ordered = keys[order]
+    occurrence = torch.arange(keys.numel(), device=keys.device) - torch.searchsorted(ordered, ordered)
+    spread = torch.where(occurrence > 0, mix64(ordered, occurrence), ordered)
+    out = torch.empty_like(keys)
+    out[order] = spread
+    return out
+
+
+def _raw_words(chunk: Tensor) -> Tensor:
+    """The bytes of each row of a chunk as int64 words (int32, int16 or uint8 pieces, by what divides the row)."""
+    raw = chunk.contiguous().view(torch.uint8).reshape(chunk.shape[0], -1)
+    width = raw.shape[1]
+    piece = torch.int32 if width % 4 == 0 else torch.int16 if width % 2 == 0 else torch.uint8
+    return raw.view(piece).to(torch.int64)
+
+
+def content_fingerprint(x: Tensor) -> tuple:
+    """An order-sensitive 128-bit fingerprint of a tensor's exact bytes, computed on its own device.
+
+    Two seeded multilinear hashes of every row's raw bytes, each mixed with the row's index and summed with
+    wrapping int64 arithmetic: one pass over the data where it lives and one host read of two numbers (no host
+    copy of the samples). Used as the in-memory cache's key where a tensor's identity cannot be tracked.
+
+    Example:
+        >>> x = torch.randn(4, 3)
+        >>> content_fingerprint(x) == content_fingerprint(x.clone()), content_fingerprint(x) == content_fingerprint(x.flip(0))
+        (True, False)
+    """
+    flat = x.reshape(x.shape[0], -1) if x.dim() > 1 else x.reshape(-1, 1)
+    n = flat.shape[0]
+    words = max(1, flat[:1].contiguous().view(torch.uint8).numel() // 4 or 1)
+    rows = max(1, _KEY_CHUNK_ELEMENTS // words)
+    totals = torch.zeros(2, dtype=torch.int64, device=x.device)
+    coefficients: list[Tensor] = []
+    for start in range(0, n, rows):
+        chunk = _raw_words(flat[start : start + rows])
+        if not coefficients:
+            coefficients = [hash_coefficients(chunk.shape[1], seed, 0xC0DE, x.device) for seed in (1, 2)]
+        index = torch.arange(start + 1, start + 1 + chunk.shape[0], device=x.device)
+        for slot, coefficient in enumerate(coefficients):
+            totals[slot] += mix64((chunk * coefficient).sum(dim=1), index).sum()
+    return (*totals.tolist(), tuple(x.shape), str(x.dtype), str(x.device))
+
+
 def key_positions(keys: Tensor, comm: Collective | None = None) -> tuple[Tensor, int]:
     """Position of each local row when the keys of all ranks are sorted, and the total number of rows.
 
-    Ties (duplicate rows) are ordered by rank, then by local position.
+    Copies of a key (duplicate rows) are spread over the ranking by :func:`spread_copies` (occurrences counted
+    in rank order, then local position), so a subset of the smallest positions takes its share of each sample's
+    copies.
 
     Args:
         keys: ``(n,)`` int64 keys of this rank's rows.
@@ -98,7 +181,7 @@ def key_positions(keys: Tensor, comm: Collective | None = None) -> tuple[Tensor,
     comm = comm or SingleProcess()
     all_keys, lengths = comm.all_gather_cat(keys)
     total = sum(lengths)
-    order = torch.sort(all_keys, stable=True).indices
+    order = torch.sort(spread_copies(all_keys), stable=True).indices
     positions = torch.empty_like(order)
     positions[order] = torch.arange(total, device=order.device)
     offset = sum(lengths[: comm.rank])
@@ -122,12 +205,57 @@ def gather_by_position(x: Tensor, positions: Tensor, size: int, comm: Collective
     return out
 
 
+class _CopyCounter:
+    """How many copies of each content key a stream has offered: sorted ``(T,)`` int64 keys and counts, for the
+    distinct keys seen (16 bytes each), so that the ``r``-th copy of a sample gets the ``r``-th spread key whatever
+    the batching."""
+
+    def __init__(self) -> None:
+        self.keys: Tensor | None = None
+        self.counts: Tensor | None = None
+
+    @property
+    def nbytes(self) -> int:
+        return 0 if self.keys is None or self.counts is None else 16 * self.keys.numel()
+
+    def occurrences(self, keys: Tensor) -> Tensor:
+        """Occurrence index of each of ``keys`` (copies before it in this batch and in earlier ones); records them."""
+        order = torch.sort(keys, stable=True).indices
+        ordered = keys[order]
+        within = torch.arange(keys.numel(), device=keys.device) - torch.searchsorted(ordered, ordered)
+        distinct, per_key = torch.unique_consecutive(ordered, return_counts=True)
+        before = torch.zeros_like(distinct)
+        if self.keys is not None and self.counts is not None:
+            table_keys, table_counts = self.keys.to(keys.device), self.counts.to(keys.device)
+            slot = torch.searchsorted(table_keys, distinct).clamp_max_(max(table_keys.numel() - 1, 0))
+            known = table_keys[slot] == distinct
+            before = torch.where(known, table_counts[slot], 0)
+            merged_keys = torch.cat([table_keys, distinct[~known]])
+            merged_counts = torch.cat([table_counts, per_key[~known]])
+            merged_counts[slot[known]] += per_key[known]
+            resort = torch.sort(merged_keys).indices
+            self.keys, self.counts = merged_keys[resort], merged_counts[resort]
+        else:
+            self.keys, self.counts = distinct, per_key
+        first_of_run = torch.searchsorted(distinct, ordered)
+        out = torch.empty_like(keys)
+        out[order] = within + before[first_of_run]
+        return out
+
+    def clear(self) -> None:
+        self.keys = self.counts = None
+
+
 class SmallestKeyBuffer:
     """At most ``capacity`` samples: those with the smallest keys among everything added (bottom-k sampling).
 
-    A uniform random sample of a stream whose content does not depend on the order or batching of the stream.
-    Storage grows by doubling up to ``capacity`` rows, so memory follows what was added, never more than
-    ``capacity x D``.
+    A uniform random sample (without replacement) of a stream whose content does not depend on the order or
+    batching of the stream. The ``r``-th copy of a repeated sample is keyed like a distinct sample
+    (:func:`spread_copies`), so a stream that repeats a few outputs is sampled in proportion, not "all copies of
+    one or none": to number copies across batches the buffer counts the copies of every distinct sample it was
+    offered (16 bytes per distinct sample). Storage for samples grows by doubling up to ``capacity`` rows, so it
+    follows what was added, never more than ``capacity x D``. A later batch of a wider float dtype (float64 after
+    float32) promotes the stored samples.
 
     Args:
         capacity: most samples kept.
@@ -154,6 +282,7 @@ class SmallestKeyBuffer:
         self._size = 0
         self._data: Tensor | None = None
         self._keys: Tensor | None = None
+        self._copies = _CopyCounter()
 
     def __len__(self) -> int:
         return self._size
@@ -165,9 +294,9 @@ class SmallestKeyBuffer:
 
     @property
     def nbytes(self) -> int:
-        """Bytes of storage held (samples and keys)."""
+        """Bytes of storage held (samples, keys and the copy counts)."""
         held = [t for t in (self._data, self._keys) if t is not None]
-        return sum(t.numel() * t.element_size() for t in held)
+        return sum(t.numel() * t.element_size() for t in held) + self._copies.nbytes
 
     def _grow(self, rows: int, like: Tensor) -> tuple[Tensor, Tensor]:
         """Storage with room for ``rows`` samples (kept contents preserved)."""
@@ -184,16 +313,19 @@ class SmallestKeyBuffer:
         return data, keys
 
     def add(self, x: Tensor) -> None:
-        """Offer ``(b, D)`` samples (same ``D``, dtype and device as earlier ones)."""
-        if self._data is not None and (x.shape[1] != self._data.shape[1] or x.dtype != self._data.dtype):
-            raise ValueError(
-                f"expected samples with {self._data.shape[1]} features of dtype {self._data.dtype} like the earlier "
-                f"ones, got {x.shape[1]} of {x.dtype}"
-            )
-        if self._data is not None and x.device != self._data.device:
-            x = x.to(self._data.device)
+        """Offer ``(b, D)`` samples (the same ``D`` as earlier ones; stored on the earlier ones' device)."""
+        if self._data is not None:
+            if x.shape[1] != self._data.shape[1]:
+                raise ValueError(f"expected samples with {self._data.shape[1]} features like the earlier ones, "
+                                 f"got {x.shape[1]}")
+            dtype = torch.promote_types(self._data.dtype, x.dtype)
+            if dtype != self._data.dtype:
+                self._data = self._data.to(dtype)
+            x = x.to(self._data.device, dtype)
         self.seen += x.shape[0]
-        keys = row_keys(x, self.seed, self.salt)
+        content = row_keys(x, self.seed, self.salt)
+        occurrence = self._copies.occurrences(content)
+        keys = torch.where(occurrence > 0, mix64(content, occurrence), content)
         fits = min(x.shape[0], self.capacity - self._size)
         if fits == x.shape[0]:  # room for all of it
             data, old_keys = self._grow(self._size + fits, x)
@@ -218,21 +350,27 @@ class SmallestKeyBuffer:
         self.seen = 0
         self._size = 0
         self._data = self._keys = None
+        self._copies.clear()
 
     def apply(self, fn: Callable[[Tensor], Tensor]) -> None:
         """Follow a module's ``_apply`` (``.to(device)``, ``.cuda()``): move the storage to where ``fn`` sends
-        tensors. Dtypes are kept: the keys must stay int64 and later samples must match the earlier ones."""
+        tensors. Dtypes are kept: the keys must stay int64."""
         if self._data is not None and self._keys is not None:
             device = fn(torch.zeros(1, device=self._data.device)).device
             self._data, self._keys = self._data.to(device), self._keys.to(device)
+            if self._copies.keys is not None and self._copies.counts is not None:
+                self._copies.keys, self._copies.counts = self._copies.keys.to(device), self._copies.counts.to(device)
 
     def state(self) -> dict:
-        """A picklable snapshot (the kept samples and counters)."""
+        """A picklable snapshot (the kept samples, their keys, the copy counts and the counter)."""
         samples = self.samples
+        copies = self._copies
         return {
             "seen": self.seen,
             "samples": None if samples is None else samples.clone(),
             "keys": None if self._keys is None else self._keys[: self._size].clone(),
+            "copy_keys": None if copies.keys is None else copies.keys.clone(),
+            "copy_counts": None if copies.counts is None else copies.counts.clone(),
         }
 
     def load_state(self, state: dict) -> None:
@@ -241,4 +379,6 @@ class SmallestKeyBuffer:
         if state["samples"] is not None:
             self._data, self._keys = state["samples"].clone(), state["keys"].clone()
             self._size = self._data.shape[0]
+        if state.get("copy_keys") is not None:
+            self._copies.keys, self._copies.counts = state["copy_keys"].clone(), state["copy_counts"].clone()
         self.seen = int(state["seen"])

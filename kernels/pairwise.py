@@ -36,22 +36,22 @@ def default_block_rows(num_rows: int, device: torch.device) -> int:
     return max(1, min(num_rows, _CPU_BLOCK if device.type == "cpu" else _GPU_BLOCK))
 
 
+_BAND_SLAB_PAIRS = 2**16  # in-band pairs listed at once (16 bytes each): the band never holds more than 1 MiB
+
+
 class PairSearch(NamedTuple):
     """Outcome of :func:`smallest_pairs`.
 
     Attributes:
         pairs: ``(k, 2)`` int64, ``i < j``, in ascending order of computed distance.
         sq_distances: ``(k,)`` computed (expansion) squared distances, ascending.
-        num_below: 0-d int64 count of pairs computed below the band's lower end (``None`` without a band):
-            below the caller's threshold whatever the rounding.
-        band_pairs: ``(m, 2)`` int64 pairs computed inside the band ``[lower, upper]``: too close to the
-            threshold for the expansion to settle; callers recompute them exactly.
+        num_below: 0-d int64 count of pairs at or below the caller's threshold (``None`` without a band): those
+            computed below the band's lower end, plus those inside the band that ``settle`` confirmed.
     """
 
     pairs: Tensor
     sq_distances: Tensor
     num_below: Tensor | None
-    band_pairs: Tensor | None
 
 
 def _block_squared_distances(a: Tensor, a_sq: Tensor, b: Tensor, b_sq: Tensor) -> Tensor:
@@ -65,6 +65,7 @@ def smallest_pairs(
     *,
     block_rows: int | None = None,
     count_band: tuple[float, float] | None = None,
+    settle: Callable[[Tensor], Tensor] | None = None,
     on_block: Callable[[int], None] | None = None,
 ) -> PairSearch:
     """The ``k`` pairs ``i < j`` with the smallest computed squared distances; optionally a threshold count.
@@ -74,8 +75,12 @@ def smallest_pairs(
         k: number of pairs, ``1 <= k <= s (s - 1) / 2``.
         block_rows: block edge ``B`` (default :func:`default_block_rows`).
         count_band: ``(lower, upper)`` squared distances around a threshold, wide enough to cover the expansion's
-            rounding: also count the pairs computed below ``lower`` and list those in ``[lower, upper]`` (see
-            :class:`PairSearch`).
+            rounding: also count the pairs computed below ``lower``, and pass those computed in ``[lower, upper]``
+            to ``settle`` (see :class:`PairSearch`).
+        settle: with ``count_band``, called with ``(m, 2)`` int64 pairs (``m <= 65536``) inside the band; returns
+            how many of them are at or below the threshold (a 0-d tensor), decided exactly. The band is visited
+            in row slabs, so its memory is bounded however many pairs fall in it (all of them when every sample
+            is the same).
         on_block: called with the number of rows of each finished row block (progress).
 
     Returns:
@@ -95,7 +100,8 @@ def smallest_pairs(
     counting = count_band is not None
     lo, hi = count_band if count_band is not None else (0.0, 0.0)
     num_below = torch.zeros((), dtype=torch.int64, device=x.device)
-    band: list[Tensor] = []
+    if counting and settle is None:
+        raise ValueError("settle: expected a function deciding the pairs inside count_band, got None")
     kth_best = torch.full((), float("inf"), dtype=x.dtype, device=x.device)  # running k-th smallest value
     lower_or_diagonal: Tensor | None = None
     for i0 in range(0, s, rows):
@@ -121,20 +127,32 @@ def smallest_pairs(
             best_idx = merged_idx[order]
             if best_d2.numel() == k:
                 kth_best = best_d2.max()
-            if counting:
+            if counting and settle is not None:
                 num_below += (block < lo).sum()
-                close = ((block >= lo) & (block <= hi)).nonzero()
-                if close.numel():
-                    band.append(close + torch.tensor([i0, j0], device=x.device))
+                num_below += _settle_band(block, lo, hi, i0, j0, settle)
         if on_block is not None:
             on_block(a.shape[0])
     order = torch.argsort(best_d2, stable=True)
     best_d2, best_idx = best_d2[order], best_idx[order]
     pairs = torch.stack([best_idx // s, best_idx % s], dim=1)
-    if not counting:
-        return PairSearch(pairs, best_d2, None, None)
-    band_pairs = torch.cat(band) if band else torch.empty((0, 2), dtype=torch.int64, device=x.device)
-    return PairSearch(pairs, best_d2, num_below, band_pairs)
+    return PairSearch(pairs, best_d2, num_below if counting else None)
+
+
+def _settle_band(block: Tensor, lo: float, hi: float, i0: int, j0: int, settle: Callable[[Tensor], Tensor]) -> Tensor:
+    """Count the in-band entries of one block that ``settle`` confirms, listing at most ``_BAND_SLAB_PAIRS`` at once."""
+    in_band = (block >= lo) & (block <= hi) & (block < float("inf"))  # masked (i >= j) entries are +inf
+    settled = torch.zeros((), dtype=torch.int64, device=block.device)
+    rows_with_band = in_band.any(dim=1).nonzero()[:, 0]
+    if rows_with_band.numel() == 0:
+        return settled
+    slab = max(1, _BAND_SLAB_PAIRS // block.shape[1])
+    offset = torch.tensor([i0, j0], device=block.device)
+    for start in range(0, rows_with_band.numel(), slab):
+        rows = rows_with_band[start : start + slab]
+        local = in_band.index_select(0, rows).nonzero()
+        pairs = torch.stack([rows[local[:, 0]], local[:, 1]], dim=1) + offset
+        settled += settle(pairs)
+    return settled
 
 
 def nearest_other(x: Tensor, *, block_rows: int | None = None) -> Tensor:
