@@ -201,12 +201,14 @@ def birthday(
     identical = count_identical_pairs(x) if threshold == 0 and metric == "l2" else None
     band = settle = None
     if threshold is not None and identical is None:
-        threshold_sq = _to_squared(float(threshold) * (unit if metric == "l2" else 1.0), metric)
+        scaled_threshold = float(threshold) * (unit if metric == "l2" else 1.0)  # exact: unit is a power of two
+        threshold_sq = _to_squared(scaled_threshold, metric)
         slack = _rounding_band(search)
         band = (threshold_sq - slack, threshold_sq + slack)
 
         def settle(pairs: Tensor) -> Tensor:
-            return (_exact_squared(x, pairs, metric) <= threshold_sq).sum()
+            # the reported distance itself is compared, so a pair listed at distance t counts at threshold t
+            return (_from_squared(_exact_squared(x, pairs, metric), metric) <= scaled_threshold).sum()
 
     with progress_bar(progress, total=s, desc="birthday pairs", unit="row") as bar:
         found = smallest_pairs(search, candidates, block_rows=block_rows, count_band=band, settle=settle,

@@ -358,6 +358,9 @@ class BirthdayMetric(_torchmetrics.Metric):
         num_pairs: closest pairs kept in :attr:`result`.
         metric: ``"l2"`` or ``"cosine"``.
         seed: seed of the sample choice.
+        value_range: ``(low, high)`` of samples that are not ``uint8``/``uint16`` images, mapped to [0, 1] (the
+            library's convention, :mod:`fastndb.features`); pass the same to
+            :func:`~fastndb.duplicate_threshold`.
         **kwargs: ``torchmetrics.Metric`` options.
 
     ``compute()`` returns 0-d float64 tensors: ``closest_distance``, and with a threshold ``num_duplicates``,
@@ -388,9 +391,11 @@ class BirthdayMetric(_torchmetrics.Metric):
         num_pairs: int = 20,
         metric: str = "l2",
         seed: int = 0,
+        value_range: tuple[float, float] | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        self.value_range = check_value_range(value_range)
         self.num_samples = check_int(num_samples, "num_samples", minimum=2)
         self.threshold = threshold
         self.num_pairs = check_int(num_pairs, "num_pairs", minimum=1)
@@ -403,7 +408,7 @@ class BirthdayMetric(_torchmetrics.Metric):
 
     def update(self, samples: Any) -> None:  # type: ignore[override]
         """Offer a batch of generated samples ``(N, ...)`` (any device; flattened)."""
-        x = to_float(concatenate(as_batches(samples, "samples")))
+        x = to_float(concatenate(as_batches(samples, "samples")), self.value_range)
         held = self._buffer.samples
         if held is not None and held.shape[1] != x.shape[1]:
             raise ValueError(f"samples: expected {held.shape[1]} features per sample like earlier ones, "

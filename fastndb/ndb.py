@@ -413,7 +413,10 @@ class NDB:
             >>> ndb.assign(torch.tensor([[9.0], [-1.0]])).tolist()  # bin 0 is the largest in the real set
             [1, 0]
         """
-        return self._assign_matrix(concatenate(as_batches(x, "x")), "x")
+        matrix = concatenate(as_batches(x, "x"))
+        self._check_features(matrix, "x")
+        self.bins.feature_map.check(summarize(matrix, self.bins.feature_map.value_range), "x")
+        return self._assign_matrix(matrix, "x")
 
     def count(self, x: object) -> Tensor:
         """Bin histogram ``(K,)`` int64 of samples (one array or an iterable of batches, streamed)."""

@@ -75,6 +75,9 @@ class CollapseMonitor:
         num_samples: generated samples scored per epoch.
         birthday_samples: samples of the birthday test per epoch (the threshold comes from as many real ones).
         quantile: quantile of real nearest-neighbour distances used as the duplicate threshold.
+        value_range: range of ``real`` and of the generator's samples when they are floats (the library's
+            convention, :mod:`fastndb.features`): ``(-1, 1)`` for a ``tanh`` generator such as the DCGAN here;
+            ``uint8`` real images are read as ``x / 255`` whatever it says.
         seed: seed of the bins, the duplicate threshold and the monitor's latents.
 
     Attributes:
@@ -100,6 +103,7 @@ class CollapseMonitor:
         num_samples: int = 2000,
         birthday_samples: int = 500,
         quantile: float = 0.01,
+        value_range: tuple[float, float] | None = (-1.0, 1.0),
         seed: int = 0,
     ) -> None:
         self.threshold = check_open_unit(threshold, "threshold")
@@ -110,10 +114,11 @@ class CollapseMonitor:
         self.seed = seed
         if num_bins is None:
             num_bins = max(2, min(20, real.shape[0] // 40))
-        self.ndb = NDB(num_bins, alpha, seed=seed).fit(real, distributed=False)
+        self.value_range = value_range
+        self.ndb = NDB(num_bins, alpha, seed=seed, value_range=value_range).fit(real, distributed=False)
         self.duplicate_threshold = duplicate_threshold(real, quantile=quantile,
                                                        num_samples=min(self.birthday_samples, real.shape[0]),
-                                                       seed=seed)
+                                                       seed=seed, value_range=value_range)
         self.null_ndb_ratio = self.ndb.alpha
         self.null_js = expected_null_js(self.ndb.num_bins, self.ndb.bins.num_reference, self.num_samples)
         self.collapsed_at: int | None = None
@@ -124,7 +129,8 @@ class CollapseMonitor:
         """Statistics of one epoch's samples (a dict of plain numbers); updates the collapse flag."""
         result = self.ndb.score(samples)
         self.last_result = result
-        pairs = birthday(samples[: self.birthday_samples], num_pairs=1, threshold=self.duplicate_threshold)
+        pairs = birthday(samples[: self.birthday_samples], num_pairs=1, threshold=self.duplicate_threshold,
+                         value_range=self.value_range)
         counted = epoch > self.warmup
         self._above = self._above + 1 if counted and result.ndb_ratio > self.threshold else 0
         if self._above >= self.patience and self.collapsed_at is None:

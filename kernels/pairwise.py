@@ -114,22 +114,28 @@ def smallest_pairs(
                 block.masked_fill_(lower_or_diagonal, float("inf"))
             # Only rows whose minimum can enter the top k are searched: the k-th smallest row minimum bounds
             # the block's k-th smallest value, and the running k-th best bounds what can still enter.
+            # A value equal to the running k-th best cannot improve the top k, so once k pairs at distance 0 are
+            # held (a collapsed generator) no row is searched again.
             row_min = block.amin(dim=1)
-            bound = torch.minimum(kth_best, torch.kthvalue(row_min, min(k, row_min.numel())).values)
-            candidate_rows = (row_min <= bound).nonzero()[:, 0]
-            sub = block.index_select(0, candidate_rows)
-            width = sub.shape[1]
-            values, flat = torch.topk(sub.reshape(-1), min(k, sub.numel()), largest=False, sorted=False)
-            found_idx = (i0 + candidate_rows[flat // width]) * s + (j0 + flat % width)
-            merged_d2 = torch.cat([best_d2, values])
-            merged_idx = torch.cat([best_idx, found_idx])
-            best_d2, order = torch.topk(merged_d2, min(k, merged_d2.numel()), largest=False, sorted=False)
-            best_idx = merged_idx[order]
-            if best_d2.numel() == k:
-                kth_best = best_d2.max()
+            block_bound = torch.kthvalue(row_min, min(k, row_min.numel())).values
+            candidate_rows = ((row_min <= block_bound) & (row_min < kth_best)).nonzero()[:, 0]
+            if candidate_rows.numel():
+                sub = block.index_select(0, candidate_rows)
+                width = sub.shape[1]
+                values, flat = torch.topk(sub.reshape(-1), min(k, sub.numel()), largest=False, sorted=False)
+                found_idx = (i0 + candidate_rows[flat // width]) * s + (j0 + flat % width)
+                merged_d2 = torch.cat([best_d2, values])
+                merged_idx = torch.cat([best_idx, found_idx])
+                best_d2, order = torch.topk(merged_d2, min(k, merged_d2.numel()), largest=False, sorted=False)
+                best_idx = merged_idx[order]
+                if best_d2.numel() == k:
+                    kth_best = best_d2.max()
             if counting and settle is not None:
-                num_below += (block < lo).sum()
-                num_below += _settle_band(block, lo, hi, i0, j0, settle)
+                near_rows = (row_min <= hi).nonzero()[:, 0]  # only these rows hold entries below or in the band
+                if near_rows.numel():
+                    near = block.index_select(0, near_rows) if near_rows.numel() < block.shape[0] else block
+                    num_below += (near < lo).sum()
+                    num_below += _settle_band(near, near_rows + i0, lo, hi, j0, settle)
         if on_block is not None:
             on_block(a.shape[0])
     order = torch.argsort(best_d2, stable=True)
@@ -138,19 +144,21 @@ def smallest_pairs(
     return PairSearch(pairs, best_d2, num_below if counting else None)
 
 
-def _settle_band(block: Tensor, lo: float, hi: float, i0: int, j0: int, settle: Callable[[Tensor], Tensor]) -> Tensor:
-    """Count the in-band entries of one block that ``settle`` confirms, listing at most ``_BAND_SLAB_PAIRS`` at once."""
+def _settle_band(
+    block: Tensor, row_ids: Tensor, lo: float, hi: float, j0: int, settle: Callable[[Tensor], Tensor]
+) -> Tensor:
+    """Count the in-band entries of (rows ``row_ids`` of) one block that ``settle`` confirms, listing at most
+    ``_BAND_SLAB_PAIRS`` pairs at once."""
     in_band = (block >= lo) & (block <= hi) & (block < float("inf"))  # masked (i >= j) entries are +inf
     settled = torch.zeros((), dtype=torch.int64, device=block.device)
     rows_with_band = in_band.any(dim=1).nonzero()[:, 0]
     if rows_with_band.numel() == 0:
         return settled
     slab = max(1, _BAND_SLAB_PAIRS // block.shape[1])
-    offset = torch.tensor([i0, j0], device=block.device)
     for start in range(0, rows_with_band.numel(), slab):
         rows = rows_with_band[start : start + slab]
         local = in_band.index_select(0, rows).nonzero()
-        pairs = torch.stack([rows[local[:, 0]], local[:, 1]], dim=1) + offset
+        pairs = torch.stack([row_ids[rows[local[:, 0]]], local[:, 1] + j0], dim=1)
         settled += settle(pairs)
     return settled
 

@@ -85,7 +85,7 @@ def test_birthday_memory_on_a_collapsed_generator_is_bounded():
                          capture_output=True, text=True, timeout=300, check=True)
     measured = json.loads(out.stdout)
     assert measured["num_duplicates"] == 2000 * 1999 // 2
-    assert measured["peak_increase_bytes"] < 200 * 2**20
+    assert measured["peak_increase_bytes"] < 256 * 2**20  # the bound docs/reliability.md states
 
 
 @pytest.mark.parametrize("threshold", [0.0, 1e-3, 0.5])
@@ -186,8 +186,8 @@ def test_score_accepts_inference_mode_tensors():
     assert first.ndb == again.ndb >= 5
     with torch.inference_mode():
         real.add_(5.0)  # changed in place where no version counter is kept: must not give a stale hit
-    moved = fastndb.score(real, fake + 5.0, num_bins=10)
-    assert moved.ndb >= 5 and not torch.equal(moved.real_counts, first.real_counts) or moved.ndb == first.ndb
+    moved = fastndb.score(real, fake + 5.0, num_bins=10)  # real and fake shifted alike: the same distribution
+    assert moved.ndb == fastndb.score(real.clone(), fake + 5.0, num_bins=10, cache=False).ndb
 
 
 def test_inference_tensor_edit_is_seen_by_the_cache():
@@ -200,6 +200,34 @@ def test_inference_tensor_edit_is_seen_by_the_cache():
         real[:, 0] += 100.0
     uncached = fastndb.score(real.clone(), fake, num_bins=10, cache=False)
     assert fastndb.score(real, fake, num_bins=10).ndb == uncached.ndb
+
+
+def test_every_face_takes_inference_tensors():
+    from fastndb.metrics import BirthdayMetric, NDBMetric
+
+    g = torch.Generator().manual_seed(0)
+    draw = lambda n: torch.randn(n, 8, generator=g)  # noqa: E731
+    metric, pairs, ndb = NDBMetric(num_bins=5), BirthdayMetric(num_samples=100, threshold=0.0), NDB(num_bins=5)
+    with torch.inference_mode():
+        metric.update(draw(500), real=True)
+        metric.update(draw(300), real=False)
+        pairs.update(draw(80))
+        ndb.fit(draw(1000)).update(draw(100))
+        inside = (fastndb.birthday(draw(100), threshold=0.1), fastndb.kmeans(draw(100), 3))
+    metric.update(draw(500), real=True)
+    metric.update(draw(300), real=False)
+    pairs.update(draw(80))
+    ndb.update(draw(100))
+    assert int(metric.compute()["ndb"]) <= 2 and metric.result.num_fake == 600
+    assert float(pairs.compute()["num_duplicates"]) == 0 and ndb.result().num_fake == 200
+    assert inside[0].num_duplicates is not None and inside[1].inertia > 0
+
+
+def test_assign_checks_the_value_range_too():
+    real = _digits_like(2000, 0)
+    bins = NDB(num_bins=5).fit(real)
+    with pytest.raises(ValueError, match="value_range"):
+        bins.assign(_digits_like(10, 1).float() / 127.5 - 1)
 
 
 # ---------------------------------------------------------------------- 6-7. the command line's errors

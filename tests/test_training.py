@@ -76,7 +76,8 @@ def test_label_flipping_and_smoothing_change_the_discriminator_targets():
 
 def test_monitor_flags_collapse_after_warmup_and_patience():
     modes = torch.from_numpy(gaussian_mixture(4000, 16, num_modes=8, seed=0)).reshape(4000, 1, 4, 4)
-    monitor = CollapseMonitor(modes, num_bins=16, num_samples=2000, birthday_samples=500, warmup=1, patience=2)
+    monitor = CollapseMonitor(modes, num_bins=16, num_samples=2000, birthday_samples=500, warmup=1, patience=2,
+                              value_range=None)  # mixture features, not images
     healthy = torch.from_numpy(gaussian_mixture(2000, 16, num_modes=8, seed=1)).reshape(2000, 1, 4, 4)
     collapsed = torch.from_numpy(gaussian_mixture(2000, 16, num_modes=8, seed=2, keep_modes=1)).reshape(2000, 1, 4, 4)
     flags = []

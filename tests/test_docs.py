@@ -1,4 +1,4 @@
-"""The README's Python examples run as written."""
+"""The README's and docs/'s Python examples run as written (each file in its own namespace, blocks in order)."""
 
 from __future__ import annotations
 
@@ -7,20 +7,26 @@ from pathlib import Path
 
 import pytest
 
-README = Path(__file__).resolve().parents[1] / "README.md"
-BLOCKS = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
+ROOT = Path(__file__).resolve().parents[1]
+README = ROOT / "README.md"
+DOCS = sorted((ROOT / "docs").glob("*.md"))
+
+
+def python_blocks(path: Path) -> list[str]:
+    return re.findall(r"```python\n(.*?)```", path.read_text(), flags=re.S)
 
 
 def test_readme_has_examples():
-    assert len(BLOCKS) >= 2
+    assert len(python_blocks(README)) >= 2
 
 
 # pytorch-lightning's own use of a torch pytree API that torch 2.13 deprecates; nothing of ours
 @pytest.mark.filterwarnings("ignore:.*isinstance\\(treespec, LeafSpec\\)` is deprecated")
-def test_readme_examples_run():
+@pytest.mark.parametrize("path", [README, *DOCS], ids=lambda p: p.name)
+def test_examples_run(path):
     namespace: dict = {}
-    for block in BLOCKS:  # later blocks use names from earlier ones, as a reader would
-        exec(compile(block, str(README), "exec"), namespace)
+    for block in python_blocks(path):  # later blocks use names from earlier ones, as a reader would
+        exec(compile(block, str(path), "exec"), namespace)
 
 
 def test_quick_start_block_has_exactly_two_lines():
