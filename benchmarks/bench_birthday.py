@@ -25,7 +25,7 @@ import torch
 from _common import cpu_name, gemm_rate, timed
 
 import fastndb
-from fastndb.synthetic import gaussian_mixture
+from fastndb.demo.synthetic import gaussian_mixture
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -19,7 +19,7 @@ import numpy as np
 from _common import cpu_name
 
 import fastndb
-from fastndb.synthetic import gaussian_mixture
+from fastndb.demo.synthetic import gaussian_mixture
 
 
 def main() -> None:

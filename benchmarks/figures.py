@@ -18,7 +18,7 @@ import torch  # noqa: E402
 from sklearn.datasets import load_digits  # noqa: E402
 
 import fastndb  # noqa: E402
-import fastndb.elbow  # noqa: E402
+import fastndb._core.elbow  # noqa: E402
 import fastndb.plot  # noqa: E402
 
 OUT = Path(__file__).resolve().parents[1] / "docs"
@@ -44,7 +44,7 @@ def main() -> None:
     pairs = fastndb.birthday(fake[:300], num_pairs=12, threshold=threshold)
     fig, _ = fastndb.plot.birthday_pairs(fake[:300], pairs)
     fig.savefig(OUT / "birthday_pairs.png", dpi=110)
-    curve = fastndb.elbow.elbow(images, [5, 10, 20, 40, 80, 160], seed=0)
+    curve = fastndb._core.elbow.elbow(images, [5, 10, 20, 40, 80, 160], seed=0)
     fig, _ = fastndb.plot.elbow(curve)
     fig.savefig(OUT / "elbow.png", dpi=110)
     print(result)

@@ -13,11 +13,11 @@ Data flow: ``inputs`` (validation, zero-copy wrapping) -> ``features`` (flatten,
 ``birthday``, ``metrics`` (torchmetrics), ``plot``, ``cli``).
 """
 
-from fastndb.api import cache_info, clear_cache, score
-from fastndb.birthday import birthday, duplicate_threshold
-from fastndb.kmeans import KMeansResult, kmeans
-from fastndb.ndb import NDB, FittedBins, NotFittedError
-from fastndb.results import BirthdayResult, NDBResult
+from fastndb._api import cache_info, clear_cache, score
+from fastndb._core.birthday import birthday, duplicate_threshold
+from fastndb._core.kmeans import KMeansResult, kmeans
+from fastndb._ndb import NDB, FittedBins, NotFittedError
+from fastndb._core.results import BirthdayResult, NDBResult
 
 __version__ = "0.1.0"
 

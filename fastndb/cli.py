@@ -1,6 +1,6 @@
 """The ``fastndb`` command: ``score``, ``birthday``, ``elbow``, ``bench`` and ``demo`` on files, without code.
 
-Inputs are image folders, ``.npy``, ``.npz[:name]`` or ``.pt[:name]`` files (:mod:`fastndb.files`). Errors print
+Inputs are image folders, ``.npy``, ``.npz[:name]`` or ``.pt[:name]`` files (:mod:`fastndb._core.files`). Errors print
 one line on stderr, ``fastndb: error: ...``, and exit with status 1 (2 for a bad command line, as argparse
 does); ``--debug`` shows the traceback and debug logs instead. Progress bars (tqdm) go to stderr on a terminal;
 ``--quiet`` silences them.
@@ -48,7 +48,7 @@ def _check_device(text: str) -> None:
 
 
 def _load(spec: str, args: argparse.Namespace) -> Any:
-    from fastndb.files import load_samples
+    from fastndb._core.files import load_samples
 
     x = load_samples(spec, image_size=args.image_size, channels=args.channels, progress=_progress(args))
     return x if args.device == "cpu" else x.to(args.device)
@@ -59,7 +59,7 @@ def _value_range(args: argparse.Namespace) -> tuple[float, float] | None:
 
 
 def _save_figure(fig: Any, path: str) -> None:
-    from fastndb._optional import require
+    from fastndb._core.optional import require
 
     require("matplotlib", "--plot/--grid").use("Agg")
     fig.savefig(path, dpi=110)
@@ -88,8 +88,8 @@ def _bin_list(indices: list[int], limit: int = 12) -> str:
 
 # --------------------------------------------------------------------------------------------- commands
 def _score(args: argparse.Namespace) -> int:
-    from fastndb import bin_cache
-    from fastndb.ndb import NDB
+    from fastndb._core import bin_cache
+    from fastndb._ndb import NDB
 
     real, fake = _load(args.real, args), _load(args.fake, args)
     ndb = NDB(args.num_bins, args.alpha, mode=args.mode, seed=args.seed, correction=args.correction,
@@ -132,9 +132,9 @@ def _score(args: argparse.Namespace) -> int:
 
 
 def _birthday(args: argparse.Namespace) -> int:
-    from fastndb.birthday import birthday, duplicate_threshold
+    from fastndb._core.birthday import birthday, duplicate_threshold
 
-    from fastndb.features import check_value_ranges, summarize
+    from fastndb._core.features import check_value_ranges, summarize
 
     samples = _load(args.samples, args)
     threshold = args.threshold
@@ -176,7 +176,7 @@ def _birthday(args: argparse.Namespace) -> int:
 
 
 def _elbow(args: argparse.Namespace) -> int:
-    from fastndb.elbow import elbow
+    from fastndb._core.elbow import elbow
 
     try:
         ks = [int(v) for v in args.ks.split(",") if v.strip()]
@@ -216,7 +216,7 @@ def _bench(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from fastndb import demo
+    from fastndb.demo import runner as demo
 
     if args.resampling:
         num_bins = args.num_bins or 10
@@ -225,7 +225,7 @@ def _demo(args: argparse.Namespace) -> int:
         print(f"(K={num_bins} bins, alpha=0.05, holdout mode: about alpha*K bins differ by chance)\n")
         print(demo.format_rows(rows))
         return 0
-    from fastndb.training import GANConfig
+    from fastndb.demo.training import GANConfig
 
     defaults = demo.demo_defaults(args.data)
     choose = lambda given, name: defaults[name] if given is None else given  # noqa: E731

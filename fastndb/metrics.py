@@ -9,7 +9,7 @@ State, chosen for scale:
 * fake samples become per-bin counts as soon as bins exist: one ``(K,)`` int64 state with
   ``dist_reduce_fx="sum"``, so memory is O(K) whatever the number of samples, and a DDP sync moves K integers;
 * real samples are held only until the bins are fitted (at the first :meth:`~NDBMetric.compute`), at most
-  ``max_real_samples`` per process: a uniform sample chosen by content keys (:mod:`fastndb.sampling`), so which
+  ``max_real_samples`` per process: a uniform sample chosen by content keys (:mod:`fastndb._core.sampling`), so which
   samples are kept does not depend on their order or batching. Fake samples that arrive before the bins exist
   are held the same way (same cap) and counted when the bins are fitted;
 * the bins themselves are fitted across ranks under DDP (:meth:`fastndb.NDB.fit` with a distributed collective):
@@ -24,15 +24,15 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from fastndb._checks import check_int, check_seed
-from fastndb._optional import require
-from fastndb.birthday import birthday, check_options
-from fastndb.collectives import Collective, SingleProcess, TorchDistributed
-from fastndb.features import ValueSummary, check_value_range, check_value_ranges, summarize, to_float
-from fastndb.inputs import as_batches, concatenate
-from fastndb.ndb import NDB, FittedBins, merge_summaries
-from fastndb.results import BirthdayResult, NDBResult
-from fastndb.sampling import FAKE_BUFFER_SALT, REAL_BUFFER_SALT, SEEDING_SALT, SmallestKeyBuffer
+from fastndb._core.checks import check_int, check_seed
+from fastndb._core.optional import require
+from fastndb._core.birthday import birthday, check_options
+from fastndb._core.collectives import Collective, SingleProcess, TorchDistributed
+from fastndb._core.features import ValueSummary, check_value_range, check_value_ranges, summarize, to_float
+from fastndb._core.inputs import as_batches, concatenate
+from fastndb._ndb import NDB, FittedBins, merge_summaries
+from fastndb._core.results import BirthdayResult, NDBResult
+from fastndb._core.sampling import FAKE_BUFFER_SALT, REAL_BUFFER_SALT, SEEDING_SALT, SmallestKeyBuffer
 
 _torchmetrics = require("torchmetrics", "fastndb.metrics")
 logger = logging.getLogger(__name__)
@@ -359,7 +359,7 @@ class BirthdayMetric(_torchmetrics.Metric):
         metric: ``"l2"`` or ``"cosine"``.
         seed: seed of the sample choice.
         value_range: ``(low, high)`` of samples that are not ``uint8``/``uint16`` images, mapped to [0, 1] (the
-            library's convention, :mod:`fastndb.features`); pass the same to
+            library's convention, :mod:`fastndb._core.features`); pass the same to
             :func:`~fastndb.duplicate_threshold`.
         **kwargs: ``torchmetrics.Metric`` options.
 

@@ -11,8 +11,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from fastndb._optional import require
-from fastndb.results import BirthdayResult, ElbowResult, NDBResult
+from fastndb._core.optional import require
+from fastndb._core.results import BirthdayResult, ElbowResult, NDBResult
 
 
 def _figure_and_axes(ax: Any, size: tuple[float, float]) -> tuple[Any, Any]:
@@ -191,7 +191,7 @@ def elbow(result: ElbowResult, *, ax: Any = None) -> tuple[Any, Any]:
     """k-means inertia against K with the chosen K marked.
 
     Example:
-        >>> from fastndb.results import ElbowResult
+        >>> from fastndb._core.results import ElbowResult
         >>> fig, ax = elbow(ElbowResult((2, 4, 8), (10.0, 4.0, 3.0), 4, "knee"))
         >>> len(ax.lines)
         2

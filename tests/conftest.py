@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from fastndb.synthetic import gaussian_mixture
+from fastndb.demo.synthetic import gaussian_mixture
 
 mixture = gaussian_mixture
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from fastndb.synthetic import gaussian_mixture
+from fastndb.demo.synthetic import gaussian_mixture
 
 REAL_SPLITS = (0.35, 0.65)  # uneven shards
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 
 import fastndb
-from fastndb.synthetic import gaussian_mixture
+from fastndb.demo.synthetic import gaussian_mixture
 
 PATH = Path(__file__).parent / "data" / "golden.json"
 CASES = {

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 import fastndb
-from fastndb.synthetic import gaussian_mixture
+from fastndb.demo.synthetic import gaussian_mixture
 
 PIL_Image = pytest.importorskip("PIL.Image")
 
@@ -113,7 +113,7 @@ def test_birthday_threshold_from_real_and_elbow(files, tmp_path):
     elbow = run("elbow", "real.npy", "--ks", "2,4,6,12,24", "--plot", str(tmp_path / "elbow.png"), "--json",
                 cwd=root)
     assert elbow.returncode == 0, elbow.stderr
-    from fastndb.elbow import elbow as elbow_api
+    from fastndb._core.elbow import elbow as elbow_api
 
     assert json.loads(elbow.stdout) == elbow_api(real, [2, 4, 6, 12, 24]).to_dict()
     _png_ok(tmp_path / "elbow.png")

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 import fastndb
-from fastndb.collectives import SingleProcess, resolve_collective
+from fastndb._core.collectives import SingleProcess, resolve_collective
 from fastndb.metrics import BirthdayMetric, NDBMetric
 from tests.ddp_data import fake_union, real_union
 

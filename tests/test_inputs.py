@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import fastndb
-from fastndb.inputs import array_library, as_batches, check_same_library, to_tensor
+from fastndb._core.inputs import array_library, as_batches, check_same_library, to_tensor
 from tests.conftest import mixture
 
 

@@ -141,7 +141,7 @@ def test_cuml_backend_glue_with_a_stand_in_module(monkeypatch):
     fake = types.ModuleType("cuml")
     fake.neighbors = types.SimpleNamespace(NearestNeighbors=NearestNeighbors)
     monkeypatch.setitem(sys.modules, "cuml", fake)
-    from fastndb.backends import resolve_backend
+    from fastndb._core.backends import resolve_backend
 
     engine = resolve_backend("cuml")
     x = torch.randn(30, 4)
@@ -193,7 +193,7 @@ def test_stopping_at_max_iter_warns():
 def test_faiss_without_gpu_support_on_cuda_tensors_says_so(monkeypatch):
     fake_faiss = types.ModuleType("faiss")  # a CPU-only build: no StandardGpuResources
     monkeypatch.setitem(sys.modules, "faiss", fake_faiss)
-    from fastndb.backends import resolve_backend
+    from fastndb._core.backends import resolve_backend
 
     engine = resolve_backend("faiss")
     monkeypatch.setattr(torch.Tensor, "is_cuda", property(lambda self: True))

@@ -113,7 +113,7 @@ def _save_images(folder: Path, arrays: list[np.ndarray], mode: str) -> None:
 
 def test_16_bit_png_keeps_its_range(tmp_path):
     pytest.importorskip("PIL")
-    from fastndb.files import load_samples
+    from fastndb._core.files import load_samples
 
     rng = np.random.default_rng(0)
     eight = rng.integers(0, 256, (6, 5, 7), dtype=np.uint16)
@@ -125,7 +125,7 @@ def test_16_bit_png_keeps_its_range(tmp_path):
 
 def test_float_tiff_keeps_its_values(tmp_path):
     pytest.importorskip("PIL")
-    from fastndb.files import load_samples
+    from fastndb._core.files import load_samples
 
     values = np.random.default_rng(1).random((4, 5, 6)).astype(np.float32)
     _save_images(tmp_path / "float", list(values), "F")
@@ -283,7 +283,7 @@ def test_decompression_bomb_is_one_line(tmp_path):
 
 
 def test_zip_errors_name_the_file(bad_files):
-    from fastndb.files import load_samples
+    from fastndb._core.files import load_samples
 
     with pytest.raises(ValueError, match="truncated.npz"):
         load_samples(str(bad_files / "truncated.npz"))

@@ -8,7 +8,7 @@ import scipy.stats
 import torch
 from scipy.spatial.distance import jensenshannon
 
-from fastndb.statistics import (
+from fastndb._core.statistics import (
     adjust_p_values,
     chi2_homogeneity,
     compare_histograms,

@@ -6,16 +6,16 @@ The objective is the inertia
 
 Seeding is greedy k-means++ (Arthur & Vassilvitskii 2007; the greedy variant of scikit-learn: ``2 + ln K``
 candidates per step, the one that lowers the potential most is kept) run on a random subsample of
-``init_size`` points (default ``min(N, 100 K)``), chosen by content keys (:mod:`fastndb.sampling`) so that the
+``init_size`` points (default ``min(N, 100 K)``), chosen by content keys (:mod:`fastndb._core.sampling`) so that the
 result does not depend on the order of the points: seeding on all of ``N`` costs ``K`` passes over the data and
 dominates scikit-learn's run time, while the Lloyd iterations that follow use every point. Each Lloyd iteration
-is one assignment (:class:`~fastndb.backends.AssignBackend`) and one update (per-centroid sums and counts).
+is one assignment (:class:`~fastndb._core.backends.AssignBackend`) and one update (per-centroid sums and counts).
 Iteration stops when the relative decrease of the inertia falls to ``tol`` or below, when no label changes, or
 at ``max_iter``. An empty cluster is re-seeded at the point farthest from its centroid.
 
 All randomness comes from ``seed`` (content keys and a CPU ``torch.Generator``), so the draws do not depend on
 the device, the order of the points, or how they are sharded over the ranks of a distributed job
-(:mod:`fastndb.collectives`). On CUDA, ``index_add_`` accumulates with atomics, so results can differ in the
+(:mod:`fastndb._core.collectives`). On CUDA, ``index_add_`` accumulates with atomics, so results can differ in the
 last bits between runs.
 """
 
@@ -30,14 +30,14 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from fastndb._checks import check_int, check_seed, check_nonnegative
-from fastndb._progress import progress_bar
-from fastndb.backends import AssignBackend, resolve_backend
-from fastndb.collectives import Collective, SingleProcess, resolve_collective
-from fastndb.features import rescale, to_float, unit_scale
-from fastndb.inputs import as_batches, concatenate
+from fastndb._core.checks import check_int, check_seed, check_nonnegative
+from fastndb._core.progress import progress_bar
+from fastndb._core.backends import AssignBackend, resolve_backend
+from fastndb._core.collectives import Collective, SingleProcess, resolve_collective
+from fastndb._core.features import rescale, to_float, unit_scale
+from fastndb._core.inputs import as_batches, concatenate
 from fastndb.kernels import lloyd_step, squared_norms
-from fastndb.sampling import SEEDING_SALT, gather_by_position, key_positions, row_keys
+from fastndb._core.sampling import SEEDING_SALT, gather_by_position, key_positions, row_keys
 
 logger = logging.getLogger(__name__)
 
@@ -101,7 +101,7 @@ def kmeans_plusplus(sample: Tensor, k: int, *, generator: torch.Generator) -> Te
 def seed_centroids(x: Tensor, k: int, *, seed: int, init_size: int, comm: Collective) -> Tensor:
     """k-means++ seeds from the ``init_size`` rows (over all ranks) with the smallest content keys.
 
-    The seeding sample is chosen by :mod:`fastndb.sampling` keys, so it is the same whatever the order or the
+    The seeding sample is chosen by :mod:`fastndb._core.sampling` keys, so it is the same whatever the order or the
     sharding of the rows; rank 0 computes the seeds and broadcasts them.
     """
     positions, total = key_positions(row_keys(x, seed, SEEDING_SALT), comm)
@@ -249,7 +249,7 @@ def kmeans(
         max_iter: most Lloyd iterations.
         tol: stop when ``(J_prev - J) <= tol * J`` for the inertia ``J`` of consecutive iterations.
         backend: assignment engine, ``"auto"`` | ``"torch"`` | ``"faiss"`` | ``"cuml"`` (see
-            :mod:`fastndb.backends`).
+            :mod:`fastndb._core.backends`).
         init_size: points used for k-means++ seeding (default ``min(N, 100 k)``).
         progress: show a tqdm bar over iterations (``None``: only on a terminal with tqdm installed).
         distributed: ``None`` (default): when ``torch.distributed`` is initialised with several processes, ``x``

@@ -6,12 +6,12 @@ from collections.abc import Sequence
 
 import torch
 
-from fastndb._checks import check_int
-from fastndb._progress import progress_bar
-from fastndb.features import to_float
-from fastndb.inputs import as_batches, concatenate
-from fastndb.kmeans import kmeans
-from fastndb.results import ElbowResult
+from fastndb._core.checks import check_int
+from fastndb._core.progress import progress_bar
+from fastndb._core.features import to_float
+from fastndb._core.inputs import as_batches, concatenate
+from fastndb._core.kmeans import kmeans
+from fastndb._core.results import ElbowResult
 
 KNEE_RULE = ("farthest point from the chord between the first and last (K, inertia) points, both axes scaled "
              "to [0, 1] (Kneedle)")
@@ -47,9 +47,9 @@ def elbow(
     """Fit k-means for every K in ``ks`` and pick the knee.
 
     Args:
-        x: ``(N, D)`` samples (any form :func:`fastndb.kmeans` takes).
+        x: ``(N, D)`` samples (any form :func:`fastndb._core.kmeans` takes).
         ks: at least 3 distinct values of K, each ``<= N``.
-        seed, max_iter, tol: as in :func:`fastndb.kmeans`.
+        seed, max_iter, tol: as in :func:`fastndb._core.kmeans`.
         progress: a tqdm bar over the values of K.
 
     Example:

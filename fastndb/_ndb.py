@@ -15,11 +15,11 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from fastndb._checks import check_int, check_seed, check_nonnegative, check_open_unit, check_positive_or_none
-from fastndb._progress import progress_bar
-from fastndb.backends import AssignBackend, resolve_backend
-from fastndb.collectives import Collective, resolve_collective
-from fastndb.features import (
+from fastndb._core.checks import check_int, check_seed, check_nonnegative, check_open_unit, check_positive_or_none
+from fastndb._core.progress import progress_bar
+from fastndb._core.backends import AssignBackend, resolve_backend
+from fastndb._core.collectives import Collective, resolve_collective
+from fastndb._core.features import (
     IMAGE_DTYPES,
     FeatureMap,
     ValueSummary,
@@ -29,12 +29,12 @@ from fastndb.features import (
     summarize,
     to_float,
 )
-from fastndb.inputs import Batches, as_batches, concatenate
+from fastndb._core.inputs import Batches, as_batches, concatenate
 from fastndb.kernels import matmul_precision
-from fastndb.kmeans import fit_kmeans
-from fastndb.results import NDBResult
-from fastndb.sampling import SPLIT_SALT, key_positions, row_keys
-from fastndb.statistics import CORRECTIONS, compare_histograms
+from fastndb._core.kmeans import fit_kmeans
+from fastndb._core.results import NDBResult
+from fastndb._core.sampling import SPLIT_SALT, key_positions, row_keys
+from fastndb._core.statistics import CORRECTIONS, compare_histograms
 
 logger = logging.getLogger(__name__)
 
@@ -98,7 +98,7 @@ def assign_samples(x: Tensor, feature_map: FeatureMap, centroids: Tensor, engine
 
 
 def merge_summaries(local: ValueSummary | None, comm: Collective, device: torch.device) -> ValueSummary | None:
-    """One :class:`~fastndb.features.ValueSummary` of all ranks' (a collective call; ``None`` if no rank has one)."""
+    """One :class:`~fastndb._core.features.ValueSummary` of all ranks' (a collective call; ``None`` if no rank has one)."""
     row = [math.inf, -math.inf, 1.0, 1.0] if local is None else [local.low, local.high, float(local.images),
                                                                   float(local.stated)]
     everyone, _ = comm.all_gather_cat(torch.tensor([row], dtype=torch.float64, device=device))
@@ -118,7 +118,7 @@ def compare_to_reference(
     mode: str,
     precision: str,
 ) -> NDBResult:
-    """:func:`~fastndb.statistics.compare_histograms` on the fake counts' device, warning on small samples."""
+    """:func:`~fastndb._core.statistics.compare_histograms` on the fake counts' device, warning on small samples."""
     real_counts = real_counts.to(fake_counts.device)
     num_bins = real_counts.numel()
     smallest = min(int(real_counts.sum()), int(fake_counts.sum()))
@@ -184,7 +184,7 @@ class NDB:
         max_iter: most k-means iterations.
         tol: k-means stopping tolerance (relative inertia decrease).
         value_range: ``(low, high)`` of samples that are not ``uint8``/``uint16`` images, mapped to [0, 1]
-            (``(-1, 1)`` for ``tanh`` outputs); ``None``: taken as they are. See :mod:`fastndb.features` for the
+            (``(-1, 1)`` for ``tanh`` outputs); ``None``: taken as they are. See :mod:`fastndb._core.features` for the
             convention and the range checks between real and fake samples.
         progress: tqdm bars for k-means and large assignments (``None``: only on a terminal).
 
@@ -246,13 +246,13 @@ class NDB:
         """Fit the bins on real samples ``(N, D)`` (or ``(N, C, H, W)``), on their device.
 
         Random choices (the holdout split, the k-means seeding sample) are made by content keys
-        (:mod:`fastndb.sampling`): the bins do not depend on the order or batching of the real samples.
+        (:mod:`fastndb._core.sampling`): the bins do not depend on the order or batching of the real samples.
 
         Args:
             real: real samples: one array or an iterable of batches.
             distributed: ``None`` (default): when ``torch.distributed`` is initialised with several processes,
                 ``real`` is this rank's shard and the bins are fitted on the union of the shards, identical on
-                every rank (see :func:`fastndb.kmeans`); ``True``: require that; ``False``: this process only.
+                every rank (see :func:`fastndb._core.kmeans`); ``True``: require that; ``False``: this process only.
             group: ``torch.distributed`` process group (``None``: the default group).
 
         Raises:
@@ -323,7 +323,7 @@ class NDB:
                                          clusters.inertia))
 
     def _global_summary(self, x: Tensor, comm: Collective) -> ValueSummary:
-        """The real samples' :class:`~fastndb.features.ValueSummary` over all ranks."""
+        """The real samples' :class:`~fastndb._core.features.ValueSummary` over all ranks."""
         summary = merge_summaries(summarize(x, self.value_range) if x.shape[0] else None, comm, x.device)
         if summary is None:  # fit_kmeans refuses empty data before this matters
             raise ValueError("real: expected at least one sample over all ranks, got none")

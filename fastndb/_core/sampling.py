@@ -30,8 +30,8 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from fastndb.collectives import Collective, SingleProcess
-from fastndb.features import to_float
+from fastndb._core.collectives import Collective, SingleProcess
+from fastndb._core.features import to_float
 
 # int64 temporaries per chunk: 2 MiB stays in cache (measured 0.04 s for 50k x 784, 0.10 s at 32 MiB)
 _KEY_CHUNK_ELEMENTS = 2**18
@@ -53,7 +53,7 @@ def hash_coefficients(num_features: int, seed: int, salt: int, device: torch.dev
 def _bits(chunk: Tensor) -> Tensor:
     """float32 bit patterns of a chunk, as int64.
 
-    Hashing the float32 value after :func:`~fastndb.features.to_float` makes a sample's key the same whether it
+    Hashing the float32 value after :func:`~fastndb._core.features.to_float` makes a sample's key the same whether it
     arrives as float64, float32 or float16, and a ``uint8`` image the same key as its ``/ 255`` float version.
     (``-0.0`` and ``0.0`` have different bits, so they give different keys: harmless, keys only order samples.)
     """

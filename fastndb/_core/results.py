@@ -50,7 +50,7 @@ class NDBResult:
         z_threshold: if set, ``different`` is ``|z| > z_threshold`` instead of the p-value rule.
         expected_false_positives: ``alpha * K``, the mean of ``ndb`` under the null without correction.
         expected_null_js: the mean ``js`` under the null at these sample sizes, ``(K - 1) / 8 * (1/n_r + 1/n_f)``
-            (:func:`~fastndb.statistics.expected_null_js`; for ``mode="holdout"``, whose reference counts are
+            (:func:`~fastndb._core.statistics.expected_null_js`; for ``mode="holdout"``, whose reference counts are
             independent of the bins): a ``js`` near it is sampling noise, one many times larger a real difference.
         chi2: chi-square statistic of the 2 x K test of homogeneity (bins empty in both samples dropped).
         chi2_dof: its degrees of freedom (non-empty bins - 1).

@@ -27,8 +27,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from fastndb._optional import require
-from fastndb._progress import progress_bar
+from fastndb._core.optional import require
+from fastndb._core.progress import progress_bar
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
 ARRAY_SUFFIXES = (".npy", ".npz", ".pt", ".pth")

@@ -24,13 +24,13 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from fastndb._checks import check_int, check_open_unit
-from fastndb._progress import progress_bar
-from fastndb.birthday import birthday, duplicate_threshold
-from fastndb.models import Discriminator, Generator, sample
-from fastndb.ndb import NDB
-from fastndb.results import NDBResult
-from fastndb.statistics import expected_null_js
+from fastndb._core.checks import check_int, check_open_unit
+from fastndb._core.progress import progress_bar
+from fastndb._core.birthday import birthday, duplicate_threshold
+from fastndb.demo.models import Discriminator, Generator, sample
+from fastndb._ndb import NDB
+from fastndb._core.results import NDBResult
+from fastndb._core.statistics import expected_null_js
 
 logger = logging.getLogger(__name__)
 
@@ -76,7 +76,7 @@ class CollapseMonitor:
         birthday_samples: samples of the birthday test per epoch (the threshold comes from as many real ones).
         quantile: quantile of real nearest-neighbour distances used as the duplicate threshold.
         value_range: range of ``real`` and of the generator's samples when they are floats (the library's
-            convention, :mod:`fastndb.features`): ``(-1, 1)`` for a ``tanh`` generator such as the DCGAN here;
+            convention, :mod:`fastndb._core.features`): ``(-1, 1)`` for a ``tanh`` generator such as the DCGAN here;
             ``uint8`` real images are read as ``x / 255`` whatever it says.
         seed: seed of the bins, the duplicate threshold and the monitor's latents.
 
@@ -84,7 +84,7 @@ class CollapseMonitor:
         ndb: the fitted :class:`~fastndb.NDB` bins.
         duplicate_threshold: distance at or below which a pair of samples counts as a duplicate.
         null_ndb_ratio: NDB/K expected by chance alone, for a generator that samples like the data (``alpha``).
-        null_js: JS expected by chance alone at these sample sizes (:func:`~fastndb.statistics.expected_null_js`);
+        null_js: JS expected by chance alone at these sample sizes (:func:`~fastndb._core.statistics.expected_null_js`);
             a healthy generator's JS should fall towards it, a collapsed one stays far above.
         collapsed_at: the epoch collapse was flagged, or ``None``.
         last_result: the full :class:`~fastndb.NDBResult` of the latest :meth:`observe` (per-bin shares, z), or

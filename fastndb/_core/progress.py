@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-from fastndb._optional import is_available
+from fastndb._core.optional import is_available
 
 
 class _Silent:

@@ -1,7 +1,7 @@
 """Demos on scikit-learn's bundled 8x8 digits (no download).
 
 * :func:`run_dcgan_demo` (``fastndb demo``): a DCGAN trained on the digits upsampled to 32 x 32, with NDB and
-  the birthday test watching for mode collapse every epoch (:mod:`fastndb.training`); or on MNIST / Fashion-MNIST
+  the birthday test watching for mode collapse every epoch (:mod:`fastndb.demo.training`); or on MNIST / Fashion-MNIST
   from an IDX file, or any image file fastndb reads, with ``data``.
 * :func:`run_digits_demo` (``fastndb demo --resampling``): seconds, no training: "generators" resample a pool of
   real digits disjoint from the reference set and add pixel noise, so a healthy one draws from (nearly) the real
@@ -19,10 +19,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from fastndb._optional import require
-from fastndb.ndb import NDB
-from fastndb.results import NDBResult
-from fastndb.training import CollapseMonitor, EpochRecord, GANConfig, TrainingResult, train_gan
+from fastndb._core.optional import require
+from fastndb._ndb import NDB
+from fastndb._core.results import NDBResult
+from fastndb.demo.training import CollapseMonitor, EpochRecord, GANConfig, TrainingResult, train_gan
 
 # defaults of ``fastndb demo``: a few CPU minutes on the bundled digits; with ``--data``, the full-size setting of
 # the PyTorch DCGAN example (width 64, 25 epochs of full passes) and NDB's usual K = 100 where N allows it
@@ -116,7 +116,7 @@ def load_training_images(data: str | None, *, digit: int | None = None, image_si
     """Training images in [-1, 1], ``(N, C, S, S)`` with ``S = image_size``.
 
     ``data=None``: scikit-learn's digits (optionally one ``digit`` class), upsampled bilinearly from 8 x 8.
-    Otherwise an IDX file (MNIST, Fashion-MNIST) or anything :func:`fastndb.files.load_samples` reads, resized
+    Otherwise an IDX file (MNIST, Fashion-MNIST) or anything :func:`fastndb._core.files.load_samples` reads, resized
     to ``S`` if needed.
     """
     if data is None:
@@ -125,7 +125,7 @@ def load_training_images(data: str | None, *, digit: int | None = None, image_si
         if digit is not None:
             images = images[y == digit]
     else:
-        from fastndb.files import load_samples
+        from fastndb._core.files import load_samples
 
         name = str(data)
         loaded = read_idx_images(name) if "idx" in Path(name).name else load_samples(name)

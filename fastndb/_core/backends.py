@@ -1,6 +1,6 @@
 """Assignment backends: the one operation every algorithm here needs from an engine.
 
-k-means (``fastndb.kmeans``) and bin assignment (``NDB.assign``) are written once against
+k-means (``fastndb._core.kmeans``) and bin assignment (``NDB.assign``) are written once against
 :class:`AssignBackend`, in the manner of FAISS contrib's ``DatasetAssign``: a backend answers "which centroid is
 nearest to each row, and how far" and nothing else. Sums, counts, initialisation and statistics stay in torch,
 so every backend gives the same algorithm.
@@ -21,7 +21,7 @@ from typing import Protocol
 import torch
 from torch import Tensor
 
-from fastndb._optional import is_available, require
+from fastndb._core.optional import is_available, require
 from fastndb.kernels import nearest_centroid
 
 BACKENDS = ("auto", "torch", "faiss", "cuml")

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 
 import torch
 
-from fastndb.collectives import Collective, SingleProcess
+from fastndb._core.collectives import Collective, SingleProcess
 
 WHITENING_EPS = 1e-6  # added to the std, as in the original NDB
 IMAGE_DTYPES = {torch.uint8: 255.0, **({torch.uint16: 65535.0} if hasattr(torch, "uint16") else {})}

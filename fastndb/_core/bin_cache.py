@@ -20,8 +20,8 @@ from pathlib import Path
 
 import torch
 
-from fastndb.api import content_digest
-from fastndb.ndb import FittedBins
+from fastndb._api import content_digest
+from fastndb._ndb import FittedBins
 
 logger = logging.getLogger(__name__)
 

@@ -4,12 +4,12 @@ Draw ``s`` samples, find the most similar pairs, count near-duplicates. If sampl
 duplicates with good probability, the generator's support is about :math:`s^2`: far smaller than the data's
 when ``s`` is in the hundreds or thousands.
 
-Steps: samples are validated and flattened (:mod:`fastndb.inputs`), optionally L2-normalised (``cosine``);
+Steps: samples are validated and flattened (:mod:`fastndb._core.inputs`), optionally L2-normalised (``cosine``);
 the pairwise search is tiled (:func:`fastndb.kernels.pairwise.smallest_pairs`: block GEMM and a running top-k,
 never the ``s x s`` matrix); more candidates than asked are fetched and their distances recomputed exactly in
 float64 from the differences (so exact duplicates give exactly 0, never NaN); the duplicate count settles pairs
 near the threshold exactly too; the support estimate and its interval come from
-:func:`fastndb.statistics.poisson_interval`.
+:func:`fastndb._core.statistics.poisson_interval`.
 """
 
 from __future__ import annotations
@@ -20,15 +20,15 @@ import math
 import torch
 from torch import Tensor
 
-from fastndb._checks import check_int, check_open_unit, check_seed
-from fastndb._progress import progress_bar
-from fastndb.features import check_value_range, rescale, to_float, unit_scale
-from fastndb.inputs import as_batches, concatenate
+from fastndb._core.checks import check_int, check_open_unit, check_seed
+from fastndb._core.progress import progress_bar
+from fastndb._core.features import check_value_range, rescale, to_float, unit_scale
+from fastndb._core.inputs import as_batches, concatenate
 from fastndb.kernels import matmul_precision
 from fastndb.kernels.pairwise import exact_squared_distances, nearest_other, smallest_pairs
-from fastndb.results import BirthdayResult
-from fastndb.sampling import SEEDING_SALT, key_positions, row_keys
-from fastndb.statistics import poisson_interval
+from fastndb._core.results import BirthdayResult
+from fastndb._core.sampling import SEEDING_SALT, key_positions, row_keys
+from fastndb._core.statistics import poisson_interval
 
 logger = logging.getLogger(__name__)
 
@@ -52,7 +52,7 @@ def check_options(metric: object, threshold: object) -> None:
 def _prepare(samples: object, name: str, metric: str, value_range: tuple[float, float] | None) -> tuple[Tensor, float]:
     """Validated ``(s, D)`` floating samples under the value-range convention, at a safe scale, and that scale.
 
-    The scale is an exact power of two (:func:`~fastndb.features.unit_scale`): distances computed on the scaled
+    The scale is an exact power of two (:func:`~fastndb._core.features.unit_scale`): distances computed on the scaled
     samples are the true ones times the scale, with no underflow or overflow in float32.
     """
     check_options(metric, None)
@@ -154,7 +154,7 @@ def birthday(
             counts exact duplicates only. ``None``: no duplicate count and no support estimate.
         confidence: level of the support-size interval.
         value_range: ``(low, high)`` of samples that are not ``uint8``/``uint16`` images, mapped to [0, 1] before
-            distances are taken (the library's convention, :mod:`fastndb.features`); pass the same as to
+            distances are taken (the library's convention, :mod:`fastndb._core.features`); pass the same as to
             :func:`duplicate_threshold`.
         block_rows: edge of the square blocks of the tiled search (default: 2048 on CPU, 8192 on GPU);
             memory is about ``block_rows^2`` floats.

@@ -10,7 +10,7 @@ Cache key: the NDB options that shape the bins (``num_bins``, ``mode``, ``seed``
   ``tensor.data``, a numpy view from ``tensor.numpy()``, or DLPack); call :func:`clear_cache` after those.
 * an inference tensor (made under ``torch.inference_mode()``, which keeps no version counter), and anything else
   (numpy, CuPy, DLPack, iterables of batches): a 128-bit fingerprint of the exact bytes computed on the data's
-  own device (:func:`fastndb.sampling.content_fingerprint`: one pass, no host copy), so in-place changes are
+  own device (:func:`fastndb._core.sampling.content_fingerprint`: one pass, no host copy), so in-place changes are
   always seen.
 
 The per-bin test options (``alpha``, ``correction``, ``z_threshold``) are applied at each call and never
@@ -29,10 +29,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from fastndb.inputs import as_batches, check_same_library, concatenate
-from fastndb.ndb import NDB, compare_to_reference
-from fastndb.results import NDBResult
-from fastndb.sampling import content_fingerprint
+from fastndb._core.inputs import as_batches, check_same_library, concatenate
+from fastndb._ndb import NDB, compare_to_reference
+from fastndb._core.results import NDBResult
+from fastndb._core.sampling import content_fingerprint
 
 CACHE_SIZE = 4
 _cache: OrderedDict[tuple, tuple[Any, NDB]] = OrderedDict()

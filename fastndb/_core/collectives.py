@@ -1,6 +1,6 @@
 """Collectives: what bin fitting needs from the other processes of a ``torch.distributed`` job.
 
-k-means (:mod:`fastndb.kmeans`), content-keyed sampling (:mod:`fastndb.sampling`) and :meth:`NDB.fit
+k-means (:mod:`fastndb._core.kmeans`), content-keyed sampling (:mod:`fastndb._core.sampling`) and :meth:`NDB.fit
 <fastndb.NDB.fit>` are written once against :class:`Collective`. :class:`SingleProcess` is the identity (one
 process holds all the data); :class:`TorchDistributed` runs the same code over the ranks of a process group,
 each holding a shard of the data, with three operations: a sum all-reduce, a concatenating all-gather of shards

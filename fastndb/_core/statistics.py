@@ -21,7 +21,7 @@ import math
 import torch
 from torch import Tensor
 
-from fastndb.results import NDBResult
+from fastndb._core.results import NDBResult
 
 CORRECTIONS = (None, "holm", "bh")
 
