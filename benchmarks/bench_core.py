@@ -21,8 +21,8 @@ import torch
 from _common import copy_bandwidth, cpu_name, gemm_rate, timed
 
 import fastndb
-from fastndb._core.optional import is_available
 from fastndb._core.backends import FaissBackend, TorchBackend
+from fastndb._core.optional import is_available
 from fastndb.demo.synthetic import gaussian_mixture
 
 ROW_FIELDS = ("figure", "ours_s", "baseline_s", "baseline", "fraction_of_floor")

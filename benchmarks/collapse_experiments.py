@@ -43,8 +43,8 @@ from _common import cpu_name  # noqa: E402
 from torch import nn  # noqa: E402
 
 import fastndb  # noqa: E402
-from fastndb.demo.runner import load_training_images  # noqa: E402
 from fastndb._core.statistics import compare_histograms  # noqa: E402
+from fastndb.demo.runner import load_training_images  # noqa: E402
 from fastndb.demo.training import CollapseMonitor, GANConfig, train_gan  # noqa: E402
 
 OUT = Path(__file__).resolve().parent / "results" / "collapse"

@@ -1,38 +1,51 @@
 """fastndb: fast, calibrated mode-collapse tests for generative models.
 
-The NDB score (Richardson & Weiss 2018) on PyTorch tensors, on the device they live on::
+The NDB score (Richardson & Weiss 2018) and the birthday-paradox test (Arora & Zhang 2017) on PyTorch tensors, on
+the device they live on::
 
     import fastndb
     result = fastndb.score(real, fake)        # bins fitted once per real set, then cached
     result.ndb, result.ndb_ratio, result.js, result.p_value
     pairs = fastndb.birthday(fake, threshold=fastndb.duplicate_threshold(real))   # birthday-paradox test
 
-Data flow: ``inputs`` (validation, zero-copy wrapping) -> ``features`` (flatten, whitening, dimension subset)
--> ``kmeans`` (bins; ``collectives``/``sampling`` for distributed, order-free fitting) -> ``backends``/``kernels``
-(assignment, pairwise search) -> ``statistics`` -> ``results`` -> faces (``ndb.NDB``, ``api.score``,
-``birthday``, ``metrics`` (torchmetrics), ``plot``, ``cli``).
+The public API is what ``__all__`` lists here, plus the faces that need optional packages, imported by their
+module: ``fastndb.metrics`` (torchmetrics), ``fastndb.plot`` (matplotlib), ``fastndb.cli`` (the ``fastndb``
+command) and ``fastndb.demo`` (the DCGAN demo, the training loop and its collapse monitor). Everything under
+``fastndb._core`` is internal; its layout follows the data: inputs -> features -> bins -> assignment ->
+statistics -> results (see docs/architecture.md).
 """
 
 from fastndb._api import cache_info, clear_cache, score
+from fastndb._core.bins import FittedBins
 from fastndb._core.birthday import birthday, duplicate_threshold
+from fastndb._core.elbow import ElbowResult, elbow
 from fastndb._core.kmeans import KMeansResult, kmeans
-from fastndb._ndb import NDB, FittedBins, NotFittedError
+from fastndb._core.options import OPTION_NAMES, BinOptions, TestOptions
 from fastndb._core.results import BirthdayResult, NDBResult
+from fastndb._core.statistics import compare_histograms, expected_null_js
+from fastndb._ndb import NDB, NotFittedError
 
 __version__ = "0.1.0"
 
 __all__ = [
     "NDB",
+    "OPTION_NAMES",
+    "BinOptions",
     "BirthdayResult",
+    "ElbowResult",
     "FittedBins",
     "KMeansResult",
     "NDBResult",
     "NotFittedError",
+    "TestOptions",
     "__version__",
     "birthday",
     "cache_info",
     "clear_cache",
+    "compare_histograms",
     "duplicate_threshold",
+    "elbow",
+    "expected_null_js",
     "kmeans",
     "score",
 ]

@@ -87,25 +87,32 @@ def _bin_list(indices: list[int], limit: int = 12) -> str:
 
 
 # --------------------------------------------------------------------------------------------- commands
-def _score(args: argparse.Namespace) -> int:
-    from fastndb._core import bin_cache
-    from fastndb._ndb import NDB
+def _options(args: argparse.Namespace) -> dict[str, Any]:
+    """The options model's values from the command line (every option has a flag; ``--quiet`` is ``progress``)."""
+    from fastndb import OPTION_NAMES
 
+    options = {name: getattr(args, name) for name in OPTION_NAMES if name != "progress"}
+    if options["value_range"] is not None:
+        options["value_range"] = tuple(options["value_range"])
+    return {**options, "progress": _progress(args)}
+
+
+def _score(args: argparse.Namespace) -> int:
+    from fastndb import NDB
+    from fastndb._core import cache
+
+    ndb = NDB(**_options(args))  # options first: a bad one fails before any file is read
     real, fake = _load(args.real, args), _load(args.fake, args)
-    ndb = NDB(args.num_bins, args.alpha, mode=args.mode, seed=args.seed, correction=args.correction,
-              value_range=_value_range(args), progress=_progress(args))
     source = "fitted"
     if args.cache:
-        options = {"num_bins": args.num_bins, "mode": args.mode, "seed": args.seed,
-                   "holdout_fraction": ndb.holdout_fraction, "value_range": ndb.value_range}
-        material = bin_cache.key_material(real, options)
-        cached = bin_cache.load(Path(args.cache), material)
+        material = cache.key_material(real, ndb.options)
+        cached = cache.load(Path(args.cache), material)
         if cached is not None:
             ndb.load_bins(cached)
-            source = f"loaded from {bin_cache.entry_path(Path(args.cache), material)}"
+            source = f"loaded from {cache.entry_path(Path(args.cache), material)}"
         else:
             ndb.fit(real, distributed=False)
-            source = f"fitted, saved to {bin_cache.save(Path(args.cache), material, ndb.bins)}"
+            source = f"fitted, saved to {cache.save(Path(args.cache), material, ndb.bins)}"
     else:
         ndb.fit(real, distributed=False)
     result = ndb.score(fake)
@@ -133,7 +140,6 @@ def _score(args: argparse.Namespace) -> int:
 
 def _birthday(args: argparse.Namespace) -> int:
     from fastndb._core.birthday import birthday, duplicate_threshold
-
     from fastndb._core.features import check_value_ranges, summarize
 
     samples = _load(args.samples, args)
@@ -286,6 +292,8 @@ def _num_bins(text: str) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from fastndb._core.options import cli_flags, option_flag
+
     parser = argparse.ArgumentParser(prog="fastndb", description="Mode-collapse tests for generative models.")
     parser.add_argument("--version", action="version", version=f"fastndb {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -294,9 +302,6 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--quiet", action="store_true", help="no progress bars")
     common.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
     common.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N | mps (default cpu)")
-    common.add_argument("--value-range", type=float, nargs=2, metavar=("LOW", "HIGH"),
-                        help="range of samples stored as floats (e.g. -1 1 for tanh outputs), mapped to [0, 1] like "
-                             "uint8 images (x / 255); default: floats taken as they are")
     common.add_argument("--image-size", type=_positive_int, nargs=2, metavar=("H", "W"),
                         help="resize images of a folder to H x W (default: all must have one size)")
     common.add_argument("--channels", type=int, choices=(1, 3),
@@ -307,11 +312,8 @@ def build_parser() -> argparse.ArgumentParser:
                                 description="NDB score: bins fitted on REAL, FAKE compared bin by bin.")
     score.add_argument("real", help="image folder, .npy, .npz[:name] or .pt[:name]")
     score.add_argument("fake", help="same forms as REAL, same number of features")
-    score.add_argument("--num-bins", type=_num_bins, default=100)
-    score.add_argument("--alpha", type=_probability, default=0.05)
-    score.add_argument("--mode", choices=("holdout", "original"), default="holdout")
-    score.add_argument("--correction", choices=("holm", "bh"), default=None)
-    score.add_argument("--seed", type=int, default=0)
+    for flag, settings in cli_flags():  # every option of the options model, with its default in --help
+        score.add_argument(flag, **settings)
     score.add_argument("--plot", metavar="PNG", help="write the bin proportions figure")
     score.add_argument("--cache", metavar="DIR", help="keep fitted bins in DIR, keyed by REAL's content and options")
     score.set_defaults(run=_score)
@@ -319,6 +321,8 @@ def build_parser() -> argparse.ArgumentParser:
     birthday = commands.add_parser("birthday", parents=[common], help="closest pairs, duplicates, support size",
                                    description="Birthday-paradox test on SAMPLES.")
     birthday.add_argument("samples", help="image folder, .npy, .npz[:name] or .pt[:name]")
+    flag, settings = option_flag("value_range")
+    birthday.add_argument(flag, **settings)
     birthday.add_argument("--num-pairs", type=_positive_int, default=20)
     birthday.add_argument("--metric", choices=("l2", "cosine"), default="l2")
     birthday.add_argument("--threshold", type=_distance, help="duplicate threshold (a distance)")

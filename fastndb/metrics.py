@@ -19,36 +19,51 @@ State, chosen for scale:
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from fastndb._core.checks import check_int, check_seed
-from fastndb._core.optional import require
+from fastndb._core.backends import resolve_backend
+from fastndb._core.bins import FittedBins, compare_counts, count_bins, fit_bins, merge_summaries
 from fastndb._core.birthday import birthday, check_options
+from fastndb._core.checks import check_int, check_seed
 from fastndb._core.collectives import Collective, SingleProcess, TorchDistributed
 from fastndb._core.features import ValueSummary, check_value_range, check_value_ranges, summarize, to_float
 from fastndb._core.inputs import as_batches, concatenate
-from fastndb._ndb import NDB, FittedBins, merge_summaries
+from fastndb._core.optional import require
+from fastndb._core.options import OPTION_NAMES, split_options
 from fastndb._core.results import BirthdayResult, NDBResult
 from fastndb._core.sampling import FAKE_BUFFER_SALT, REAL_BUFFER_SALT, SEEDING_SALT, SmallestKeyBuffer
+from fastndb._ndb import NDB
 
 _torchmetrics = require("torchmetrics", "fastndb.metrics")
 logger = logging.getLogger(__name__)
 
-_BIN_OPTIONS = ("mode", "backend", "holdout_fraction", "correction", "z_threshold", "whitening", "max_dims",
-                "max_iter", "tol", "value_range", "progress")
 _DTYPE_CODES = {torch.float32: 1, torch.float64: 2}
 _CODE_DTYPES = {code: dtype for dtype, code in _DTYPE_CODES.items()}
 
 
-def _collective(metric: Any, should_sync: bool, process_group: Any = None, available: Any = None) -> Collective:
-    """The ranks a metric computes over: torchmetrics' own rules (``sync_on_compute``, ``process_group``,
-    ``distributed_available_fn``) decide, so fitting and syncing always agree."""
-    available = available or metric.distributed_available_fn
-    if should_sync and callable(available) and available():
-        return TorchDistributed(process_group or metric.process_group)
+def _metric_init(metric: Any, where: str, kwargs: dict) -> None:
+    """``torchmetrics.Metric.__init__`` with an unknown keyword refused as a ``TypeError`` naming it, as
+    ``fastndb.score`` and ``NDB`` do (torchmetrics raises a ``ValueError``)."""
+    try:
+        _torchmetrics.Metric.__init__(metric, **kwargs)
+    except ValueError as err:
+        if "Unexpected keyword arguments" not in str(err):
+            raise
+        unknown = ", ".join(sorted(kwargs))
+        raise TypeError(f"{where} got unexpected keyword argument(s): {unknown}; the options are "
+                        f"{', '.join(OPTION_NAMES)}, and torchmetrics' Metric options") from None
+
+
+def collective_of(metric: Any) -> Collective:
+    """The ranks a metric computes over, from torchmetrics' public settings: ``sync_on_compute``,
+    ``distributed_available_fn`` and ``process_group``."""
+    available = metric.distributed_available_fn
+    if metric.sync_on_compute and callable(available) and available():
+        return TorchDistributed(metric.process_group)
     return SingleProcess()
 
 
@@ -83,10 +98,14 @@ class NDBMetric(_torchmetrics.Metric):
         max_real_samples: most real samples held per process before the bins are fitted (a uniform sample of
             those passed, chosen by content keys with ``seed``); the same cap applies to fake samples that arrive
             before the bins.
-        seed: seed of the bins (split, k-means) and of the sample caps.
-        **kwargs: :class:`~fastndb.NDB` options (``mode``, ``backend``, ``holdout_fraction``, ``correction``,
-            ``z_threshold``, ``whitening``, ``max_dims``, ``max_iter``, ``tol``, ``progress``) and
-            ``torchmetrics.Metric`` options (``sync_on_compute``, ``process_group``, ...).
+        **kwargs: every option of :class:`~fastndb.NDB` by the same names (``seed``, ``mode``, ``value_range``,
+            ``correction``, ...; :data:`fastndb.OPTION_NAMES`), and ``torchmetrics.Metric`` options
+            (``sync_on_compute``, ``process_group``, ``distributed_available_fn``, ...).
+
+    Devices follow torchmetrics' convention: the metric's device (``metric.to("cuda")``). Samples held before the
+    bins exist and the counts live there; a batch on another device is moved there (its ``K`` counts, or the
+    held samples, never the other way round), so under NCCL every collective sees CUDA tensors once the metric is
+    on the GPU.
 
     ``compute()`` returns a dict of 0-d tensors on the metric's device: ``ndb`` (int64), ``ndb_ratio``, ``js``
     and ``p_value`` (the overall chi-square test, float64). The full :class:`~fastndb.NDBResult` of the last
@@ -127,16 +146,14 @@ class NDBMetric(_torchmetrics.Metric):
         bins: NDB | None = None,
         reset_real_features: bool = True,
         max_real_samples: int = 100_000,
-        seed: int = 0,
         **kwargs: Any,
     ) -> None:
-        options = {name: kwargs.pop(name) for name in _BIN_OPTIONS if name in kwargs}
-        super().__init__(**kwargs)
+        options = {name: kwargs.pop(name) for name in OPTION_NAMES if name in kwargs}
+        _metric_init(self, "NDBMetric()", kwargs)
         if not isinstance(reset_real_features, bool):
             raise TypeError(f"reset_real_features: expected a bool, got {reset_real_features!r}")
         self.reset_real_features = reset_real_features
         self.max_real_samples = check_int(max_real_samples, "max_real_samples", minimum=1)
-        self.seed = check_seed(seed)
         if bins is not None:
             if not isinstance(bins, NDB):
                 raise TypeError(f"bins: expected a fitted fastndb.NDB, got {type(bins).__name__}")
@@ -146,29 +163,39 @@ class NDBMetric(_torchmetrics.Metric):
                 raise ValueError(
                     f"bins: the options {sorted(options)} belong to the NDB you passed; set them there instead"
                 )
-        self._owns_bins = bins is None
-        # samples are buffered already mapped to [0, 1] (value_range applied here), so the NDB inside takes none
-        self.value_range = check_value_range(options.pop("value_range", None))
-        self._bin_options = {"num_bins": num_bins, "alpha": alpha, "seed": self.seed, **options}
-        self._ndb = bins if bins is not None else NDB(**self._bin_options)  # validates the options
+            self.options, self.test, self.progress = bins.options, bins.test, bins.progress
+        else:
+            self.options, self.test, self.progress = split_options(
+                {"num_bins": num_bins, "alpha": alpha, **options}, where="NDBMetric()"
+            )
+        self._passed_bins = None if bins is None else bins.bins
+        self._bins: FittedBins | None = self._passed_bins
+        # owned bins see samples already mapped to [0, 1] here (value_range applied at update), so they take none
+        self._convert = self.options.value_range if bins is None else None
+        self._fit_options = replace(self.options, value_range=None)
+        self._engine = resolve_backend(self.options.backend)
         self._real_values: ValueSummary | None = None
-        self.num_bins = self._ndb.num_bins
+        self.num_bins = self.options.num_bins
+        self.seed = self.options.seed
         self._real = SmallestKeyBuffer(self.max_real_samples, self.seed, REAL_BUFFER_SALT)
         self._pending_fake = SmallestKeyBuffer(self.max_real_samples, self.seed, FAKE_BUFFER_SALT)
+        self._pending_counts: Tensor | None = None  # local counts of fakes that came before the bins
         self._result: NDBResult | None = None
         self.add_state("fake_counts", torch.zeros(self.num_bins, dtype=torch.int64), dist_reduce_fx="sum",
                        persistent=True)
 
     # ------------------------------------------------------------------ update
     @property
-    def bins(self) -> NDB:
-        """The :class:`~fastndb.NDB` holding the bins (fitted once :attr:`is_fitted`)."""
-        return self._ndb
+    def bins(self) -> FittedBins:
+        """The fitted bins (after the first ``compute()``, or those passed in)."""
+        if self._bins is None:
+            raise ValueError("bins: not fitted yet; call compute() after update(imgs, real=True)")
+        return self._bins
 
     @property
     def is_fitted(self) -> bool:
         """Whether the bins exist (after the first ``compute()``, or when passed in)."""
-        return self._ndb.is_fitted
+        return self._bins is not None
 
     @property
     def buffered_samples(self) -> dict[str, int]:
@@ -180,6 +207,20 @@ class NDBMetric(_torchmetrics.Metric):
         """Bytes held by the sample buffers (0 once the bins exist and pending fakes are counted)."""
         return self._real.nbytes + self._pending_fake.nbytes
 
+    @property
+    def local_fake_counts(self) -> Tensor:
+        """``(K,)`` this process's own fake counts (not summed over ranks), including the fakes held until the bins
+        existed."""
+        if self._pending_counts is None:
+            return self.fake_counts.clone()
+        return self.fake_counts + self._pending_counts.to(self.fake_counts.device)
+
+    def _count(self, x: Tensor, name: str) -> Tensor:
+        """Bin counts of ``x`` (on the metric's device), converted as the bins expect."""
+        counted = to_float(x, self._convert) if self._passed_bins is None else x
+        bins = self.bins.to(self.device)
+        return count_bins(bins, [counted.to(self.device)], engine=self._engine, name=name, progress=False)
+
     def update(self, imgs: Any, real: bool) -> None:  # type: ignore[override]
         """Add a batch of samples ``(N, ...)``: real ones until the bins exist, fake ones at any time.
 
@@ -189,10 +230,14 @@ class NDBMetric(_torchmetrics.Metric):
 
         Raises:
             TypeError: ``real`` is not a bool; ``imgs`` is not an array.
-            ValueError: invalid samples, or a number of features different from earlier batches or the bins.
+            ValueError: invalid samples, a number of features different from earlier batches or the bins, or a
+                value range that cannot be compared with the real samples'.
         """
         if not isinstance(real, bool):
             raise TypeError(f"real: expected True or False, got {real!r}")
+        if self._pending_counts is not None:  # counts of fakes held before the bins: local state from here on
+            self.fake_counts += self._pending_counts.to(self.fake_counts.device)
+            self._pending_counts = None
         name = "imgs (real)" if real else "imgs (fake)"
         x = concatenate(as_batches(imgs, name))
         self._check_features(x, name)
@@ -200,22 +245,21 @@ class NDBMetric(_torchmetrics.Metric):
             if self.is_fitted:
                 logger.debug("NDBMetric: bins already fitted; %d real samples ignored", x.shape[0])
                 return
-            summary = summarize(x, self.value_range)
+            summary = summarize(x, self._convert)
             self._real_values = summary if self._real_values is None else self._real_values.merge(summary)
-            self._real.add(to_float(x, self.value_range).to(self.fake_counts.device))
+            self._real.add(to_float(x, self._convert).to(self.device))
         elif self.is_fitted:
-            counted = to_float(x, self.value_range) if self._owns_bins else x  # passed bins apply their own range
-            self.fake_counts += self._ndb.count(counted).to(self.fake_counts.device)
+            self.fake_counts += self._count(x, name).to(self.fake_counts.device)
         else:
             if self._real_values is not None:
-                check_value_ranges(self._real_values, summarize(x, self.value_range), reference_name="imgs (real)",
+                check_value_ranges(self._real_values, summarize(x, self._convert), reference_name="imgs (real)",
                                    name=name)
-            self._pending_fake.add(to_float(x, self.value_range).to(self.fake_counts.device))
+            self._pending_fake.add(to_float(x, self._convert).to(self.device))
 
     def _check_features(self, x: Tensor, name: str) -> None:
         expected = None
         if self.is_fitted:
-            expected, source = self._ndb.num_features, "the bins"
+            expected, source = self.bins.num_features, "the bins"
         else:
             for buffer, kind in ((self._real, "real"), (self._pending_fake, "fake")):
                 if buffer.samples is not None:
@@ -229,49 +273,46 @@ class NDBMetric(_torchmetrics.Metric):
         self.update(*args, **kwargs)
 
     # ----------------------------------------------------------------- compute
-    def _fit_bins(self, comm: Collective) -> None:
-        """Fit the bins on the real samples of every rank (a collective call under DDP)."""
-        local = _agreed_shard(self._real.samples, comm, self.fake_counts.device)
-        if local is None:
-            raise ValueError("compute: no real samples to fit the bins on; call update(imgs, real=True) first")
-        logger.info("NDBMetric: fitting %d bins on %d of %d real samples held on this rank",
-                    self.num_bins, len(self._real), self._real.seen)
-        self._ndb.fit_shard(local, comm, real_values=merge_summaries(self._real_values, comm, local.device))
-        self._real.clear()
-
-    def _materialise(self, comm: Collective) -> None:
-        """Fit the bins if needed and turn held fake samples into counts (local state, before any sync)."""
-        if not self.is_fitted:
-            self._fit_bins(comm)
-        pending = self._pending_fake.samples
-        if pending is not None:
-            self.fake_counts += self._ndb.count(pending).to(self.fake_counts.device)
-            self._pending_fake.clear()
-
-    def sync(
-        self,
-        dist_sync_fn: Any = None,
-        process_group: Any = None,
-        should_sync: bool = True,
-        distributed_available: Any = None,
-    ) -> None:
-        """Fit the bins (across ranks under DDP) and count held fake samples, then sync the counts.
-
-        Arguments as torchmetrics' ``Metric.sync``; ``compute()`` calls it.
-        """
-        self._materialise(_collective(self, should_sync, process_group, distributed_available))
-        super().sync(dist_sync_fn, process_group, should_sync, distributed_available)
+    def _collective(self) -> Collective:
+        """The ranks this metric computes over, by torchmetrics' own public settings (``sync_on_compute``,
+        ``process_group``, ``distributed_available_fn``), so that fitting and torchmetrics' sync always agree."""
+        return collective_of(self)
 
     def compute(self) -> dict[str, Tensor]:
         """NDB of all fake samples so far against the bins: a dict of 0-d tensors (see the class docstring).
 
+        The first call fits the bins on the real samples of every rank (a collective call under DDP). Fake samples
+        held from before the bins are counted then; their counts are summed over ranks here, those of later
+        batches by torchmetrics' own sync of ``fake_counts``.
+
         Raises:
             ValueError: no real samples to fit the bins on, or no fake samples.
         """
-        self._materialise(SingleProcess())  # a no-op after sync(), which compute() runs first
-        if int(self.fake_counts.sum()) == 0:
+        comm = self._collective()
+        if not self.is_fitted:
+            local = _agreed_shard(self._real.samples, comm, self.device)
+            if local is None:
+                raise ValueError("compute: no real samples to fit the bins on; call update(imgs, real=True) first")
+            logger.info("NDBMetric: fitting %d bins on %d of %d real samples held on this rank",
+                        self.num_bins, len(self._real), self._real.seen)
+            real_values = merge_summaries(self._real_values, comm, self.device)
+            self._bins = fit_bins(local.to(self.device), self._fit_options, comm=comm, real_values=real_values,
+                                  progress=self.progress)
+            self._real.clear()
+        pending = self._pending_fake.samples
+        if pending is not None:
+            counts = count_bins(self.bins.to(self.device), [pending.to(self.device)], engine=self._engine,
+                                name="imgs (fake)", progress=False)
+            self._pending_counts = counts if self._pending_counts is None else self._pending_counts + counts
+            self._pending_fake.clear()
+        total = self.fake_counts
+        if comm.world_size > 1 or self._pending_counts is not None:
+            local_pending = (self._pending_counts if self._pending_counts is not None
+                             else torch.zeros_like(self.fake_counts)).to(self.fake_counts.device)
+            total = total + comm.all_reduce_sum(local_pending)
+        if int(total.sum()) == 0:
             raise ValueError("compute: no fake samples yet; call update(imgs, real=False) first")
-        result = self._ndb.compare(self.fake_counts)
+        result = compare_counts(self.bins, total, self.test)
         self._result = result
         device = self.fake_counts.device
         return {
@@ -293,37 +334,37 @@ class NDBMetric(_torchmetrics.Metric):
         """Zero the fake counts; with ``reset_real_features`` also drop the real samples and bins you did not pass."""
         super().reset()
         self._pending_fake.clear()
+        self._pending_counts = None
         self._result = None
         if self.reset_real_features:
             self._real.clear()
             self._real_values = None
-            if self._owns_bins:
-                self._ndb = NDB(**self._bin_options)
-
-    def _apply(self, fn: Any, exclude_state: Any = "") -> Any:
-        this = super()._apply(fn, exclude_state)
-        this._real.apply(fn)
-        this._pending_fake.apply(fn)
-        return this
+            self._bins = self._passed_bins
 
     def get_extra_state(self) -> dict:
         """Bins and held samples for ``state_dict`` (plain tensors and numbers)."""
         return {
-            "bins": self._ndb.bins.to_dict() if self.is_fitted else None,
+            "bins": self._bins.to_dict() if self._bins is not None else None,
             "real": self._real.state(),
             "pending_fake": self._pending_fake.state(),
+            "pending_counts": self._pending_counts,
             "real_values": None if self._real_values is None else self._real_values.to_dict(),
         }
 
     def set_extra_state(self, state: dict) -> None:
-        """Restore what :meth:`get_extra_state` saved."""
-        if state["bins"] is not None:
-            self._ndb.load_bins(FittedBins.from_dict(state["bins"]))
+        """Restore what :meth:`get_extra_state` saved (tensors go to the metric's device)."""
+        bins = state["bins"]
+        self._bins = None if bins is None else FittedBins.from_dict(bins).to(self.device)
         self._real.load_state(state["real"])
         self._pending_fake.load_state(state["pending_fake"])
+        pending = state.get("pending_counts")
+        self._pending_counts = None if pending is None else pending.to(self.device)
         self._real_values = ValueSummary.from_dict(state.get("real_values"))
         if self.is_fitted or len(self._real) or len(self._pending_fake):
-            self._update_count = max(self._update_count, 1)  # loaded state counts as updated (no torchmetrics warning)
+            # torchmetrics' private update counter: without it, compute() after loading a checkpoint warns that
+            # update() was never called. No public API sets it; tests/test_metrics.py checks this still works with
+            # the torchmetrics installed (CI installs the newest release).
+            self._update_count = max(self._update_count, 1)
 
     def plot(self, val: Any = None, ax: Any = None) -> tuple[Any, Any]:
         """Plot the bins of the last ``compute()`` (``val=None``) or ``ndb_ratio`` over a list of outputs.
@@ -394,7 +435,7 @@ class BirthdayMetric(_torchmetrics.Metric):
         value_range: tuple[float, float] | None = None,
         **kwargs: Any,
     ) -> None:
-        super().__init__(**kwargs)
+        _metric_init(self, "BirthdayMetric()", kwargs)
         self.value_range = check_value_range(value_range)
         self.num_samples = check_int(num_samples, "num_samples", minimum=2)
         self.threshold = threshold
@@ -408,7 +449,7 @@ class BirthdayMetric(_torchmetrics.Metric):
 
     def update(self, samples: Any) -> None:  # type: ignore[override]
         """Offer a batch of generated samples ``(N, ...)`` (any device; flattened)."""
-        x = to_float(concatenate(as_batches(samples, "samples")), self.value_range)
+        x = to_float(concatenate(as_batches(samples, "samples")), self.value_range).to(self.device)
         held = self._buffer.samples
         if held is not None and held.shape[1] != x.shape[1]:
             raise ValueError(f"samples: expected {held.shape[1]} features per sample like earlier ones, "
@@ -425,9 +466,9 @@ class BirthdayMetric(_torchmetrics.Metric):
         Raises:
             ValueError: fewer than 2 samples over all ranks.
         """
-        comm = _collective(self, self._to_sync)
+        comm = collective_of(self)
         held = self._buffer.samples
-        local = _agreed_shard(held, comm, self.device if held is None else held.device)
+        local = _agreed_shard(None if held is None else held.to(self.device), comm, self.device)
         if local is not None and comm.world_size > 1:
             local, _ = comm.all_gather_cat(local)
         if local is None or local.shape[0] < 2:
@@ -463,11 +504,6 @@ class BirthdayMetric(_torchmetrics.Metric):
         self._buffer.clear()
         self._samples = self._result = None
 
-    def _apply(self, fn: Any, exclude_state: Any = "") -> Any:
-        this = super()._apply(fn, exclude_state)
-        this._buffer.apply(fn)
-        return this
-
     def get_extra_state(self) -> dict:
         """Kept samples for ``state_dict``."""
         return {"buffer": self._buffer.state()}
@@ -476,7 +512,7 @@ class BirthdayMetric(_torchmetrics.Metric):
         """Restore what :meth:`get_extra_state` saved."""
         self._buffer.load_state(state["buffer"])
         if len(self._buffer):
-            self._update_count = max(self._update_count, 1)  # loaded samples count as updated
+            self._update_count = max(self._update_count, 1)  # torchmetrics' private counter: see NDBMetric
 
     def plot(self, val: Any = None, ax: Any = None) -> tuple[Any, Any]:
         """The closest pairs of the last ``compute()`` side by side (``val`` is ignored); returns ``(fig, ax)``."""

@@ -49,7 +49,7 @@ def main() -> None:
         "fake_counts": metric.result.fake_counts,
         "real_counts": metric.result.real_counts,
         "centroids": metric.bins.centroids,
-        "local_fake_counts": metric.fake_counts.clone(),  # after compute: this rank's own counts again
+        "local_fake_counts": metric.local_fake_counts,  # after compute: this rank's own counts again
     }
     # second epoch with kept bins: fake only
     metric.reset()

@@ -7,6 +7,7 @@ import torch
 
 import fastndb
 import fastndb._ndb
+from fastndb._core import bins as bins_module
 from tests.conftest import mixture
 
 
@@ -14,13 +15,13 @@ from tests.conftest import mixture
 def count_fits(monkeypatch):
     fastndb.clear_cache()
     calls = []
-    original = fastndb._ndb.fit_kmeans
+    original = bins_module.fit_kmeans
 
     def counting(*args, **kwargs):
         calls.append(1)
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(fastndb._ndb, "fit_kmeans", counting)
+    monkeypatch.setattr(bins_module, "fit_kmeans", counting)
     yield calls
     fastndb.clear_cache()
 
@@ -79,9 +80,9 @@ def test_clear_cache_and_cache_off(count_fits):
 
 def test_cache_is_bounded(count_fits):
     fake = mixture(500, 4, seed=9)
-    for seed in range(fastndb._api.CACHE_SIZE + 3):
+    for seed in range(fastndb.cache_info()["capacity"] + 3):
         fastndb.score(mixture(1000, 4, seed=seed), fake, num_bins=5)
-    assert fastndb.cache_info()["entries"] == fastndb._api.CACHE_SIZE
+    assert fastndb.cache_info()["entries"] == fastndb.cache_info()["capacity"]
 
 
 def test_iterables_of_batches_are_streamed(count_fits):

@@ -162,7 +162,9 @@ def test_process_exit_codes_bad_options_and_debug(files):
     root, *_ = files
     missing = run("score", "missing.npy", "fake.npy", cwd=root)
     assert missing.returncode == 1 and missing.stderr.strip() == "fastndb: error: missing.npy: no such file or folder"
-    bad = run("score", "real.npy", "fake.npy", "--alpha", "2", cwd=root)
-    assert bad.returncode == 2 and "expected a number in (0, 1), got 2" in bad.stderr
+    bad = run("score", "real.npy", "fake.npy", "--alpha", "2", cwd=root)  # validated by the options model, once
+    assert bad.returncode == 1 and bad.stderr.strip() == "fastndb: error: alpha: expected a number in (0, 1), got 2.0"
+    malformed = run("score", "real.npy", "fake.npy", "--alpha", "two", cwd=root)  # argparse's own rejection
+    assert malformed.returncode == 2 and "invalid float value: 'two'" in malformed.stderr
     debug = run("score", "missing.npy", "fake.npy", "--debug", cwd=root)
     assert debug.returncode != 0 and "Traceback" in debug.stderr and "FileNotFoundError" in debug.stderr

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from fastndb.demo.runner import load_training_images, read_idx_images
 from fastndb.demo.models import Discriminator, Generator
+from fastndb.demo.runner import load_training_images, read_idx_images
 from fastndb.demo.synthetic import gaussian_mixture
 from fastndb.demo.training import CollapseMonitor, GANConfig, train_gan
 from tests.device_copies import CrossDeviceCopies

@@ -21,14 +21,14 @@ import torch
 from torch import Tensor
 
 from fastndb._core.checks import check_int, check_open_unit, check_seed
-from fastndb._core.progress import progress_bar
 from fastndb._core.features import check_value_range, rescale, to_float, unit_scale
 from fastndb._core.inputs import as_batches, concatenate
-from fastndb.kernels import matmul_precision
-from fastndb.kernels.pairwise import exact_squared_distances, nearest_other, smallest_pairs
+from fastndb._core.progress import progress_bar
 from fastndb._core.results import BirthdayResult
 from fastndb._core.sampling import SEEDING_SALT, key_positions, row_keys
 from fastndb._core.statistics import poisson_interval
+from fastndb.kernels import matmul_precision
+from fastndb.kernels.pairwise import exact_squared_distances, nearest_other, smallest_pairs
 
 logger = logging.getLogger(__name__)
 

@@ -7,10 +7,10 @@ from collections.abc import Sequence
 import torch
 
 from fastndb._core.checks import check_int
-from fastndb._core.progress import progress_bar
 from fastndb._core.features import to_float
 from fastndb._core.inputs import as_batches, concatenate
 from fastndb._core.kmeans import kmeans
+from fastndb._core.progress import progress_bar
 from fastndb._core.results import ElbowResult
 
 KNEE_RULE = ("farthest point from the chord between the first and last (K, inertia) points, both axes scaled "

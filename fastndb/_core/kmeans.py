@@ -30,14 +30,14 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from fastndb._core.checks import check_int, check_seed, check_nonnegative
-from fastndb._core.progress import progress_bar
 from fastndb._core.backends import AssignBackend, resolve_backend
+from fastndb._core.checks import check_int, check_nonnegative, check_seed
 from fastndb._core.collectives import Collective, SingleProcess, resolve_collective
 from fastndb._core.features import rescale, to_float, unit_scale
 from fastndb._core.inputs import as_batches, concatenate
-from fastndb.kernels import lloyd_step, squared_norms
+from fastndb._core.progress import progress_bar
 from fastndb._core.sampling import SEEDING_SALT, gather_by_position, key_positions, row_keys
+from fastndb.kernels import lloyd_step, squared_norms
 
 logger = logging.getLogger(__name__)
 

@@ -25,8 +25,6 @@ still depends only on the multiset of samples, not on their order or sharding.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import torch
 from torch import Tensor
 
@@ -137,11 +135,12 @@ def content_fingerprint(x: Tensor) -> tuple:
 
     Two seeded multilinear hashes of every row's raw bytes, each mixed with the row's index and summed with
     wrapping int64 arithmetic: one pass over the data where it lives and one host read of two numbers (no host
-    copy of the samples). Used as the in-memory cache's key where a tensor's identity cannot be tracked.
+    copy of the samples). The same bytes give the same fingerprint on every device. The bin caches' content key.
 
     Example:
         >>> x = torch.randn(4, 3)
-        >>> content_fingerprint(x) == content_fingerprint(x.clone()), content_fingerprint(x) == content_fingerprint(x.flip(0))
+        >>> same, flipped = content_fingerprint(x.clone()), content_fingerprint(x.flip(0))
+        >>> content_fingerprint(x) == same, content_fingerprint(x) == flipped
         (True, False)
     """
     flat = x.reshape(x.shape[0], -1) if x.dim() > 1 else x.reshape(-1, 1)
@@ -157,7 +156,7 @@ def content_fingerprint(x: Tensor) -> tuple:
         index = torch.arange(start + 1, start + 1 + chunk.shape[0], device=x.device)
         for slot, coefficient in enumerate(coefficients):
             totals[slot] += mix64((chunk * coefficient).sum(dim=1), index).sum()
-    return (*totals.tolist(), tuple(x.shape), str(x.dtype), str(x.device))
+    return (*totals.tolist(), tuple(x.shape), str(x.dtype))
 
 
 def key_positions(keys: Tensor, comm: Collective | None = None) -> tuple[Tensor, int]:
@@ -313,15 +312,20 @@ class SmallestKeyBuffer:
         return data, keys
 
     def add(self, x: Tensor) -> None:
-        """Offer ``(b, D)`` samples (the same ``D`` as earlier ones; stored on the earlier ones' device)."""
+        """Offer ``(b, D)`` samples (the same ``D`` as earlier ones). The storage follows the device of the newest
+        batch (callers pass batches on the device they keep state on, e.g. a metric's)."""
         if self._data is not None:
             if x.shape[1] != self._data.shape[1]:
                 raise ValueError(f"expected samples with {self._data.shape[1]} features like the earlier ones, "
                                  f"got {x.shape[1]}")
+            if x.device != self._data.device:
+                self._move(x.device)
             dtype = torch.promote_types(self._data.dtype, x.dtype)
             if dtype != self._data.dtype:
                 self._data = self._data.to(dtype)
-            x = x.to(self._data.device, dtype)
+            x = x.to(dtype)
+        elif self._copies.keys is not None and self._copies.keys.device != x.device:
+            self._move(x.device)
         self.seen += x.shape[0]
         content = row_keys(x, self.seed, self.salt)
         occurrence = self._copies.occurrences(content)
@@ -352,14 +356,12 @@ class SmallestKeyBuffer:
         self._data = self._keys = None
         self._copies.clear()
 
-    def apply(self, fn: Callable[[Tensor], Tensor]) -> None:
-        """Follow a module's ``_apply`` (``.to(device)``, ``.cuda()``): move the storage to where ``fn`` sends
-        tensors. Dtypes are kept: the keys must stay int64."""
+    def _move(self, device: torch.device) -> None:
+        """Move the storage (samples, keys, copy counts) to ``device``."""
         if self._data is not None and self._keys is not None:
-            device = fn(torch.zeros(1, device=self._data.device)).device
             self._data, self._keys = self._data.to(device), self._keys.to(device)
-            if self._copies.keys is not None and self._copies.counts is not None:
-                self._copies.keys, self._copies.counts = self._copies.keys.to(device), self._copies.counts.to(device)
+        if self._copies.keys is not None and self._copies.counts is not None:
+            self._copies.keys, self._copies.counts = self._copies.keys.to(device), self._copies.counts.to(device)
 
     def state(self) -> dict:
         """A picklable snapshot (the kept samples, their keys, the copy counts and the counter)."""

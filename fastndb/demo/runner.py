@@ -19,8 +19,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from fastndb import NDB
 from fastndb._core.optional import require
-from fastndb._ndb import NDB
 from fastndb._core.results import NDBResult
 from fastndb.demo.training import CollapseMonitor, EpochRecord, GANConfig, TrainingResult, train_gan
 

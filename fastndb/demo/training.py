@@ -24,13 +24,13 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from fastndb import NDB
+from fastndb._core.birthday import birthday, duplicate_threshold
 from fastndb._core.checks import check_int, check_open_unit
 from fastndb._core.progress import progress_bar
-from fastndb._core.birthday import birthday, duplicate_threshold
-from fastndb.demo.models import Discriminator, Generator, sample
-from fastndb._ndb import NDB
 from fastndb._core.results import NDBResult
 from fastndb._core.statistics import expected_null_js
+from fastndb.demo.models import Discriminator, Generator, sample
 
 logger = logging.getLogger(__name__)
 

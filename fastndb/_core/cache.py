@@ -1,0 +1,149 @@
+"""Fitted bins cached, in memory and on disk, under one key: the real data's identity and the bin options.
+
+Key (:func:`bins_key`): :meth:`BinOptions.key <fastndb._core.options.BinOptions.key>` (every option that shapes the
+bins) and the real data's content: :func:`~fastndb._core.sampling.content_fingerprint`, a 128-bit fingerprint of the
+exact bytes computed on the data's own device, with shape and dtype. The test options (``alpha``, ``correction``,
+``z_threshold``) and ``progress`` are never part of it: they are applied at each call.
+
+* In memory (:class:`MemoryCache`, used by ``fastndb.score``): at most :data:`CACHE_SIZE` bin sets, least recently
+  used dropped; it holds :class:`~fastndb._core.bins.FittedBins` (``K x d`` numbers), never samples. A
+  ``torch.Tensor`` that keeps a version counter is recognised without reading it: the object itself (held by weak
+  reference, so a new tensor at a recycled address is not mistaken for it), its storage pointer, shape, strides,
+  dtype, device and PyTorch's version counter, which every in-place torch operation on the tensor or a view of it
+  increments. Not seen: writes that bypass autograd's counter (through ``tensor.data``, a numpy view from
+  ``tensor.numpy()``, or DLPack); call :func:`fastndb.clear_cache` after those. Inference tensors (no version
+  counter), numpy, CuPy and iterables are keyed by their content fingerprint (one pass where they live).
+* On disk (:func:`load` / :func:`save`, used by ``fastndb score --cache DIR``): ``DIR/bins-<sha256>.pt`` holding
+  the key material and the bins (plain tensors, loaded with ``weights_only=True``). The material adds the fastndb
+  version. Writes go to a temporary file and are renamed into place, so a reader never sees half a file; an entry
+  that cannot be read or whose stored key differs is ignored (refitted) with a warning.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import tempfile
+import threading
+import warnings
+import weakref
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from fastndb._core.bins import FittedBins
+from fastndb._core.options import BinOptions
+from fastndb._core.sampling import content_fingerprint
+
+logger = logging.getLogger(__name__)
+
+CACHE_SIZE = 4
+
+
+def bins_key(content: tuple, options: BinOptions) -> tuple:
+    """The one key of a bin set: the real data's content fingerprint and the bin options."""
+    return ("content", content, options.key())
+
+
+def tensor_identity(real: torch.Tensor) -> tuple:
+    """Identity of a tracked tensor's current contents without reading them (see the module docstring)."""
+    return ("tensor", id(real), real.data_ptr(), tuple(real.shape), real.stride(), str(real.dtype),
+            str(real.device), real._version)
+
+
+def trackable(real: object) -> bool:
+    """Whether ``real`` is a tensor whose changes PyTorch's version counter records (inference tensors have none)."""
+    return isinstance(real, torch.Tensor) and not real.is_inference()
+
+
+class MemoryCache:
+    """A small thread-safe LRU of fitted bins (see the module docstring)."""
+
+    def __init__(self, capacity: int = CACHE_SIZE) -> None:
+        self.capacity = capacity
+        self._entries: OrderedDict[tuple, tuple[Any, FittedBins]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: tuple, owner: object = None) -> FittedBins | None:
+        """The bins stored under ``key`` (for a tracked tensor, only if ``owner`` is the very object stored)."""
+        with self._lock:
+            hit = self._entries.get(key)
+            if hit is None or (hit[0] is not None and hit[0]() is not owner):
+                return None
+            self._entries.move_to_end(key)
+            return hit[1]
+
+    def put(self, key: tuple, bins: FittedBins, owner: object = None) -> None:
+        with self._lock:
+            self._entries[key] = (None if owner is None else weakref.ref(owner), bins)
+            self._entries.move_to_end(key)
+            while len(self._entries) > self.capacity:
+                self._entries.popitem(last=False)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+
+    def info(self) -> dict:
+        with self._lock:
+            return {"entries": len(self._entries), "capacity": self.capacity}
+
+
+# ------------------------------------------------------------------------------------------------ on disk
+def key_material(real: torch.Tensor, options: BinOptions) -> dict:
+    """What identifies a bin set on disk: :func:`bins_key`'s content and options, as JSON, and the version."""
+    from fastndb import __version__
+
+    first, second, shape, dtype = content_fingerprint(real)
+    return {
+        "content": [first, second],
+        "shape": list(shape),
+        "dtype": dtype,
+        "options": options.to_dict(),
+        "fastndb": __version__,
+    }
+
+
+def entry_path(directory: Path, material: dict) -> Path:
+    """The cache file for ``material``."""
+    digest = hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()
+    return Path(directory) / f"bins-{digest[:32]}.pt"
+
+
+def load(directory: Path, material: dict) -> FittedBins | None:
+    """Cached bins for ``material``, or ``None`` (missing, unreadable or mismatched entries)."""
+    path = entry_path(directory, material)
+    if not path.exists():
+        return None
+    try:
+        entry = torch.load(path, map_location="cpu", weights_only=True)
+        if entry.get("key") != material:
+            raise ValueError("stored key differs")
+        bins = FittedBins.from_dict(entry["bins"])
+    except Exception as err:  # noqa: BLE001  (any unreadable entry is a miss, never a crash)
+        warnings.warn(f"bin cache: ignoring {path} ({err}); refitting", RuntimeWarning, stacklevel=2)
+        return None
+    logger.info("bin cache: hit %s", path)
+    return bins
+
+
+def save(directory: Path, material: dict, bins: FittedBins) -> Path:
+    """Write ``bins`` atomically (temporary file + rename); returns the entry's path."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    path = entry_path(directory, material)
+    state = bins.to("cpu").to_dict()
+    handle, temporary = tempfile.mkstemp(prefix=".bins-", suffix=".tmp", dir=directory)
+    try:
+        with os.fdopen(handle, "wb") as f:
+            torch.save({"key": material, "bins": state}, f)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+    logger.info("bin cache: wrote %s", path)
+    return path
