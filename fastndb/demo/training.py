@@ -64,11 +64,9 @@ class CollapseMonitor:
         num_bins: NDB bins ``K``; ``None``: ``min(20, N // 40)`` (at least 2), so that the held-out half of the real
             images gives about 20 or more per bin, where the per-bin z-test is reliable.
         alpha: per-bin level; under the null NDB/K is about ``alpha``.
-        threshold: NDB/K above which an epoch counts towards collapse. The default 0.8 sits between what
-            healthy DCGAN runs on the digits reach at K = 20 (0.3 to 0.65 after 6 epochs, 0.05 to 0.35 after 20)
-            and collapsed ones (0.9 to 1.0 throughout); see ``benchmarks/results/collapse/``. A GAN that is not
-            collapsed but poor, or not trained yet, also scores high: NDB/K measures any mismatch, so read it with
-            the duplicate count and with JS against :attr:`null_js`.
+        threshold: NDB/K above which an epoch counts towards collapse: between what healthy and collapsed runs
+            reach (docs/monitor.md gives the measured levels). NDB/K measures any mismatch, so a poor or untrained
+            generator scores high too: read it with the duplicate count and with JS against :attr:`null_js`.
         patience: epochs in a row above ``threshold`` before :attr:`collapsed_at` is set.
         warmup: epochs not counted: an untrained generator differs from the data in every bin, which is not
             collapse.
