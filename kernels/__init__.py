@@ -5,6 +5,15 @@ dedicated GPU kernels are tested against. All of them work on row chunks so that
 matrix is never held whole.
 """
 
-from fastndb.kernels.assign import default_chunk_rows, lloyd_step, matmul_precision, nearest_centroid, squared_norms
+from fastndb.kernels.assign import (
+    default_chunk_rows,
+    lloyd_step,
+    matmul_eps,
+    matmul_precision,
+    nearest_centroid,
+    reduced_matmul,
+    squared_norms,
+)
 
-__all__ = ["default_chunk_rows", "lloyd_step", "matmul_precision", "nearest_centroid", "squared_norms"]
+__all__ = ["default_chunk_rows", "lloyd_step", "matmul_eps", "matmul_precision", "nearest_centroid",
+           "reduced_matmul", "squared_norms"]

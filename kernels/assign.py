@@ -8,8 +8,8 @@ computed as one ``addmm`` per row chunk (``||c||^2 - 2 x C^T``) followed by a ro
 is added only to the winning entry and the result is clamped at 0, so exact duplicates give 0, never a
 negative number. The expansion carries a rounding error of about ``eps * ||x||^2`` (float32: ~1e-7
 relative), which can flip the winner between two centroids at almost the same distance (near-ties); the
-argmin itself is the exact argmin of the computed scores. PyTorch's float32 matmul uses TF32 only if asked
-(``torch.backends.cuda.matmul.allow_tf32``), so on CUDA the default is full float32.
+argmin itself is the exact argmin of the computed scores. PyTorch's float32 matmul uses TF32 or bfloat16 only if
+asked (:func:`reduced_matmul` reads the settings), so the default is full float32.
 """
 
 from __future__ import annotations
@@ -33,6 +33,48 @@ def default_chunk_rows(num_rows: int, num_centroids: int, device: torch.device) 
     return max(1, min(num_rows, _GPU_CHUNK_BYTES // (4 * max(num_centroids, 1))))
 
 
+_REDUCED_EPS = {"tf32": 2.0**-10, "bf16": 2.0**-7}  # unit roundoff of the reduced formats' inputs
+
+
+def reduced_matmul(device: torch.device) -> str | None:
+    """The reduced precision a float32 matmul on ``device`` may use under torch's current settings: ``"tf32"``,
+    ``"bf16"``, or ``None`` for full float32.
+
+    Reads the per-backend ``fp32_precision`` settings of torch 2.9 and later first (``torch.backends.cuda.matmul``
+    on CUDA, ``torch.backends.mkldnn.matmul`` on the CPU, then ``torch.backends``), and the legacy
+    ``allow_tf32`` / ``float32_matmul_precision`` only where those say nothing: once a user sets the new API,
+    reading the legacy flags raises, so they are read last and guarded.
+
+    Example:
+        >>> reduced_matmul(torch.device("cpu")) is None  # torch's default
+        True
+    """
+    backend = torch.backends.cuda.matmul if device.type == "cuda" else getattr(
+        getattr(torch.backends, "mkldnn", None), "matmul", None
+    )
+    for holder in (backend, torch.backends):
+        value = getattr(holder, "fp32_precision", None) if holder is not None else None
+        if value in _REDUCED_EPS:
+            return value
+        if value == "ieee":
+            return None
+    try:
+        if device.type == "cuda" and torch.backends.cuda.matmul.allow_tf32:
+            return "tf32"
+        setting = torch.get_float32_matmul_precision()
+    except RuntimeError:  # legacy and new APIs mixed: the new one ("none") leaves torch's default, full float32
+        return None
+    return {"highest": None, "high": "tf32"}.get(setting, "bf16")
+
+
+def matmul_eps(dtype: torch.dtype, device: torch.device) -> float:
+    """Relative rounding of one product in a GEMM of ``dtype`` on ``device`` under the current settings."""
+    if dtype == torch.float64:
+        return float(torch.finfo(torch.float64).eps)
+    reduced = reduced_matmul(device)
+    return _REDUCED_EPS[reduced] if reduced else float(torch.finfo(torch.float32).eps)
+
+
 def matmul_precision(dtype: torch.dtype, device: torch.device) -> str:
     """How the assignment GEMM computes for ``dtype`` on ``device`` under the current torch settings.
 
@@ -42,11 +84,9 @@ def matmul_precision(dtype: torch.dtype, device: torch.device) -> str:
     """
     if dtype == torch.float64:
         return "float64"
-    if device.type == "cuda" and torch.backends.cuda.matmul.allow_tf32:
-        return "float32 inputs, TF32 matmul (torch.backends.cuda.matmul.allow_tf32=True)"
-    setting = torch.get_float32_matmul_precision()
-    if setting != "highest":
-        return f"float32 inputs, reduced-precision matmul allowed (float32_matmul_precision={setting!r})"
+    reduced = reduced_matmul(device)
+    if reduced is not None:
+        return f"float32 inputs, {reduced.upper()} matmul allowed by torch's settings (near-ties may move)"
     return "float32"
 
 

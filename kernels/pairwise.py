@@ -117,7 +117,8 @@ def smallest_pairs(
             # A value equal to the running k-th best cannot improve the top k, so once k pairs at distance 0 are
             # held (a collapsed generator) no row is searched again.
             row_min = block.amin(dim=1)
-            block_bound = torch.kthvalue(row_min, min(k, row_min.numel())).values
+            # k-th smallest row minimum (topk, not kthvalue: kthvalue refuses deterministic mode on older CUDA torch)
+            block_bound = torch.topk(row_min, min(k, row_min.numel()), largest=False).values[-1]
             candidate_rows = ((row_min <= block_bound) & (row_min < kth_best)).nonzero()[:, 0]
             if candidate_rows.numel():
                 sub = block.index_select(0, candidate_rows)

@@ -108,7 +108,7 @@ def test_precision_is_reported():
     previous = torch.get_float32_matmul_precision()
     try:
         torch.set_float32_matmul_precision("high")
-        assert "reduced-precision" in fastndb.NDB(5).fit(real).score(real[:300]).precision
+        assert "TF32 matmul allowed" in fastndb.NDB(5).fit(real).score(real[:300]).precision
     finally:
         torch.set_float32_matmul_precision(previous)
 

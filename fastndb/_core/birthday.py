@@ -27,7 +27,7 @@ from fastndb._core.progress import progress_bar
 from fastndb._core.results import BirthdayResult
 from fastndb._core.sampling import SEEDING_SALT, key_positions, row_keys
 from fastndb._core.statistics import poisson_interval
-from fastndb.kernels import matmul_precision
+from fastndb.kernels import matmul_eps, matmul_precision
 from fastndb.kernels.pairwise import exact_squared_distances, nearest_other, smallest_pairs
 
 logger = logging.getLogger(__name__)
@@ -101,8 +101,9 @@ def _from_squared(sq: Tensor, metric: str) -> Tensor:
 
 
 def _rounding_band(x: Tensor) -> float:
-    """Half-width (in squared distance) that covers the expansion's rounding for these samples."""
-    eps = torch.finfo(x.dtype).eps
+    """Half-width (in squared distance) that covers the expansion's rounding for these samples, at the GEMM
+    precision torch's settings allow on their device (TF32 or bfloat16 widen it: the count stays exact)."""
+    eps = matmul_eps(x.dtype, x.device)
     largest = float(torch.linalg.vector_norm(x, dim=1).max()) ** 2 if x.shape[0] else 0.0
     return 8.0 * math.sqrt(x.shape[1]) * eps * 2.0 * largest
 

@@ -72,22 +72,29 @@ class KMeansResult:
 def kmeans_plusplus(sample: Tensor, k: int, *, generator: torch.Generator) -> Tensor:
     """Greedy k-means++ seeds ``(k, D)`` chosen among the rows of ``sample``.
 
-    Runs without host synchronisation: candidates are drawn by inverse-CDF search on the device with
-    uniforms from the CPU ``generator``.
+    Candidates are drawn by inverse-CDF search on the device, with no host synchronisation and no operation that
+    ``torch.use_deterministic_algorithms`` refuses on CUDA: the squared distances are rounded to int64 fixed point
+    (``62 - log2(size)`` bits of the largest, a relative resolution far below anything a seed choice depends on)
+    and summed with an exact, deterministic integer ``cumsum``; all uniforms come from the CPU ``generator`` in one
+    copy.
     """
     size = sample.shape[0]
     device = sample.device
     sample_sq = squared_norms(sample)
     trials = 2 + int(math.log(k))
-
+    bits = 62 - math.ceil(math.log2(size + 1))
     first = int(torch.randint(size, (1,), generator=generator))
+    # the same stream as one draw of ``trials`` uniforms per centre, in one host-to-device copy
+    uniforms = torch.rand((max(k - 1, 1), trials), generator=generator, dtype=torch.float64).to(device)
     centers = torch.empty((k, sample.shape[1]), dtype=sample.dtype, device=device)
     centers[0] = sample[first]
     closest = (sample_sq - 2 * sample @ centers[0] + sample_sq[first]).clamp_min_(0)
     for i in range(1, k):
-        cumulative = torch.cumsum(closest, 0, dtype=torch.float64)
-        uniforms = torch.rand(trials, generator=generator, dtype=torch.float64).to(device)
-        picks = torch.searchsorted(cumulative, uniforms * cumulative[-1], right=True).clamp_max_(size - 1)
+        largest = closest.max().double().clamp_min(torch.finfo(torch.float64).tiny)
+        fixed = (closest.double() / largest * 2.0**bits).floor_().to(torch.int64)
+        cumulative = torch.cumsum(fixed, 0)
+        targets = (uniforms[i - 1] * cumulative[-1].double()).floor_().to(torch.int64)
+        picks = torch.searchsorted(cumulative, targets, right=True).clamp_max_(size - 1)
         candidates = sample.index_select(0, picks)
         cand_sq = sample_sq.index_select(0, picks)
         d2 = torch.addmm(cand_sq[None, :] + sample_sq[:, None], sample, candidates.t(), alpha=-2).clamp_min_(0)
