@@ -171,9 +171,9 @@ class NDB:
 
     def count(self, x: object) -> Tensor:
         """Bin histogram ``(K,)`` int64 of samples (one array or an iterable of batches, streamed)."""
-        batches = x if isinstance(x, Batches) else as_batches(x, "fake")
+        batches = x if isinstance(x, Batches) else as_batches(x, "fake", check_finite=False)
         return count_bins(self.bins, batches.iterator, engine=self._engine, progress=self.progress,
-                          place=self._bins_for)
+                          place=self._bins_for, numbered=batches.single is None)
 
     # ---------------------------------------------------------------- statistics
     def compare(self, fake_counts: Tensor) -> NDBResult:

@@ -6,6 +6,7 @@ matrix is never held whole.
 """
 
 from fastndb.kernels.assign import (
+    bin_counts,
     default_chunk_rows,
     lloyd_step,
     matmul_eps,
@@ -15,5 +16,5 @@ from fastndb.kernels.assign import (
     squared_norms,
 )
 
-__all__ = ["default_chunk_rows", "lloyd_step", "matmul_eps", "matmul_precision", "nearest_centroid",
+__all__ = ["bin_counts", "default_chunk_rows", "lloyd_step", "matmul_eps", "matmul_precision", "nearest_centroid",
            "reduced_matmul", "squared_norms"]

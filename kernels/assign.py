@@ -161,5 +161,15 @@ def lloyd_step(
     """
     k = centroids.shape[0]
     sums = torch.zeros_like(centroids, dtype=x.dtype).index_add_(0, labels, x)
-    counts = torch.bincount(labels, minlength=k)
-    return sums, counts
+    return sums, bin_counts(labels, k)
+
+
+def bin_counts(labels: Tensor, k: int) -> Tensor:
+    """``(k,)`` int64 number of each label in ``0..k-1``: a scatter of ones, which needs no host read (``bincount``
+    reads the labels' min and max back to the host on CUDA).
+
+    Example:
+        >>> bin_counts(torch.tensor([0, 2, 2]), 4).tolist()
+        [1, 0, 2, 0]
+    """
+    return torch.zeros(k, dtype=torch.int64, device=labels.device).scatter_add_(0, labels, torch.ones_like(labels))

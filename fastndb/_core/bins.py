@@ -31,7 +31,7 @@ from fastndb._core.progress import progress_bar
 from fastndb._core.results import NDBResult
 from fastndb._core.sampling import SPLIT_SALT, key_positions, row_keys
 from fastndb._core.statistics import compare_histograms
-from fastndb.kernels import matmul_precision
+from fastndb.kernels import bin_counts, matmul_precision
 
 logger = logging.getLogger(__name__)
 
@@ -193,7 +193,7 @@ def fit_bins(
                       clusters.inertia, options.mode)
     if reference_rows is not None:
         labels = assign_samples(x.index_select(0, reference_rows), bins, engine)
-        bins = FittedBins(feature_map, centroids, comm.all_reduce_sum(torch.bincount(labels, minlength=k)), num_fit,
+        bins = FittedBins(feature_map, centroids, comm.all_reduce_sum(bin_counts(labels, k)), num_fit,
                           num_reference, clusters.inertia, options.mode)
     logger.info("NDB bins: K=%d fitted on %d real samples (%d features -> %d), reference counts from %d "
                 "(%s mode, %d rank(s))", k, num_fit, num_features, feature_map.output_features, num_reference,
@@ -213,7 +213,7 @@ def assign_checked(bins: FittedBins, x: Tensor, engine: AssignBackend, name: str
     """:func:`assign_samples` after checking ``x``'s features and value range against the bins (which are moved to
     ``x``'s device if they are not there)."""
     check_features(bins, x, name)
-    bins.feature_map.check(summarize(x, bins.feature_map.value_range), name)  # refuse what cannot be compared
+    bins.feature_map.check(summarize(x, bins.feature_map.value_range, name), name)  # refuse what cannot be compared
     return assign_samples(x, bins.to(x.device), engine)
 
 
@@ -225,10 +225,12 @@ def count_bins(
     name: str = "fake",
     progress: bool | None = None,
     place: Callable[[torch.device], FittedBins] | None = None,
+    numbered: bool = False,
 ) -> Tensor:
     """Bin histogram ``(K,)`` int64 of validated ``(n_b, D)`` batches, streamed: only ``K`` counts are kept.
 
     ``place`` gives the bins on a batch's device (a caller's memo of per-device copies); default ``bins.to``.
+    ``numbered``: name batches in messages as ``"fake (batch i)"`` (the input was an iterable of batches).
 
     Raises:
         ValueError: a batch with another number of features than the bins, or on a value range that cannot be
@@ -236,9 +238,10 @@ def count_bins(
     """
     total: Tensor | None = None
     with progress_bar(progress, total=None, desc="assigning", unit="sample") as bar:
-        for matrix in batches:
+        for index, matrix in enumerate(batches):
             here = bins.to(matrix.device) if place is None else place(matrix.device)
-            counts = torch.bincount(assign_checked(here, matrix, engine, name), minlength=bins.num_bins)
+            label = f"{name} (batch {index})" if numbered else name
+            counts = bin_counts(assign_checked(here, matrix, engine, label), bins.num_bins)
             total = counts if total is None else total + counts.to(total.device)
             bar.update(matrix.shape[0])
     if total is None:

@@ -132,9 +132,12 @@ class ValueSummary:
                                               bool(state["stated"]))
 
 
-def summarize(x: torch.Tensor, value_range: tuple[float, float] | None) -> ValueSummary:
-    """:class:`ValueSummary` of ``(N, D)`` samples from one ``aminmax`` pass (one host read)."""
-    low, high = (float(v) for v in torch.stack(torch.aminmax(x)).double().tolist())
+def summarize(x: torch.Tensor, value_range: tuple[float, float] | None, name: str = "samples") -> ValueSummary:
+    """:class:`ValueSummary` of ``(N, D)`` samples from one ``aminmax`` pass (one host read), refusing NaN/Inf
+    values (naming ``name``): the same read serves both."""
+    from fastndb._core.inputs import value_range_of
+
+    low, high = value_range_of(x, name)
     images = x.dtype in IMAGE_DTYPES
     if images:
         full = IMAGE_DTYPES[x.dtype]

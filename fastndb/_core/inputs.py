@@ -23,6 +23,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from fastndb._core.sync import host_values
+
 _SUPPORTED = "a torch.Tensor, a numpy array, a CuPy/DLPack array, or an iterable of such batches"
 
 
@@ -89,13 +91,24 @@ def _check_dtype(t: torch.Tensor, name: str) -> None:
         raise TypeError(f"{name}: expected real floating-point or integer samples, got dtype {t.dtype}")
 
 
-def _all_finite(x: torch.Tensor) -> bool:
-    """Whether every value is finite, from one NaN-propagating ``aminmax`` pass (no boolean copy of ``x``)."""
-    low, high = torch.aminmax(x)
-    return bool(torch.isfinite(torch.stack([low, high])).all())
+def value_range_of(x: torch.Tensor, name: str) -> tuple[float, float]:
+    """``(min, max)`` of ``x`` from one NaN-propagating ``aminmax`` pass and one host read, refusing NaN/Inf.
+
+    The one host read a validated batch costs: the finiteness check and the value-range summary share it.
+
+    Raises:
+        ValueError: NaN or infinite values (naming ``name``, the count and the first sample holding one).
+    """
+    low, high = host_values(torch.stack(torch.aminmax(x)).double())
+    if not (math.isfinite(low) and math.isfinite(high)):
+        finite = torch.isfinite(x)
+        bad = int((~finite).sum())
+        row = int((~finite).any(dim=1).nonzero()[0, 0])
+        raise ValueError(f"{name}: expected finite values, got {bad} NaN/Inf value(s) (first in sample {row})")
+    return low, high
 
 
-def as_sample_matrix(t: torch.Tensor, name: str) -> torch.Tensor:
+def as_sample_matrix(t: torch.Tensor, name: str, *, check_finite: bool = True) -> torch.Tensor:
     """Flatten ``(N, *dims)`` to ``(N, D)`` and validate shape, dtype and finiteness.
 
     Args:
@@ -108,6 +121,9 @@ def as_sample_matrix(t: torch.Tensor, name: str) -> torch.Tensor:
     Raises:
         ValueError: fewer than 2 dimensions, no samples, no features, or NaN/Inf values.
         TypeError: boolean or complex dtype.
+
+    ``check_finite=False`` leaves the finiteness check to the caller, which then reads the values' range once
+    anyway (:func:`value_range_of`, as the counting path does).
     """
     _check_dtype(t, name)
     if t.dim() < 2:
@@ -121,12 +137,8 @@ def as_sample_matrix(t: torch.Tensor, name: str) -> torch.Tensor:
     if dim == 0:
         raise ValueError(f"{name}: expected at least one feature per sample, got shape {tuple(t.shape)}")
     matrix = t.reshape(t.shape[0], dim)
-    if matrix.is_floating_point() and not _all_finite(matrix):
-        finite = torch.isfinite(matrix)
-        if not bool(finite.all()):
-            bad = int((~finite).sum())
-            row = int((~finite).any(dim=1).nonzero()[0, 0])
-            raise ValueError(f"{name}: expected finite values, got {bad} NaN/Inf value(s) (first in sample {row})")
+    if check_finite and matrix.is_floating_point():
+        value_range_of(matrix, name)
     return matrix
 
 
@@ -151,7 +163,7 @@ def _first_item(batch: object) -> object:
     return batch
 
 
-def as_batches(data: object, name: str) -> Batches:
+def as_batches(data: object, name: str, *, check_finite: bool = True) -> Batches:
     """Resolve ``data`` (one array or an iterable of batches) to validated ``(N_b, D)`` batches.
 
     The library of the input is found from the first batch, so an iterable is consumed lazily: a
@@ -165,7 +177,7 @@ def as_batches(data: object, name: str) -> Batches:
         raise TypeError(f"{name}: expected {_SUPPORTED}; got {type(data).__name__} {data!r:.60}")
     library = array_library(data)
     if library is not None:
-        matrix = as_sample_matrix(to_tensor(data, name), name)
+        matrix = as_sample_matrix(to_tensor(data, name), name, check_finite=check_finite)
         return Batches(library, matrix, iter((matrix,)))
     if not isinstance(data, Iterable) or isinstance(data, dict):
         raise TypeError(f"{name}: expected {_SUPPORTED}; got {_describe(data)}")
@@ -194,7 +206,7 @@ def as_batches(data: object, name: str) -> Batches:
                     f"mixed array libraries in one input are not supported"
                 )
             label = f"{name} (batch {index})"
-            matrix = as_sample_matrix(to_tensor(item, label), label)
+            matrix = as_sample_matrix(to_tensor(item, label), label, check_finite=check_finite)
             if dim is not None and matrix.shape[1] != dim:
                 raise ValueError(f"{label}: expected {dim} features per sample like batch 0, got {matrix.shape[1]}")
             dim = matrix.shape[1]

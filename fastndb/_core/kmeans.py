@@ -36,8 +36,9 @@ from fastndb._core.collectives import Collective, SingleProcess, resolve_collect
 from fastndb._core.features import rescale, to_float, unit_scale
 from fastndb._core.inputs import as_batches, concatenate
 from fastndb._core.progress import progress_bar
+from fastndb._core.sync import host_values
 from fastndb._core.sampling import SEEDING_SALT, gather_by_position, key_positions, row_keys
-from fastndb.kernels import lloyd_step, squared_norms
+from fastndb.kernels import bin_counts, lloyd_step, squared_norms
 
 logger = logging.getLogger(__name__)
 
@@ -155,12 +156,11 @@ def lloyd(
     comm = comm or SingleProcess()
     k = centroids.shape[0]
 
-    def global_inertia_and_changes(sq: Tensor, changed: Tensor) -> tuple[float, int]:
-        totals = comm.all_reduce_sum(torch.stack([sq.sum(dtype=torch.float64), changed.to(torch.float64)]))
-        return float(totals[0]), int(totals[1])
-
     labels, sq_dist = engine.nearest(x, centroids)
-    inertia, _ = global_inertia_and_changes(sq_dist, torch.zeros((), device=x.device))
+    first_counts = comm.all_reduce_sum(bin_counts(labels, k))
+    first = host_values(torch.cat([comm.all_reduce_sum(sq_dist.sum(dtype=torch.float64).view(1)),
+                                   (first_counts == 0).sum().to(torch.float64).view(1)]))
+    inertia, empty_clusters = first[0], int(first[1])
     converged = False
     n_iter = 0
     bar = progress_bar(progress if comm.rank == 0 else False, total=max_iter, desc="k-means", unit="iter")
@@ -171,9 +171,14 @@ def lloyd(
             sums, counts = comm.all_reduce_sum(sums), comm.all_reduce_sum(counts)
             updated = sums / counts.clamp_min(1).to(sums.dtype)[:, None]
             updated = torch.where((counts > 0)[:, None], updated, centroids)
-            updated = _reseed_empty(updated, counts, x, sq_dist, comm)
+            if empty_clusters:  # known from the previous iteration's read: no extra host wait when there are none
+                updated = _reseed_empty(updated, counts, x, sq_dist, comm)
             new_labels, sq_dist = engine.nearest(x, updated)
-            new_inertia, changed = global_inertia_and_changes(sq_dist, (new_labels != labels).sum())
+            new_counts = bin_counts(new_labels, k)
+            local = torch.stack([sq_dist.sum(dtype=torch.float64), (new_labels != labels).sum().to(torch.float64)])
+            totals = comm.all_reduce_sum(torch.cat([local, new_counts.to(torch.float64)]))
+            read = host_values(torch.cat([totals[:2], (totals[2:] == 0).sum().to(torch.float64).view(1)]))
+            new_inertia, changed, empty_clusters = read[0], int(read[1]), int(read[2])  # the iteration's one read
             centroids, labels = updated, new_labels
             decrease = inertia - new_inertia
             inertia = new_inertia
@@ -182,7 +187,7 @@ def lloyd(
             if changed == 0 or decrease <= tol * abs(new_inertia):
                 converged = True
                 break
-    counts = comm.all_reduce_sum(torch.bincount(labels, minlength=k))
+    counts = comm.all_reduce_sum(bin_counts(labels, k))  # the last iteration's counts: no host read
     centroids = comm.broadcast(centroids)  # identical already (same reduced sums); made bit-identical regardless
     return KMeansResult(centroids, labels, counts, inertia, n_iter, converged, engine.name)
 

@@ -22,6 +22,7 @@ import torch
 from torch import Tensor
 
 from fastndb._core.results import NDBResult
+from fastndb._core.sync import host_values
 
 CORRECTIONS = (None, "holm", "bh")
 
@@ -103,22 +104,29 @@ def chi2_homogeneity(real_counts: Tensor, fake_counts: Tensor) -> tuple[float, i
         >>> round(stat, 4), dof, round(p, 5)
         (8.3333, 1, 0.00389)
     """
+    statistic, dof, p_value = _chi2(real_counts, fake_counts)
+    values = host_values(torch.stack([statistic, dof.to(torch.float64), p_value]))
+    return float(values[0]), int(values[1]), float(values[2])
+
+
+def _chi2(real_counts: Tensor, fake_counts: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """:func:`chi2_homogeneity` as 0-d tensors on the counts' device, without host reads (empty bins are masked
+    arithmetically, not by boolean indexing)."""
     r = real_counts.to(torch.float64)
     f = fake_counts.to(torch.float64)
     total = r + f
     keep = total > 0
-    dof = int(keep.sum()) - 1
-    if dof < 1:
-        return 0.0, 0, 1.0
-    r, f, total = r[keep], f[keep], total[keep]
+    dof = keep.sum() - 1
     n_r, n_f = r.sum(), f.sum()
-    grand = n_r + n_f
-    expected_r = n_r * total / grand
-    expected_f = n_f * total / grand
-    statistic = ((r - expected_r) ** 2 / expected_r + (f - expected_f) ** 2 / expected_f).sum()
-    p_value = torch.special.gammaincc(torch.tensor(dof / 2.0, dtype=torch.float64, device=statistic.device),
-                                      statistic / 2)
-    return float(statistic), dof, float(p_value)
+    grand = (n_r + n_f).clamp_min(1)
+    expected_r = torch.where(keep, n_r * total / grand, 1.0)
+    expected_f = torch.where(keep, n_f * total / grand, 1.0)
+    terms = (r - expected_r) ** 2 / expected_r.clamp_min(1e-300) + (f - expected_f) ** 2 / expected_f.clamp_min(1e-300)
+    statistic = torch.where(keep, terms, 0.0).sum()
+    valid = (dof >= 1) & (n_r > 0) & (n_f > 0)
+    p_value = torch.special.gammaincc(dof.clamp_min(1).to(torch.float64) / 2, statistic / 2)
+    return (torch.where(valid, statistic, 0.0), torch.where(valid, dof, 0),
+            torch.where(valid, p_value, 1.0))
 
 
 def js_divergence(p: Tensor, q: Tensor) -> Tensor:
@@ -191,22 +199,26 @@ def compare_histograms(
         (2, [True, True])
     """
     num_bins = real_counts.numel()
-    num_real = int(real_counts.sum())
-    num_fake = int(fake_counts.sum())
+    n_r, n_f = real_counts.sum(), fake_counts.sum()
+    n_r64, n_f64 = n_r.clamp_min(1).to(torch.float64), n_f.clamp_min(1).to(torch.float64)
+    z, p_values = two_proportion_z_test(real_counts, n_r64, fake_counts, n_f64)  # type: ignore[arg-type]
+    adjusted = adjust_p_values(p_values, correction)
+    different = z.abs() > z_threshold if z_threshold is not None else adjusted < alpha
+    real_proportions = real_counts.to(torch.float64) / n_r64
+    fake_proportions = fake_counts.to(torch.float64) / n_f64
+    chi2_t, dof_t, p_value_t = _chi2(real_counts, fake_counts)
+    scalars = torch.stack([n_r.to(torch.float64), n_f.to(torch.float64), different.sum().to(torch.float64),
+                           js_divergence(real_proportions, fake_proportions), chi2_t, dof_t.to(torch.float64),
+                           p_value_t])
+    num_real_f, num_fake_f, ndb_f, js, chi2, dof_f, p_value = host_values(scalars)  # the one host read
+    num_real, num_fake, ndb, chi2_dof = int(num_real_f), int(num_fake_f), int(ndb_f), int(dof_f)
     for name, total in (("real_counts", num_real), ("fake_counts", num_fake)):
         if total <= 0:
             raise ValueError(f"{name}: expected counts with a positive total, got a total of {total}")
-    z, p_values = two_proportion_z_test(real_counts, num_real, fake_counts, num_fake)
-    adjusted = adjust_p_values(p_values, correction)
-    different = z.abs() > z_threshold if z_threshold is not None else adjusted < alpha
-    ndb = int(different.sum())
-    real_proportions = real_counts.to(torch.float64) / num_real
-    fake_proportions = fake_counts.to(torch.float64) / num_fake
-    chi2, chi2_dof, p_value = chi2_homogeneity(real_counts, fake_counts)
     return NDBResult(
         ndb=ndb,
         ndb_ratio=ndb / num_bins,
-        js=float(js_divergence(real_proportions, fake_proportions)),
+        js=js,
         num_bins=num_bins,
         alpha=alpha,
         num_real=num_real,
