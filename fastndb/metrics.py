@@ -239,21 +239,21 @@ class NDBMetric(_torchmetrics.Metric):
             self.fake_counts += self._pending_counts.to(self.fake_counts.device)
             self._pending_counts = None
         name = "imgs (real)" if real else "imgs (fake)"
-        x = concatenate(as_batches(imgs, name))
+        x = concatenate(as_batches(imgs, name, check_finite=False))  # finiteness: with the one range read below
         self._check_features(x, name)
         if real:
             if self.is_fitted:
                 logger.debug("NDBMetric: bins already fitted; %d real samples ignored", x.shape[0])
                 return
-            summary = summarize(x, self._convert)
+            summary = summarize(x, self._convert, name)
             self._real_values = summary if self._real_values is None else self._real_values.merge(summary)
             self._real.add(to_float(x, self._convert).to(self.device))
         elif self.is_fitted:
             self.fake_counts += self._count(x, name).to(self.fake_counts.device)
         else:
+            summary = summarize(x, self._convert, name)
             if self._real_values is not None:
-                check_value_ranges(self._real_values, summarize(x, self._convert), reference_name="imgs (real)",
-                                   name=name)
+                check_value_ranges(self._real_values, summary, reference_name="imgs (real)", name=name)
             self._pending_fake.add(to_float(x, self._convert).to(self.device))
 
     def _check_features(self, x: Tensor, name: str) -> None:
@@ -310,9 +310,12 @@ class NDBMetric(_torchmetrics.Metric):
             local_pending = (self._pending_counts if self._pending_counts is not None
                              else torch.zeros_like(self.fake_counts)).to(self.fake_counts.device)
             total = total + comm.all_reduce_sum(local_pending)
-        if int(total.sum()) == 0:
-            raise ValueError("compute: no fake samples yet; call update(imgs, real=False) first")
-        result = compare_counts(self.bins, total, self.test)
+        try:
+            result = compare_counts(self.bins, total, self.test)  # its one host read also sees an empty total
+        except ValueError as err:
+            if "fake_counts" in str(err):
+                raise ValueError("compute: no fake samples yet; call update(imgs, real=False) first") from None
+            raise
         self._result = result
         device = self.fake_counts.device
         return {
@@ -352,7 +355,12 @@ class NDBMetric(_torchmetrics.Metric):
         }
 
     def set_extra_state(self, state: dict) -> None:
-        """Restore what :meth:`get_extra_state` saved (tensors go to the metric's device)."""
+        """Restore what :meth:`get_extra_state` saved (tensors go to the metric's device).
+
+        torchmetrics restores ``fake_counts`` as the checkpoint holds it (on the CPU after ``map_location="cpu"``);
+        it is moved to the metric's device here too, so counts, bins and held samples never sit on two devices.
+        """
+        self.fake_counts = self.fake_counts.to(self.device)
         bins = state["bins"]
         self._bins = None if bins is None else FittedBins.from_dict(bins).to(self.device)
         self._real.load_state(state["real"])

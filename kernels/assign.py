@@ -141,8 +141,11 @@ def nearest_centroid(
     return labels, sq_dist
 
 
+_UPDATE_CHUNK_ELEMENTS = 2**24  # one-hot rows x K per GEMM chunk of the CUDA update (64 MiB in float32)
+
+
 def lloyd_step(
-    x: Tensor, centroids: Tensor, labels: Tensor
+    x: Tensor, centroids: Tensor, labels: Tensor, *, method: str | None = None
 ) -> tuple[Tensor, Tensor]:
     """Per-centroid sums and counts of an assignment: the update half of a Lloyd iteration.
 
@@ -150,6 +153,9 @@ def lloyd_step(
         x: ``(N, D)`` samples.
         centroids: ``(K, D)`` current centroids (only their shape, dtype and device are used).
         labels: ``(N,)`` int64 assignment.
+        method: ``"index_add"`` (sequential, deterministic on the CPU), ``"gemm"`` (one-hot ``(N, K)^T (N, D)``
+            GEMMs over row chunks: deterministic on CUDA too, where ``index_add_`` sums floats with atomics in a
+            varying order), or ``None``: ``"gemm"`` on CUDA, ``"index_add"`` elsewhere.
 
     Returns:
         ``sums (K, D)`` in ``x``'s dtype and ``counts (K,)`` int64.
@@ -160,7 +166,18 @@ def lloyd_step(
         ([[4.0], [5.0]], [2, 1])
     """
     k = centroids.shape[0]
-    sums = torch.zeros_like(centroids, dtype=x.dtype).index_add_(0, labels, x)
+    method = method or ("gemm" if x.is_cuda else "index_add")
+    if method == "index_add":
+        sums = torch.zeros_like(centroids, dtype=x.dtype).index_add_(0, labels, x)
+    elif method == "gemm":
+        sums = torch.zeros_like(centroids, dtype=x.dtype)
+        rows = max(1, _UPDATE_CHUNK_ELEMENTS // max(k, 1))
+        classes = torch.arange(k, device=x.device)
+        for start in range(0, x.shape[0], rows):
+            one_hot = (labels[start : start + rows, None] == classes).to(x.dtype)
+            sums.addmm_(one_hot.t(), x[start : start + rows])
+    else:
+        raise ValueError(f"method: expected 'index_add', 'gemm' or None, got {method!r}")
     return sums, bin_counts(labels, k)
 
 

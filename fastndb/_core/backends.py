@@ -79,7 +79,9 @@ class FaissBackend(_RebuiltWhenUnpickled):
 
             if self._gpu_resources is None:
                 self._gpu_resources = faiss.StandardGpuResources()
-            distances, labels = faiss.knn_gpu(self._gpu_resources, x32, c32, 1, device=x.device.index or 0)
+            device = x.device.index if x.device.index is not None else torch.cuda.current_device()
+            with torch.cuda.device(device):  # FAISS binds the current device's stream: make it the data's device
+                distances, labels = faiss.knn_gpu(self._gpu_resources, x32, c32, 1, device=device)
         else:
             index = faiss.IndexFlatL2(c32.shape[1])
             index.add(c32.numpy())
@@ -95,6 +97,7 @@ class CumlBackend(_RebuiltWhenUnpickled):
 
     def __init__(self) -> None:
         self._neighbors = require("cuml", "backend='cuml'").neighbors
+        self._search = None
 
     def nearest(self, x: Tensor, centroids: Tensor) -> tuple[Tensor, Tensor]:
         if not x.is_cuda:
@@ -102,8 +105,10 @@ class CumlBackend(_RebuiltWhenUnpickled):
                 f"backend='cuml' runs on CUDA tensors, got samples on {x.device}; move them with .cuda() "
                 f"or use backend='torch'"
             )
-        search = self._neighbors.NearestNeighbors(n_neighbors=1, algorithm="brute", metric="sqeuclidean",
-                                                  output_type="cupy")
+        if self._search is None:  # one estimator, refitted on each iteration's centroids (a brute index is a copy)
+            self._search = self._neighbors.NearestNeighbors(n_neighbors=1, algorithm="brute", metric="sqeuclidean",
+                                                            output_type="cupy")
+        search = self._search
         search.fit(centroids.to(torch.float32).contiguous())
         distances, labels = search.kneighbors(x.to(torch.float32).contiguous())
         labels_t = torch.from_dlpack(labels)[:, 0].to(torch.int64)

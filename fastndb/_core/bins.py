@@ -250,19 +250,19 @@ def count_bins(
 
 
 def compare_counts(bins: FittedBins, fake_counts: Tensor, test: TestOptions) -> NDBResult:
-    """The NDB statistics of a fake histogram against the bins' reference counts, on the fake counts' device,
-    warning when the samples are too few for the per-bin z-test."""
+    """The NDB statistics of a fake histogram against the bins' reference counts, on the fake counts' device (one
+    host read), warning when the samples are too few for the per-bin z-test."""
     real_counts = bins.real_counts.to(fake_counts.device)
-    num_bins = real_counts.numel()
-    smallest = min(int(real_counts.sum()), int(fake_counts.sum()))
-    if smallest < _MIN_MEAN_COUNT * num_bins:
-        warnings.warn(
-            f"NDB: {smallest} samples over {num_bins} bins is fewer than {_MIN_MEAN_COUNT} per bin on average; "
-            f"the per-bin z-test's normal approximation is unreliable there: use more samples or fewer bins",
-            RuntimeWarning,
-            stacklevel=3,
-        )
-    return compare_histograms(
+    result = compare_histograms(
         real_counts, fake_counts, alpha=test.alpha, correction=test.correction, z_threshold=test.z_threshold,
         mode=bins.mode, precision=matmul_precision(bins.centroids.dtype, fake_counts.device),
     )
+    smallest = min(result.num_real, result.num_fake)
+    if smallest < _MIN_MEAN_COUNT * result.num_bins:
+        warnings.warn(
+            f"NDB: {smallest} samples over {result.num_bins} bins is fewer than {_MIN_MEAN_COUNT} per bin on "
+            f"average; the per-bin z-test's normal approximation is unreliable there: use more samples or fewer bins",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+    return result

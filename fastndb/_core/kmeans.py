@@ -36,8 +36,8 @@ from fastndb._core.collectives import Collective, SingleProcess, resolve_collect
 from fastndb._core.features import rescale, to_float, unit_scale
 from fastndb._core.inputs import as_batches, concatenate
 from fastndb._core.progress import progress_bar
-from fastndb._core.sync import host_values
 from fastndb._core.sampling import SEEDING_SALT, gather_by_position, key_positions, row_keys
+from fastndb._core.sync import host_values
 from fastndb.kernels import bin_counts, lloyd_step, squared_norms
 
 logger = logging.getLogger(__name__)

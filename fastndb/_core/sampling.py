@@ -30,9 +30,16 @@ from torch import Tensor
 
 from fastndb._core.collectives import Collective, SingleProcess
 from fastndb._core.features import to_float
+from fastndb._core.sync import host_values
 
-# int64 temporaries per chunk: 2 MiB stays in cache (measured 0.04 s for 50k x 784, 0.10 s at 32 MiB)
+# int64 temporaries per chunk: on the CPU 2 MiB stays in cache (measured 0.04 s for 50k x 784, 0.10 s at 32 MiB);
+# on a GPU a chunk that small would launch hundreds of tiny kernels per pass: 256 MiB chunks there
 _KEY_CHUNK_ELEMENTS = 2**18
+_KEY_CHUNK_ELEMENTS_GPU = 2**25
+
+
+def _chunk_elements(device: torch.device) -> int:
+    return _KEY_CHUNK_ELEMENTS if device.type == "cpu" else _KEY_CHUNK_ELEMENTS_GPU
 
 # salts keep the streams of one seed independent
 SPLIT_SALT = 0x5B11
@@ -77,7 +84,7 @@ def row_keys(x: Tensor, seed: int, salt: int = 0) -> Tensor:
     n, d = x.shape
     coefficients = hash_coefficients(d, seed, salt, x.device)
     keys = torch.empty(n, dtype=torch.int64, device=x.device)
-    rows = max(1, _KEY_CHUNK_ELEMENTS // max(d, 1))
+    rows = max(1, _chunk_elements(x.device) // max(d, 1))
     for start in range(0, n, rows):
         keys[start : start + rows] = (_bits(x[start : start + rows]) * coefficients).sum(dim=1)
     return keys
@@ -146,7 +153,7 @@ def content_fingerprint(x: Tensor) -> tuple:
     flat = x.reshape(x.shape[0], -1) if x.dim() > 1 else x.reshape(-1, 1)
     n = flat.shape[0]
     words = max(1, flat[:1].contiguous().view(torch.uint8).numel() // 4 or 1)
-    rows = max(1, _KEY_CHUNK_ELEMENTS // words)
+    rows = max(1, _chunk_elements(x.device) // words)
     totals = torch.zeros(2, dtype=torch.int64, device=x.device)
     coefficients: list[Tensor] = []
     for start in range(0, n, rows):
@@ -218,28 +225,45 @@ class _CopyCounter:
         return 0 if self.keys is None or self.counts is None else 16 * self.keys.numel()
 
     def occurrences(self, keys: Tensor) -> Tensor:
-        """Occurrence index of each of ``keys`` (copies before it in this batch and in earlier ones); records them."""
+        """Occurrence index of each of ``keys`` (copies before it in this batch and in earlier ones); records them.
+
+        One host read (how many keys are new to the table, which sizes the table's growth); everything else is
+        fixed-size index arithmetic.
+        """
         order = torch.sort(keys, stable=True).indices
         ordered = keys[order]
-        within = torch.arange(keys.numel(), device=keys.device) - torch.searchsorted(ordered, ordered)
-        distinct, per_key = torch.unique_consecutive(ordered, return_counts=True)
-        before = torch.zeros_like(distinct)
-        if self.keys is not None and self.counts is not None:
-            table_keys, table_counts = self.keys.to(keys.device), self.counts.to(keys.device)
-            slot = torch.searchsorted(table_keys, distinct).clamp_max_(max(table_keys.numel() - 1, 0))
-            known = table_keys[slot] == distinct
+        first_of_run = torch.searchsorted(ordered, ordered)
+        within = torch.arange(keys.numel(), device=keys.device) - first_of_run
+        run_length = torch.searchsorted(ordered, ordered, right=True) - first_of_run
+        if self.keys is None or self.counts is None:
+            self.keys = ordered[:0]
+            self.counts = torch.zeros(0, dtype=torch.int64, device=keys.device)
+        table_keys, table_counts = self.keys.to(keys.device), self.counts.to(keys.device)
+        if table_keys.numel():
+            slot = torch.searchsorted(table_keys, ordered).clamp_max_(table_keys.numel() - 1)
+            known = table_keys[slot] == ordered
             before = torch.where(known, table_counts[slot], 0)
-            merged_keys = torch.cat([table_keys, distinct[~known]])
-            merged_counts = torch.cat([table_counts, per_key[~known]])
-            merged_counts[slot[known]] += per_key[known]
-            resort = torch.sort(merged_keys).indices
-            self.keys, self.counts = merged_keys[resort], merged_counts[resort]
+            table_counts = table_counts.index_add(0, slot, known.to(torch.int64))  # known keys: one more each copy
         else:
-            self.keys, self.counts = distinct, per_key
-        first_of_run = torch.searchsorted(distinct, ordered)
+            known = torch.zeros_like(ordered, dtype=torch.bool)
+            before = torch.zeros_like(ordered)
+        is_new = (within == 0) & ~known
+        (num_new,) = host_values(is_new.sum().view(1))  # the one host read: how far the table grows
+        pick = torch.argsort((~is_new).to(torch.int8), stable=True)[:num_new]
+        merged_keys = torch.cat([table_keys, ordered[pick]])
+        merged_counts = torch.cat([table_counts, run_length[pick]])
+        resort = torch.sort(merged_keys).indices
+        self.keys, self.counts = merged_keys[resort], merged_counts[resort]
         out = torch.empty_like(keys)
-        out[order] = within + before[first_of_run]
+        out[order] = within + before
         return out
+
+    def forget(self, keys: Tensor) -> None:
+        """Undo :meth:`occurrences` of ``keys`` (the last call's), so that they can be recorded again in pieces."""
+        if self.keys is None or self.counts is None:
+            return
+        slot = torch.searchsorted(self.keys, keys)
+        self.counts = self.counts.index_add(0, slot, -torch.ones_like(keys))
 
     def clear(self) -> None:
         self.keys = self.counts = None
@@ -337,17 +361,32 @@ class SmallestKeyBuffer:
             old_keys[self._size : self._size + fits] = keys
             self._size += fits
             return
+        if self._size < self.capacity:  # fill the free rows first: bottom-k does not depend on the order of arrival
+            free = self.capacity - self._size
+            self.seen -= x.shape[0]
+            self._copies.forget(content)
+            self.add(x[:free])
+            self.add(x[free:])
+            return
+        # Full: keep the ``capacity`` smallest keys of old and new. Written with fixed-size index arithmetic only
+        # (no nonzero, no boolean-mask indexing), so it makes no host wait on a GPU: the incoming rows that win
+        # are ranked first, the slots of the old rows that lose are ranked first, and the first ``m`` of each are
+        # paired, ``m = min(capacity, b)``; pairs beyond the number of winners leave their slot as it was.
         data, old_keys = self._grow(self.capacity, x)
-        candidates = torch.cat([old_keys[: self._size], keys])
-        keep = torch.topk(candidates, self.capacity, largest=False).indices
-        from_new = keep >= self._size
-        kept_old = torch.zeros(self.capacity, dtype=torch.bool, device=x.device)
-        kept_old[keep[~from_new]] = True
-        free_slots = (~kept_old).nonzero()[:, 0]
-        incoming = keep[from_new] - self._size
-        data[free_slots] = x[incoming]
-        old_keys[free_slots] = keys[incoming]
-        self._size = self.capacity
+        size = self.capacity
+        candidates = torch.cat([old_keys, keys])
+        keep = torch.topk(candidates, size, largest=False).indices
+        from_new = keep >= size
+        kept_old = torch.zeros(size, dtype=torch.int64, device=x.device).scatter_add_(
+            0, torch.where(from_new, 0, keep), (~from_new).to(torch.int64)
+        )
+        m = min(size, x.shape[0])
+        winners = keep[torch.argsort((~from_new).to(torch.int8), stable=True)[:m]] - size  # incoming rows first
+        slots = torch.argsort(kept_old, stable=True)[:m]  # the slots of old rows that lost come first
+        valid = torch.arange(m, device=x.device) < from_new.sum()
+        source = winners.clamp(0, x.shape[0] - 1)
+        data[slots] = torch.where(valid[:, None], x[source].to(data.dtype), data[slots])
+        old_keys[slots] = torch.where(valid, keys[source], old_keys[slots])
 
     def clear(self) -> None:
         """Drop every sample and free the storage."""

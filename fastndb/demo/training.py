@@ -188,8 +188,8 @@ class TrainingResult:
 
 def _seeded_models(config: GANConfig, channels: int, image_size: int, device: torch.device) -> tuple:
     """Models initialised from ``config.seed`` without touching the caller's global RNG state."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(config.seed)
+    with torch.random.fork_rng(devices=[]):  # restores the CPU generator afterwards
+        torch.default_generator.manual_seed(config.seed)  # the CPU generator only: no CUDA generator is reseeded
         generator = Generator(config.latent_size, channels, image_size, config.width)
         discriminator = Discriminator(channels, image_size, config.width)
     return generator.to(device), discriminator.to(device)
