@@ -346,3 +346,12 @@ def test_metrics_accept_mixed_float_dtypes():
     birthday.update(torch.randn(30, 4, generator=g))
     birthday.update(torch.randn(30, 4, generator=g).double())
     assert float(birthday.compute()["closest_distance"]) > 0
+
+
+def test_unsigned_integer_arrays_of_every_width_are_scored():
+    x = np.random.default_rng(0).integers(0, 65535, (2000, 8)).astype(np.uint16)
+    assert fastndb.score(x, x[:1000], num_bins=5, cache=False).ndb <= 2  # uint16: 16-bit images, x / 65535
+    assert fastndb.birthday(x[:300], threshold=0.0).num_duplicates == 0
+    for dtype in (np.uint32, np.uint64):
+        y = (x % 100).astype(dtype)
+        assert fastndb.score(y, y[:1000], num_bins=5, cache=False).ndb <= 2

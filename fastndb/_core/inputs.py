@@ -25,6 +25,7 @@ import torch
 
 from fastndb._core.sync import host_values
 
+_WIDE_FOR_REDUCTIONS = tuple(getattr(torch, name) for name in ("uint16", "uint32", "uint64") if hasattr(torch, name))
 _SUPPORTED = "a torch.Tensor, a numpy array, a CuPy/DLPack array, or an iterable of such batches"
 
 
@@ -99,6 +100,8 @@ def value_range_of(x: torch.Tensor, name: str) -> tuple[float, float]:
     Raises:
         ValueError: NaN or infinite values (naming ``name``, the count and the first sample holding one).
     """
+    if x.dtype in _WIDE_FOR_REDUCTIONS:  # unsigned types torch has few kernels for (aminmax among the missing)
+        x = x.to(torch.int64) if x.dtype != torch.uint64 else x.to(torch.float64)
     low, high = host_values(torch.stack(torch.aminmax(x)).double())
     if not (math.isfinite(low) and math.isfinite(high)):
         finite = torch.isfinite(x)
