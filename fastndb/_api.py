@@ -65,7 +65,7 @@ def score(real: object, fake: object, *, cache: bool = True, **options: Any) -> 
     if cache:
         bins = _cached_bins(real, fake_batches.library, bin_options, progress)
     else:
-        real_batches = as_batches(real, "real")
+        real_batches = as_batches(real, "real", check_finite=False)  # fit_bins' one range read checks NaN/Inf
         check_same_library(real=real_batches.library, fake=fake_batches.library)
         bins = fit_bins(concatenate(real_batches), bin_options, comm=SingleProcess(), progress=progress)
     fake_counts = count_bins(bins, fake_batches.iterator, engine=resolve_backend(bin_options.backend),
@@ -82,10 +82,11 @@ def _cached_bins(real: object, fake_library: str, options: BinOptions, progress:
         hit = _memory.get(key, real)
         if hit is not None:
             return hit
-        bins = fit_bins(concatenate(as_batches(real, "real")), options, comm=SingleProcess(), progress=progress)
+        real_matrix = concatenate(as_batches(real, "real", check_finite=False))  # checked by fit_bins' range read
+        bins = fit_bins(real_matrix, options, comm=SingleProcess(), progress=progress)
         _memory.put(key, bins, real)
         return bins
-    real_batches = as_batches(real, "real")
+    real_batches = as_batches(real, "real", check_finite=False)  # a hit means these bytes were checked and fitted
     check_same_library(real=real_batches.library, fake=fake_library)
     matrix = concatenate(real_batches)
     key = bins_key((*content_fingerprint(matrix), str(matrix.device)), options)

@@ -355,3 +355,11 @@ def test_unsigned_integer_arrays_of_every_width_are_scored():
     for dtype in (np.uint32, np.uint64):
         y = (x % 100).astype(dtype)
         assert fastndb.score(y, y[:1000], num_bins=5, cache=False).ndb <= 2
+
+
+def test_half_precision_tensors_are_scored_like_float32():
+    g = torch.Generator().manual_seed(0)
+    real, fake = torch.randn(2000, 8, generator=g), torch.randn(1000, 8, generator=g) + 1.0
+    for dtype in (torch.bfloat16, torch.float16):
+        low = fastndb.score(real.to(dtype), fake.to(dtype), num_bins=5, cache=False)
+        assert low.ndb == fastndb.score(real.to(dtype).float(), fake.to(dtype).float(), num_bins=5, cache=False).ndb

@@ -147,6 +147,8 @@ def fit_bins(
             shards with different numbers of features.
     """
     n_local, num_features = x.shape
+    # the real samples' one range read, which also refuses NaN/Inf (callers skip the separate finiteness pass)
+    local_values = summarize(x, options.value_range, "real") if real_values is None and n_local else None
     feature_counts, _ = comm.all_gather_cat(torch.tensor([num_features], device=x.device))
     if bool((feature_counts != num_features).any()):
         raise ValueError(f"real: expected the same number of features on every rank, got {feature_counts.tolist()}")
@@ -175,8 +177,7 @@ def fit_bins(
         num_fit = num_reference = n
         x_fit = x
     if real_values is None:
-        local = summarize(x, options.value_range) if x.shape[0] else None
-        real_values = merge_summaries(local, comm, x.device)
+        real_values = merge_summaries(local_values, comm, x.device)
     max_dims = options.max_dims
     if max_dims is None and options.mode == "original":
         max_dims = original_max_dims(num_features)

@@ -21,7 +21,7 @@ import torch
 from torch import Tensor
 
 from fastndb._core.checks import check_int, check_open_unit, check_seed
-from fastndb._core.features import check_value_range, rescale, to_float, unit_scale
+from fastndb._core.features import check_value_range, rescale, summarize, to_float, unit_scale
 from fastndb._core.inputs import as_batches, concatenate
 from fastndb._core.progress import progress_bar
 from fastndb._core.results import BirthdayResult
@@ -56,9 +56,9 @@ def _prepare(samples: object, name: str, metric: str, value_range: tuple[float, 
     samples are the true ones times the scale, with no underflow or overflow in float32.
     """
     check_options(metric, None)
-    x = to_float(concatenate(as_batches(samples, name)), value_range)
-    unit = unit_scale(max(abs(float(v)) for v in torch.stack(torch.aminmax(x)).tolist()))
-    x = rescale(x, unit)
+    raw = concatenate(as_batches(samples, name, check_finite=False))
+    unit = unit_scale(summarize(raw, value_range, name).largest)  # one pass, one read: NaN check and scale
+    x = rescale(to_float(raw, value_range), unit)
     if metric == "cosine":
         zero = (torch.linalg.vector_norm(x, dim=1) == 0).nonzero()[:, 0]
         if zero.numel():

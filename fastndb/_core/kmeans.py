@@ -34,7 +34,7 @@ from fastndb._core.backends import AssignBackend, resolve_backend
 from fastndb._core.checks import check_int, check_nonnegative, check_seed
 from fastndb._core.collectives import Collective, SingleProcess, resolve_collective
 from fastndb._core.features import rescale, to_float, unit_scale
-from fastndb._core.inputs import as_batches, concatenate
+from fastndb._core.inputs import as_batches, concatenate, value_range_of
 from fastndb._core.progress import progress_bar
 from fastndb._core.sampling import SEEDING_SALT, gather_by_position, key_positions, row_keys
 from fastndb._core.sync import host_values
@@ -299,11 +299,13 @@ def kmeans(
     tol = check_nonnegative(tol, "tol")
     engine = resolve_backend(backend)
     comm = resolve_collective(distributed, group)
-    data = to_float(concatenate(as_batches(x, "x")))
+    data = to_float(concatenate(as_batches(x, "x", check_finite=False)))
     # data of extreme magnitude are clustered at an exact power-of-two scale (the same argmins, no float32
-    # underflow or overflow of squared distances), and the centroids and inertia are scaled back
-    local = torch.stack(torch.aminmax(data)).abs().max() if data.shape[0] else torch.zeros((), device=data.device)
-    largest = float(comm.all_gather_cat(local.to(torch.float64).reshape(1))[0].max())
+    # underflow or overflow of squared distances), and the centroids and inertia are scaled back; the one read
+    # of the local range also refuses NaN/Inf
+    low, high = value_range_of(data, "x") if data.shape[0] else (0.0, 0.0)
+    local = torch.tensor([max(abs(low), abs(high))], dtype=torch.float64, device=data.device)
+    largest = float(comm.all_gather_cat(local)[0].max())
     unit = unit_scale(largest)
     result = fit_kmeans(rescale(data, unit), k, seed=seed, max_iter=max_iter, tol=tol,
                         engine=engine, init_size=init_size, progress=progress, comm=comm)
