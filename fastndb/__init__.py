@@ -7,6 +7,7 @@ the device they live on::
     result = fastndb.score(real, fake)        # bins fitted once per real set, then cached
     result.ndb, result.ndb_ratio, result.js, result.p_value
     pairs = fastndb.birthday(fake, threshold=fastndb.duplicate_threshold(real))   # birthday-paradox test
+    fastndb.score(real, fake, feature="inception")   # in an embedding space (a name, a module or a callable)
 
 The public API is what ``__all__`` lists here, plus the faces that need optional packages, imported by their
 module: ``fastndb.metrics`` (torchmetrics), ``fastndb.plot`` (matplotlib), ``fastndb.cli`` (the ``fastndb``
@@ -19,8 +20,11 @@ from fastndb._api import cache_info, clear_cache, score
 from fastndb._core.bins import FittedBins
 from fastndb._core.birthday import birthday, duplicate_threshold
 from fastndb._core.elbow import ElbowResult, elbow
+from fastndb._core.extractors import NAMES as FEATURE_NAMES
+from fastndb._core.extractors import Extractor, extractor
 from fastndb._core.kmeans import KMeansResult, kmeans
 from fastndb._core.options import OPTION_NAMES, BinOptions, TestOptions
+from fastndb._core.references import Reference, list_references, load_reference, remove_reference, save_reference
 from fastndb._core.results import BirthdayResult, NDBResult
 from fastndb._core.statistics import compare_histograms, expected_null_js
 from fastndb._ndb import NDB, NotFittedError
@@ -28,15 +32,18 @@ from fastndb._ndb import NDB, NotFittedError
 __version__ = "0.1.0"
 
 __all__ = [
+    "FEATURE_NAMES",
     "NDB",
     "OPTION_NAMES",
     "BinOptions",
     "BirthdayResult",
     "ElbowResult",
+    "Extractor",
     "FittedBins",
     "KMeansResult",
     "NDBResult",
     "NotFittedError",
+    "Reference",
     "TestOptions",
     "__version__",
     "birthday",
@@ -46,6 +53,11 @@ __all__ = [
     "duplicate_threshold",
     "elbow",
     "expected_null_js",
+    "extractor",
     "kmeans",
+    "list_references",
+    "load_reference",
+    "remove_reference",
+    "save_reference",
     "score",
 ]

@@ -8,11 +8,12 @@ from typing import Any
 import torch
 
 from fastndb._core.backends import resolve_backend
-from fastndb._core.bins import FittedBins, compare_counts, count_bins, fit_bins
+from fastndb._core.bins import FittedBins, compare_counts, count_bins, features_of, fit_bins_from
 from fastndb._core.cache import MemoryCache, bins_key, tensor_identity, trackable
 from fastndb._core.collectives import SingleProcess
 from fastndb._core.inputs import as_batches, check_same_library, concatenate
 from fastndb._core.options import BinOptions, split_options
+from fastndb._core.references import Reference
 from fastndb._core.results import NDBResult
 from fastndb._core.sampling import content_fingerprint
 
@@ -34,14 +35,20 @@ def score(real: object, fake: object, *, cache: bool = True, **options: Any) -> 
 
     Args:
         real: ``(N, D)`` or ``(N, C, H, W)`` real samples: tensor (any device), numpy/CuPy/DLPack array, or an
-            iterable of batches. Must come from the same array library as ``fake``.
+            iterable of batches. Must come from the same array library as ``fake``. Or a named reference
+            (:func:`fastndb.load_reference`): its stored bins are used, and only ``feature`` (which must match the
+            reference's) and the test options may be given.
         fake: generated samples, same forms; an iterable is streamed batch by batch.
         cache: reuse bins fitted on the same real data with the same bin options (:mod:`fastndb._core.cache`).
         **options: every option of :class:`~fastndb.NDB`, by the same names (``num_bins`` (100), ``alpha`` (0.05),
             ``mode``, ``seed``, ``holdout_fraction``, ``whitening``, ``max_dims``, ``max_iter``, ``tol``,
-            ``backend``, ``value_range``, ``correction``, ``z_threshold``, ``progress``): the bin options
-            (:class:`~fastndb.BinOptions`) key the cache; the test options (:class:`~fastndb.TestOptions`) and
-            ``progress`` apply to this call only, whether the bins came from the cache or not.
+            ``backend``, ``value_range``, ``feature``, ``correction``, ``z_threshold``, ``progress``): the bin
+            options (:class:`~fastndb.BinOptions`) key the cache; the test options (:class:`~fastndb.TestOptions`)
+            and ``progress`` apply to this call only, whether the bins came from the cache or not. With
+            ``feature=`` (a name, a module, a callable or ``fastndb.extractor(...)``) both sets are embedded
+            first and the bins live in that feature space: the real set's features are computed once per real
+            data set and extractor (the cache key holds the extractor's identity), the fake samples' batch by
+            batch, keeping only their bin counts.
 
     Returns:
         :class:`NDBResult` with tensors on the device of the fake samples.
@@ -60,15 +67,19 @@ def score(real: object, fake: object, *, cache: bool = True, **options: Any) -> 
         >>> score(real, torch.randn(1500, 8, generator=g) + 1.0, num_bins=10).ndb >= 5
         True
     """
+    if isinstance(real, Reference):
+        return real.score(fake, **options)
     bin_options, test_options, progress = split_options(options, where="score()")
-    fake_batches = as_batches(fake, "fake", check_finite=False)  # checked with the range read of count_bins
+    flatten = bin_options.feature is None  # an extractor sees the samples in their own shape
+    fake_batches = as_batches(fake, "fake", check_finite=False, flatten=flatten)  # checked by one range read later
     if cache:
         bins = _cached_bins(real, fake_batches.library, bin_options, progress)
     else:
-        real_batches = as_batches(real, "real", check_finite=False)  # fit_bins' one range read checks NaN/Inf
+        real_batches = as_batches(real, "real", check_finite=False, flatten=flatten)  # one range read: NaN/Inf
         check_same_library(real=real_batches.library, fake=fake_batches.library)
-        bins = fit_bins(concatenate(real_batches), bin_options, comm=SingleProcess(), progress=progress)
-    fake_counts = count_bins(bins, fake_batches.iterator, engine=resolve_backend(bin_options.backend),
+        bins = fit_bins_from(concatenate(real_batches), bin_options, comm=SingleProcess(), progress=progress)
+    counted = features_of(fake_batches, bins, bin_options, "fake")
+    fake_counts = count_bins(bins, counted.iterator, engine=resolve_backend(bin_options.backend),
                              progress=progress, numbered=fake_batches.single is None)
     return compare_counts(bins, fake_counts, test_options)
 
@@ -82,17 +93,19 @@ def _cached_bins(real: object, fake_library: str, options: BinOptions, progress:
         hit = _memory.get(key, real)
         if hit is not None:
             return hit
-        real_matrix = concatenate(as_batches(real, "real", check_finite=False))  # checked by fit_bins' range read
-        bins = fit_bins(real_matrix, options, comm=SingleProcess(), progress=progress)
+        flatten = options.feature is None
+        real_matrix = concatenate(as_batches(real, "real", check_finite=False, flatten=flatten))  # one range read
+        bins = fit_bins_from(real_matrix, options, comm=SingleProcess(), progress=progress)
         _memory.put(key, bins, real)
         return bins
-    real_batches = as_batches(real, "real", check_finite=False)  # a hit means these bytes were checked and fitted
+    # a hit means these bytes were checked and fitted
+    real_batches = as_batches(real, "real", check_finite=False, flatten=options.feature is None)
     check_same_library(real=real_batches.library, fake=fake_library)
     matrix = concatenate(real_batches)
     key = bins_key((*content_fingerprint(matrix), str(matrix.device)), options)
     hit = _memory.get(key)
     if hit is not None:
         return hit
-    bins = fit_bins(matrix, options, comm=SingleProcess(), progress=progress)
+    bins = fit_bins_from(matrix, options, comm=SingleProcess(), progress=progress)
     _memory.put(key, bins)
     return bins

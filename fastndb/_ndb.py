@@ -13,8 +13,9 @@ import torch
 from torch import Tensor
 
 from fastndb._core.backends import resolve_backend
-from fastndb._core.bins import FittedBins, assign_checked, compare_counts, count_bins, fit_bins
+from fastndb._core.bins import FittedBins, assign_checked, compare_counts, count_bins, features_of, fit_bins_from
 from fastndb._core.collectives import resolve_collective
+from fastndb._core.extractors import same_features
 from fastndb._core.inputs import Batches, as_batches, concatenate
 from fastndb._core.options import BIN_OPTION_NAMES, TEST_OPTION_NAMES, split_options
 from fastndb._core.results import NDBResult
@@ -48,7 +49,8 @@ class NDB:
         alpha: per-bin significance level in ``(0, 1)``.
         **options: the other options, each defined once in :class:`~fastndb.BinOptions` (what shapes the bins:
             ``mode``, ``seed``, ``holdout_fraction``, ``whitening``, ``max_dims``, ``max_iter``, ``tol``,
-            ``backend``, ``value_range``) and :class:`~fastndb.TestOptions` (how bins are compared:
+            ``backend``, ``value_range``, ``feature``: the space the bins live in, see
+            :mod:`fastndb._core.extractors`) and :class:`~fastndb.TestOptions` (how bins are compared:
             ``correction``, ``z_threshold``), and ``progress`` (tqdm bars; ``None``: only on a terminal).
 
     Attributes:
@@ -110,8 +112,12 @@ class NDB:
             TypeError: input that is not an array or an iterable of arrays.
         """
         comm = resolve_collective(distributed, group)
-        x = concatenate(as_batches(real, "real", check_finite=False))  # fit_bins' one range read checks NaN/Inf
-        return self.load_bins(fit_bins(x, self.options, comm=comm, progress=self.progress))
+        x = concatenate(self._batches(real, "real"))  # fit_bins' one range read checks NaN/Inf
+        return self.load_bins(fit_bins_from(x, self.options, comm=comm, progress=self.progress))
+
+    def _batches(self, data: object, name: str) -> Batches:
+        """``data`` as validated batches, flat or (for an extractor) in their own shape."""
+        return as_batches(data, name, check_finite=False, flatten=self.options.feature is None)
 
     def load_bins(self, bins: FittedBins) -> NDB:
         """Use already-fitted bins (e.g. from :meth:`FittedBins.from_dict`); the fake stream is reset."""
@@ -119,6 +125,7 @@ class NDB:
             raise TypeError(f"bins: expected a FittedBins, got {type(bins).__name__}")
         if bins.num_bins != self.num_bins:
             raise ValueError(f"bins: expected {self.num_bins} bins (num_bins), got {bins.num_bins}")
+        same_features(bins.feature, self.options.feature, "bins")
         self._bins = bins
         self._bins_on = {}
         self._fake_counts = None
@@ -166,13 +173,15 @@ class NDB:
             >>> ndb.assign(torch.tensor([[9.0], [-1.0]])).tolist()  # bin 0 is the largest in the real set
             [1, 0]
         """
-        matrix = concatenate(as_batches(x, "x"))
+        bins = self.bins
+        matrix = concatenate(features_of(self._batches(x, "x"), bins, self.options, "x"))
         return assign_checked(self._bins_for(matrix.device), matrix, self._engine, "x")
 
     def count(self, x: object) -> Tensor:
         """Bin histogram ``(K,)`` int64 of samples (one array or an iterable of batches, streamed)."""
-        batches = x if isinstance(x, Batches) else as_batches(x, "fake", check_finite=False)
-        return count_bins(self.bins, batches.iterator, engine=self._engine, progress=self.progress,
+        batches = x if isinstance(x, Batches) else self._batches(x, "fake")
+        counted = features_of(batches, self.bins, self.options, "fake")
+        return count_bins(self.bins, counted.iterator, engine=self._engine, progress=self.progress,
                           place=self._bins_for, numbered=batches.single is None)
 
     # ---------------------------------------------------------------- statistics
@@ -208,5 +217,5 @@ class NDB:
         fitted = "fitted" if self._bins is not None else "not fitted"
         return (
             f"NDB(num_bins={self.num_bins}, alpha={self.alpha}, mode={self.mode!r}, seed={self.seed}, "
-            f"backend={self.backend!r}, value_range={self.value_range}, {fitted})"
+            f"backend={self.backend!r}, value_range={self.value_range}, feature={self.feature}, {fitted})"
         )

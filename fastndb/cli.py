@@ -1,4 +1,9 @@
-"""The ``fastndb`` command: ``score``, ``birthday``, ``elbow``, ``bench`` and ``demo`` on files, without code.
+"""The ``fastndb`` command: ``score``, ``birthday``, ``fit``, ``refs``, ``elbow``, ``bench`` and ``demo`` on files,
+without code.
+
+``--features NAME`` (``score``, ``birthday``, ``fit``) works in a named network's feature space (``--weights PATH``
+for its weights file); ``fit REAL --name NAME`` stores the fitted bins as a named reference, ``score NAME FAKE``
+scores against one, ``refs`` lists them and ``refs --remove NAME`` deletes one.
 
 Inputs are image folders, ``.npy``, ``.npz[:name]`` or ``.pt[:name]`` files (:mod:`fastndb._core.files`). Errors print
 one line on stderr, ``fastndb: error: ...``, and exit with status 1 (2 for a bad command line, as argparse
@@ -20,6 +25,7 @@ from typing import Any
 from fastndb import __version__
 
 EXIT_ERROR = 1
+_DEFAULTS: dict[str, Any] = {}  # the options model's defaults, filled when the parser is built
 
 
 # ------------------------------------------------------------------------------------------------ helpers
@@ -87,6 +93,17 @@ def _bin_list(indices: list[int], limit: int = 12) -> str:
 
 
 # --------------------------------------------------------------------------------------------- commands
+def _feature(args: argparse.Namespace) -> Any:
+    """``--features NAME`` (with ``--weights PATH``) as what ``feature=`` takes."""
+    if getattr(args, "weights", None) is not None and args.feature is None:
+        raise ValueError("--weights: give --features NAME too (the weights are that network's)")
+    if args.feature is None:
+        return None
+    from fastndb import extractor
+
+    return extractor(args.feature, weights=args.weights)
+
+
 def _options(args: argparse.Namespace) -> dict[str, Any]:
     """The options model's values from the command line (every option has a flag; ``--quiet`` is ``progress``)."""
     from fastndb import OPTION_NAMES
@@ -94,13 +111,43 @@ def _options(args: argparse.Namespace) -> dict[str, Any]:
     options = {name: getattr(args, name) for name in OPTION_NAMES if name != "progress"}
     if options["value_range"] is not None:
         options["value_range"] = tuple(options["value_range"])
+    options["feature"] = _feature(args)
     return {**options, "progress": _progress(args)}
+
+
+def _stored_reference(spec: str) -> Any:
+    """The named reference ``spec`` when no file or folder of that name exists, else ``None``."""
+    from fastndb._core.files import _split_key
+    from fastndb._core.references import check_name, load_reference, reference_path
+
+    if _split_key(spec)[0].exists():
+        return None
+    try:
+        check_name(spec)
+    except ValueError:
+        return None
+    return load_reference(spec) if reference_path(spec).exists() else None  # else: the file loader's own error
 
 
 def _score(args: argparse.Namespace) -> int:
     from fastndb import NDB
     from fastndb._core import cache
 
+    reference = _stored_reference(args.real)
+    if reference is not None:
+        chosen = {name for name, value in vars(args).items() if name in reference.options
+                  and name != "feature" and value != _DEFAULTS.get(name)}
+        if chosen:
+            raise ValueError(f"--{sorted(chosen)[0].replace('_', '-')}: reference {reference.name!r} was fitted with "
+                             f"its own bin options; only --features/--weights and the test options apply")
+        if args.cache:
+            raise ValueError("--cache: a named reference is stored already; give REAL as data to use --cache")
+        test = {name: getattr(args, name) for name in ("alpha", "correction", "z_threshold")}
+        ndb = reference.ndb(_feature(args), **test, progress=_progress(args))
+        fake = _load(args.fake, args)
+        space = "raw values" if reference.feature is None else f"features {reference.feature}"
+        return _report_score(args, ndb.score(fake), reference.num_real,
+                             f"{space}; seed {reference.options['seed']}; reference {reference.name!r}")
     ndb = NDB(**_options(args))  # options first: a bad one fails before any file is read
     real, fake = _load(args.real, args), _load(args.fake, args)
     source = "fitted"
@@ -115,7 +162,11 @@ def _score(args: argparse.Namespace) -> int:
             source = f"fitted, saved to {cache.save(Path(args.cache), material, ndb.bins)}"
     else:
         ndb.fit(real, distributed=False)
-    result = ndb.score(fake)
+    space = "raw values" if ndb.options.feature is None else f"features {ndb.options.feature.identity()}"
+    return _report_score(args, ndb.score(fake), real.shape[0], f"{space}; seed {args.seed}; bins {source}")
+
+
+def _report_score(args: argparse.Namespace, result: Any, num_real: int, source: str) -> int:
     if args.json:
         _print_json(result.to_dict(python=True))
     else:
@@ -129,8 +180,8 @@ def _score(args: argparse.Namespace) -> int:
               f"chi-square test of the histograms: p = {result.p_value:.3g}")
         print(f"over-represented bins (more fake than real): {len(over)} {_bin_list(over)}")
         print(f"under-represented bins (fewer fake than real): {len(under)} {_bin_list(under)}")
-        print(f"real {real.shape[0]} ({result.num_real} for the reference counts), fake {result.num_fake}; "
-              f"mode {result.mode}, seed {args.seed}, device {args.device}; bins {source}")
+        print(f"real {num_real} ({result.num_real} for the reference counts), fake {result.num_fake}; "
+              f"mode {result.mode}, device {args.device}; {source}")
     if args.plot:
         from fastndb import plot
 
@@ -142,6 +193,7 @@ def _birthday(args: argparse.Namespace) -> int:
     from fastndb._core.birthday import birthday, duplicate_threshold
     from fastndb._core.features import check_value_ranges, summarize
 
+    feature = _feature(args)
     samples = _load(args.samples, args)
     threshold = args.threshold
     value_range = _value_range(args)
@@ -158,9 +210,10 @@ def _birthday(args: argparse.Namespace) -> int:
         check_value_ranges(summarize(flat(real), value_range), summarize(flat(samples), value_range),
                            reference_name="--threshold-from", name="SAMPLES")
         threshold = duplicate_threshold(real, quantile=args.quantile, metric=args.metric,
-                                        num_samples=samples.shape[0], seed=args.seed, value_range=value_range)
+                                        num_samples=samples.shape[0], seed=args.seed, value_range=value_range,
+                                        feature=feature)
     result = birthday(samples, num_pairs=args.num_pairs, metric=args.metric, threshold=threshold,
-                      value_range=value_range, progress=_progress(args))
+                      value_range=value_range, feature=feature, progress=_progress(args))
     if args.json:
         _print_json(result.to_dict(python=True))
     else:
@@ -178,6 +231,44 @@ def _birthday(args: argparse.Namespace) -> int:
 
         shape = tuple(args.grid_shape) if args.grid_shape else None
         _save_figure(plot.birthday_pairs(samples, result, image_shape=shape)[0], args.grid)
+    return 0
+
+
+def _fit(args: argparse.Namespace) -> int:
+    from fastndb._core.references import save_reference
+
+    options = _options(args)
+    for name in ("alpha", "correction", "z_threshold"):  # test options apply when scoring, not to stored bins
+        options.pop(name)
+    reference = save_reference(args.name, _load(args.real, args), overwrite=args.overwrite, **options)
+    if args.json:
+        _print_json(reference.to_dict())
+    else:
+        space = "raw values" if reference.feature is None else f"features {reference.feature}"
+        print(f"reference {reference.name!r}: {reference.bins.num_bins} bins fitted on {reference.num_real} real "
+              f"samples ({space}, {reference.bins.mode} mode), saved to {reference.path}")
+        print(f"score against it with: fastndb score {reference.name} FAKE")
+    return 0
+
+
+def _refs(args: argparse.Namespace) -> int:
+    from fastndb._core.references import list_references, reference_dir, remove_reference
+
+    for name in args.remove or []:
+        print(f"removed {remove_reference(name)}")
+    if args.remove:
+        return 0
+    references = list_references()
+    if args.json:
+        _print_json({"directory": str(reference_dir()), "references": [r.to_dict() for r in references]})
+        return 0
+    if not references:
+        print(f"no references in {reference_dir()} (make one with fastndb fit REAL --name NAME)")
+        return 0
+    print(f"references in {reference_dir()}:")
+    print(f"  {'name':<20} {'K':>5} {'real':>8}  {'features':<34} created")
+    for r in references:
+        print(f"  {r.name:<20} {r.bins.num_bins:>5} {r.num_real:>8}  {r.feature or 'raw values':<34} {r.created}")
     return 0
 
 
@@ -294,6 +385,9 @@ def _num_bins(text: str) -> int:
 def build_parser() -> argparse.ArgumentParser:
     from fastndb._core.options import cli_flags, option_flag
 
+    from fastndb._core.options import option_defaults
+
+    _DEFAULTS.update(option_defaults())
     parser = argparse.ArgumentParser(prog="fastndb", description="Mode-collapse tests for generative models.")
     parser.add_argument("--version", action="version", version=f"fastndb {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -308,9 +402,15 @@ def build_parser() -> argparse.ArgumentParser:
                         help="convert images to 1 (grey) or 3 (RGB) channels (default: 3 if any has colour)")
     common.add_argument("--json", action="store_true", help="print one JSON object instead of the summary")
 
-    score = commands.add_parser("score", parents=[common], help="NDB of FAKE against REAL",
-                                description="NDB score: bins fitted on REAL, FAKE compared bin by bin.")
-    score.add_argument("real", help="image folder, .npy, .npz[:name] or .pt[:name]")
+    weights = argparse.ArgumentParser(add_help=False)
+    weights.add_argument("--weights", metavar="PATH", help="weights file of the --features network (default: "
+                                                         "$FASTNDB_WEIGHTS/<its file>, or its package's download)")
+
+    score = commands.add_parser("score", parents=[common, weights], help="NDB of FAKE against REAL",
+                                description="NDB score: bins fitted on REAL (or a stored reference NAME), FAKE "
+                                            "compared bin by bin.")
+    score.add_argument("real", help="image folder, .npy, .npz[:name] or .pt[:name], or a reference NAME "
+                                    "(fastndb fit --name)")
     score.add_argument("fake", help="same forms as REAL, same number of features")
     for flag, settings in cli_flags():  # every option of the options model, with its default in --help
         score.add_argument(flag, **settings)
@@ -318,11 +418,13 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("--cache", metavar="DIR", help="keep fitted bins in DIR, keyed by REAL's content and options")
     score.set_defaults(run=_score)
 
-    birthday = commands.add_parser("birthday", parents=[common], help="closest pairs, duplicates, support size",
+    birthday = commands.add_parser("birthday", parents=[common, weights],
+                                   help="closest pairs, duplicates, support size",
                                    description="Birthday-paradox test on SAMPLES.")
     birthday.add_argument("samples", help="image folder, .npy, .npz[:name] or .pt[:name]")
-    flag, settings = option_flag("value_range")
-    birthday.add_argument(flag, **settings)
+    for option in ("value_range", "feature"):
+        flag, settings = option_flag(option)
+        birthday.add_argument(flag, **settings)
     birthday.add_argument("--num-pairs", type=_positive_int, default=20)
     birthday.add_argument("--metric", choices=("l2", "cosine"), default="l2")
     birthday.add_argument("--threshold", type=_distance, help="duplicate threshold (a distance)")
@@ -334,6 +436,25 @@ def build_parser() -> argparse.ArgumentParser:
     birthday.add_argument("--grid-shape", type=_positive_int, nargs="+", metavar="N",
                           help="C H W (or H W) of one sample, for flat samples")
     birthday.set_defaults(run=_birthday)
+
+    fit = commands.add_parser("fit", parents=[common, weights], help="fit bins on REAL and store them under a name",
+                              description="Fit NDB bins on REAL and store them as a named reference in "
+                                          "$FASTNDB_HOME/references (default ~/.cache/fastndb); then "
+                                          "fastndb score NAME FAKE.")
+    fit.add_argument("real", help="image folder, .npy, .npz[:name] or .pt[:name]")
+    fit.add_argument("--name", required=True, help="the reference's name (letters, digits, '.', '_', '-')")
+    fit.add_argument("--overwrite", action="store_true", help="replace a reference of that name")
+    for flag, settings in cli_flags():
+        if settings["dest"] not in ("alpha", "correction", "z_threshold"):
+            fit.add_argument(flag, **settings)
+    fit.set_defaults(run=_fit, alpha=None, correction=None, z_threshold=None)
+
+    refs = commands.add_parser("refs", help="list the stored references, or remove some",
+                               description="List the named references (fastndb fit --name), or remove some.")
+    refs.add_argument("--remove", nargs="+", metavar="NAME", help="delete these references")
+    refs.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
+    refs.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
+    refs.set_defaults(run=_refs)
 
     elbow = commands.add_parser("elbow", parents=[common], help="k-means inertia against K, to choose K",
                                 description="k-means inertia for each K, and the knee of the curve.")

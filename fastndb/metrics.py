@@ -30,6 +30,7 @@ from fastndb._core.bins import FittedBins, compare_counts, count_bins, fit_bins,
 from fastndb._core.birthday import birthday, check_options
 from fastndb._core.checks import check_int, check_seed
 from fastndb._core.collectives import Collective, SingleProcess, TorchDistributed
+from fastndb._core.extractors import embed, label_of, resolve_feature, same_features
 from fastndb._core.features import ValueSummary, check_value_range, check_value_ranges, summarize, to_float
 from fastndb._core.inputs import as_batches, concatenate
 from fastndb._core.optional import require
@@ -99,8 +100,11 @@ class NDBMetric(_torchmetrics.Metric):
             those passed, chosen by content keys with ``seed``); the same cap applies to fake samples that arrive
             before the bins.
         **kwargs: every option of :class:`~fastndb.NDB` by the same names (``seed``, ``mode``, ``value_range``,
-            ``correction``, ...; :data:`fastndb.OPTION_NAMES`), and ``torchmetrics.Metric`` options
-            (``sync_on_compute``, ``process_group``, ``distributed_available_fn``, ...).
+            ``feature``, ``correction``, ...; :data:`fastndb.OPTION_NAMES`), and ``torchmetrics.Metric`` options
+            (``sync_on_compute``, ``process_group``, ``distributed_available_fn``, ...). ``feature=`` works as
+            ``FrechetInceptionDistance(feature=...)``: a name (``"inception"``, ``"dinov2-vits14"``, ``"digits"``,
+            ...), a module or a callable; each batch is embedded at ``update`` on the metric's device and only the
+            features (real, until the bins exist) and then the bin counts are kept.
 
     Devices follow torchmetrics' convention: the metric's device (``metric.to("cuda")``). Samples held before the
     bins exist and the counts live there; a batch on another device is moved there (its ``K`` counts, or the
@@ -170,11 +174,14 @@ class NDBMetric(_torchmetrics.Metric):
             )
         self._passed_bins = None if bins is None else bins.bins
         self._bins: FittedBins | None = self._passed_bins
-        # owned bins see samples already mapped to [0, 1] here (value_range applied at update), so they take none
-        self._convert = self.options.value_range if bins is None else None
-        self._fit_options = replace(self.options, value_range=None)
+        self._extractor = self.options.feature
+        # owned bins see samples already mapped to [0, 1] here (value_range applied at update), so they take none;
+        # with an extractor the samples become features at update, and value_range applies before it
+        self._convert = self.options.value_range if bins is None and self._extractor is None else None
+        self._fit_options = self.options.without_features()
         self._engine = resolve_backend(self.options.backend)
-        self._real_values: ValueSummary | None = None
+        self._real_values: ValueSummary | None = None  # of what the bins see (the features, with an extractor)
+        self._input_values: ValueSummary | None = None  # with an extractor: the real samples' own range
         self.num_bins = self.options.num_bins
         self.seed = self.options.seed
         self._real = SmallestKeyBuffer(self.max_real_samples, self.seed, REAL_BUFFER_SALT)
@@ -239,7 +246,9 @@ class NDBMetric(_torchmetrics.Metric):
             self.fake_counts += self._pending_counts.to(self.fake_counts.device)
             self._pending_counts = None
         name = "imgs (real)" if real else "imgs (fake)"
-        x = concatenate(as_batches(imgs, name, check_finite=False))  # finiteness: with the one range read below
+        x = concatenate(as_batches(imgs, name, check_finite=False, flatten=self._extractor is None))  # one read below
+        if self._extractor is not None:
+            x = self._embed(x, name, real)
         self._check_features(x, name)
         if real:
             if self.is_fitted:
@@ -255,6 +264,19 @@ class NDBMetric(_torchmetrics.Metric):
             if self._real_values is not None:
                 check_value_ranges(self._real_values, summary, reference_name="imgs (real)", name=name)
             self._pending_fake.add(to_float(x, self._convert).to(self.device))
+
+    def _embed(self, x: Tensor, name: str, real: bool) -> Tensor:
+        """Features of a batch on the metric's device; the batch's own range is kept (real) or checked against the
+        real samples' (fake), as without an extractor."""
+        reference = self.bins.input_values if self.is_fitted else self._input_values
+        check = None
+        if not real and reference is not None:
+            check = lambda summary, label: check_value_ranges(reference, summary,  # noqa: E731
+                                                               reference_name="imgs (real)", name=label)
+        features, summary = embed(x, self._extractor, self.options.value_range, name, check)
+        if real and not self.is_fitted:
+            self._input_values = summary if self._input_values is None else self._input_values.merge(summary)
+        return features.to(self.device)
 
     def _check_features(self, x: Tensor, name: str) -> None:
         expected = None
@@ -296,8 +318,12 @@ class NDBMetric(_torchmetrics.Metric):
             logger.info("NDBMetric: fitting %d bins on %d of %d real samples held on this rank",
                         self.num_bins, len(self._real), self._real.seen)
             real_values = merge_summaries(self._real_values, comm, self.device)
-            self._bins = fit_bins(local.to(self.device), self._fit_options, comm=comm, real_values=real_values,
-                                  progress=self.progress)
+            bins = fit_bins(local.to(self.device), self._fit_options, comm=comm, real_values=real_values,
+                            progress=self.progress)
+            if self._extractor is not None:
+                bins = replace(bins, feature=label_of(self._extractor),
+                               input_values=merge_summaries(self._input_values, comm, self.device))
+            self._bins = bins
             self._real.clear()
         pending = self._pending_fake.samples
         if pending is not None:
@@ -341,7 +367,7 @@ class NDBMetric(_torchmetrics.Metric):
         self._result = None
         if self.reset_real_features:
             self._real.clear()
-            self._real_values = None
+            self._real_values = self._input_values = None
             self._bins = self._passed_bins
 
     def get_extra_state(self) -> dict:
@@ -352,6 +378,7 @@ class NDBMetric(_torchmetrics.Metric):
             "pending_fake": self._pending_fake.state(),
             "pending_counts": self._pending_counts,
             "real_values": None if self._real_values is None else self._real_values.to_dict(),
+            "input_values": None if self._input_values is None else self._input_values.to_dict(),
         }
 
     def set_extra_state(self, state: dict) -> None:
@@ -368,6 +395,9 @@ class NDBMetric(_torchmetrics.Metric):
         pending = state.get("pending_counts")
         self._pending_counts = None if pending is None else pending.to(self.device)
         self._real_values = ValueSummary.from_dict(state.get("real_values"))
+        self._input_values = ValueSummary.from_dict(state.get("input_values"))
+        if self._bins is not None:
+            same_features(self._bins.feature, self._extractor, "the checkpoint's bins")
         if self.is_fitted or len(self._real) or len(self._pending_fake):
             # torchmetrics' private update counter: without it, compute() after loading a checkpoint warns that
             # update() was never called. No public API sets it; tests/test_metrics.py checks this still works with
@@ -410,6 +440,8 @@ class BirthdayMetric(_torchmetrics.Metric):
         value_range: ``(low, high)`` of samples that are not ``uint8``/``uint16`` images, mapped to [0, 1] (the
             library's convention, :mod:`fastndb._core.features`); pass the same to
             :func:`~fastndb.duplicate_threshold`.
+        feature: test the samples' features instead (as :func:`fastndb.birthday`); each batch is embedded at
+            ``update`` and only features are kept. Take the threshold with the same ``feature``.
         **kwargs: ``torchmetrics.Metric`` options.
 
     ``compute()`` returns 0-d float64 tensors: ``closest_distance``, and with a threshold ``num_duplicates``,
@@ -441,10 +473,12 @@ class BirthdayMetric(_torchmetrics.Metric):
         metric: str = "l2",
         seed: int = 0,
         value_range: tuple[float, float] | None = None,
+        feature: object = None,
         **kwargs: Any,
     ) -> None:
         _metric_init(self, "BirthdayMetric()", kwargs)
         self.value_range = check_value_range(value_range)
+        self.feature = resolve_feature(feature)
         self.num_samples = check_int(num_samples, "num_samples", minimum=2)
         self.threshold = threshold
         self.num_pairs = check_int(num_pairs, "num_pairs", minimum=1)
@@ -457,7 +491,11 @@ class BirthdayMetric(_torchmetrics.Metric):
 
     def update(self, samples: Any) -> None:  # type: ignore[override]
         """Offer a batch of generated samples ``(N, ...)`` (any device; flattened)."""
-        x = to_float(concatenate(as_batches(samples, "samples")), self.value_range).to(self.device)
+        if self.feature is None:
+            x = to_float(concatenate(as_batches(samples, "samples")), self.value_range).to(self.device)
+        else:
+            raw = concatenate(as_batches(samples, "samples", check_finite=False, flatten=False))
+            x = embed(raw, self.feature, self.value_range, "samples")[0].to(self.device)
         held = self._buffer.samples
         if held is not None and held.shape[1] != x.shape[1]:
             raise ValueError(f"samples: expected {held.shape[1]} features per sample like earlier ones, "

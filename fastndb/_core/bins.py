@@ -10,16 +10,19 @@ import logging
 import math
 import warnings
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from torch import Tensor
 
 from fastndb._core.backends import AssignBackend, resolve_backend
 from fastndb._core.collectives import Collective
+from fastndb._core.inputs import Batches
+from fastndb._core.extractors import embed, embedded, label_of
 from fastndb._core.features import (
     FeatureMap,
     ValueSummary,
+    check_value_ranges,
     fit_feature_map,
     original_max_dims,
     summarize,
@@ -51,6 +54,10 @@ class FittedBins:
         num_reference: real samples behind ``real_counts``.
         inertia: k-means inertia on the fit set (in feature space).
         mode: ``"holdout"`` or ``"original"``, how ``real_counts`` were obtained.
+        feature: the extractor the bins were fitted behind (:meth:`~fastndb.Extractor.label`), ``None`` for raw
+            values.
+        input_values: with an extractor, the real samples' own range (under the value-range convention), which
+            other samples are checked against before they are embedded; ``None`` without one.
     """
 
     feature_map: FeatureMap
@@ -60,6 +67,8 @@ class FittedBins:
     num_reference: int
     inertia: float
     mode: str = "holdout"
+    feature: str | None = None
+    input_values: ValueSummary | None = None
 
     @property
     def num_bins(self) -> int:
@@ -75,8 +84,8 @@ class FittedBins:
         device = torch.device(device)
         if self.centroids.device == device:
             return self
-        return FittedBins(self.feature_map.to(device), self.centroids.to(device), self.real_counts.to(device),
-                          self.num_fit, self.num_reference, self.inertia, self.mode)
+        return replace(self, feature_map=self.feature_map.to(device), centroids=self.centroids.to(device),
+                       real_counts=self.real_counts.to(device))
 
     def to_dict(self) -> dict:
         """Plain dict of tensors and numbers (``torch.save``-able; no pickled classes)."""
@@ -88,6 +97,8 @@ class FittedBins:
             "num_reference": self.num_reference,
             "inertia": self.inertia,
             "mode": self.mode,
+            "feature": self.feature,
+            "input_values": None if self.input_values is None else self.input_values.to_dict(),
         }
 
     @classmethod
@@ -96,8 +107,16 @@ class FittedBins:
         return cls(
             FeatureMap.from_dict(state["feature_map"]), state["centroids"], state["real_counts"],
             int(state["num_fit"]), int(state["num_reference"]), float(state["inertia"]),
-            str(state.get("mode", "holdout")),
+            str(state.get("mode", "holdout")), state.get("feature"), ValueSummary.from_dict(state.get("input_values")),
         )
+
+    def input_check(self) -> Callable[[ValueSummary, str], None] | None:
+        """With an extractor: the check of other samples' own range against the real samples' (refusing ``uint8``
+        images against ``tanh`` outputs with no range stated, as without one); ``None`` without an extractor."""
+        if self.input_values is None:
+            return None
+        reference = self.input_values
+        return lambda summary, name: check_value_ranges(reference, summary, reference_name="real", name=name)
 
 
 def merge_summaries(local: ValueSummary | None, comm: Collective, device: torch.device) -> ValueSummary | None:
@@ -200,6 +219,28 @@ def fit_bins(
                 "(%s mode, %d rank(s))", k, num_fit, num_features, feature_map.output_features, num_reference,
                 options.mode, comm.world_size)
     return bins
+
+
+def fit_bins_from(
+    x: Tensor, options: BinOptions, *, comm: Collective, progress: bool | None = None
+) -> FittedBins:
+    """:func:`fit_bins` behind ``options.feature``: the real samples ``x (n, *dims)`` are embedded first (their own
+    range kept in :attr:`FittedBins.input_values`, merged over ranks) and the bins fitted on the features with no
+    range mapping (:meth:`BinOptions.without_features`). Without an extractor, :func:`fit_bins` itself."""
+    if options.feature is None:
+        return fit_bins(x, options, comm=comm, progress=progress)
+    features, summary = embed(x, options.feature, options.value_range, "real")
+    input_values = merge_summaries(summary, comm, x.device)
+    bins = fit_bins(features, options.without_features(), comm=comm, progress=progress)
+    return replace(bins, feature=label_of(options.feature), input_values=input_values)
+
+
+def features_of(batches: Batches, bins: FittedBins, options: BinOptions, name: str) -> Batches:
+    """The batches the bins count: ``batches`` themselves without an extractor, else their features (lazily, each
+    batch's own range checked against the real samples' first)."""
+    if options.feature is None:
+        return batches
+    return embedded(batches, options.feature, options.value_range, name, check=bins.input_check())
 
 
 def check_features(bins: FittedBins, x: Tensor, name: str) -> None:

@@ -16,11 +16,13 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Callable
 
 import torch
 from torch import Tensor
 
 from fastndb._core.checks import check_int, check_open_unit, check_seed
+from fastndb._core.extractors import Extractor, embed, resolve_feature
 from fastndb._core.features import check_value_range, rescale, summarize, to_float, unit_scale
 from fastndb._core.inputs import as_batches, concatenate
 from fastndb._core.progress import progress_bar
@@ -49,14 +51,24 @@ def check_options(metric: object, threshold: object) -> None:
             raise ValueError(f"threshold: expected a distance >= 0, got {threshold}")
 
 
-def _prepare(samples: object, name: str, metric: str, value_range: tuple[float, float] | None) -> tuple[Tensor, float]:
-    """Validated ``(s, D)`` floating samples under the value-range convention, at a safe scale, and that scale.
+def _prepare(
+    samples: object, name: str, metric: str, value_range: tuple[float, float] | None, extractor: Extractor | None,
+    subset: Callable[[Tensor], Tensor] | None = None,
+) -> tuple[Tensor, float]:
+    """Validated ``(s, D)`` floating samples under the value-range convention (or their features, with an
+    extractor), at a safe scale, and that scale.
 
     The scale is an exact power of two (:func:`~fastndb._core.features.unit_scale`): distances computed on the scaled
-    samples are the true ones times the scale, with no underflow or overflow in float32.
+    samples are the true ones times the scale, with no underflow or overflow in float32. ``subset`` picks the rows
+    to keep before an extractor runs (so only those are embedded).
     """
     check_options(metric, None)
-    raw = concatenate(as_batches(samples, name, check_finite=False))
+    raw = concatenate(as_batches(samples, name, check_finite=False, flatten=extractor is None))
+    if extractor is not None:
+        if subset is not None:
+            raw = subset(raw)
+        raw, _ = embed(raw, extractor, value_range, name)  # distances are taken between features, as they are
+        value_range = None
     unit = unit_scale(summarize(raw, value_range, name).largest)  # one pass, one read: NaN check and scale
     x = rescale(to_float(raw, value_range), unit)
     if metric == "cosine":
@@ -140,6 +152,7 @@ def birthday(
     threshold: float | None = None,
     confidence: float = 0.95,
     value_range: tuple[float, float] | None = None,
+    feature: object = None,
     block_rows: int | None = None,
     progress: bool | None = None,
 ) -> BirthdayResult:
@@ -157,6 +170,9 @@ def birthday(
         value_range: ``(low, high)`` of samples that are not ``uint8``/``uint16`` images, mapped to [0, 1] before
             distances are taken (the library's convention, :mod:`fastndb._core.features`); pass the same as to
             :func:`duplicate_threshold`.
+        feature: find the pairs among the samples' features instead (:mod:`fastndb._core.extractors`: a name, a
+            module, a callable or ``fastndb.extractor(...)``); distances are then in feature units, and the
+            threshold must come from :func:`duplicate_threshold` with the same ``feature``.
         block_rows: edge of the square blocks of the tiled search (default: 2048 on CPU, 8192 on GPU);
             memory is about ``block_rows^2`` floats.
         progress: tqdm bar over row blocks (``None``: only on a terminal with tqdm installed).
@@ -185,7 +201,7 @@ def birthday(
     """
     check_options(metric, threshold)
     value_range = check_value_range(value_range)
-    x, unit = _prepare(samples, "samples", metric, value_range)
+    x, unit = _prepare(samples, "samples", metric, value_range, resolve_feature(feature))
     search = _search_space(x, metric)
     s = x.shape[0]
     if s < 2:
@@ -244,6 +260,7 @@ def duplicate_threshold(
     num_samples: int | None = 10_000,
     seed: int = 0,
     value_range: tuple[float, float] | None = None,
+    feature: object = None,
 ) -> float:
     """A duplicate threshold from real data: a low quantile of real nearest-neighbour distances.
 
@@ -264,6 +281,8 @@ def duplicate_threshold(
         num_samples: size of the real subset (``None``: all; the search costs ``num_samples^2 D`` flops).
         seed: seed of the subset.
         value_range: as in :func:`birthday` (pass the same to both).
+        feature: as in :func:`birthday` (pass the same to both); the subset is chosen on the samples before they
+            are embedded, so only ``num_samples`` of them pass through the extractor.
 
     Returns:
         The threshold (float), in the units of :func:`birthday`'s distances.
@@ -277,12 +296,19 @@ def duplicate_threshold(
     """
     quantile = check_open_unit(quantile, "quantile")
     seed = check_seed(seed)
-    x, unit = _prepare(real, "real", metric, check_value_range(value_range))
     if num_samples is not None:
         num_samples = check_int(num_samples, "num_samples", minimum=2)
-        if x.shape[0] > num_samples:
-            positions, _ = key_positions(row_keys(x, seed, SEEDING_SALT))
-            x = x[positions < num_samples]
+
+    def subset(x: Tensor) -> Tensor:
+        if num_samples is None or x.shape[0] <= num_samples:
+            return x
+        positions, _ = key_positions(row_keys(x.reshape(x.shape[0], -1), seed, SEEDING_SALT))
+        return x[positions < num_samples]
+
+    extractor = resolve_feature(feature)
+    x, unit = _prepare(real, "real", metric, check_value_range(value_range), extractor, subset)
+    if extractor is None:
+        x = subset(x)
     if x.shape[0] < 2:
         raise ValueError(f"real: expected at least 2 samples, got {x.shape[0]}")
     neighbours = nearest_other(_search_space(x, metric))

@@ -131,19 +131,24 @@ def load(directory: Path, material: dict) -> FittedBins | None:
     return bins
 
 
-def save(directory: Path, material: dict, bins: FittedBins) -> Path:
-    """Write ``bins`` atomically (temporary file + rename); returns the entry's path."""
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    path = entry_path(directory, material)
-    state = bins.to("cpu").to_dict()
-    handle, temporary = tempfile.mkstemp(prefix=".bins-", suffix=".tmp", dir=directory)
+def write_atomic(path: Path, payload: dict) -> Path:
+    """``torch.save`` ``payload`` to ``path`` through a temporary file in the same folder and a rename, so that a
+    reader never sees half a file (the folder is made if missing)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.stem}-", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(handle, "wb") as f:
-            torch.save({"key": material, "bins": state}, f)
+            torch.save(payload, f)
         os.replace(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
+    return path
+
+
+def save(directory: Path, material: dict, bins: FittedBins) -> Path:
+    """Write ``bins`` atomically (temporary file + rename); returns the entry's path."""
+    path = write_atomic(entry_path(Path(directory), material), {"key": material, "bins": bins.to("cpu").to_dict()})
     logger.info("bin cache: wrote %s", path)
     return path

@@ -111,15 +111,19 @@ def value_range_of(x: torch.Tensor, name: str) -> tuple[float, float]:
     return low, high
 
 
-def as_sample_matrix(t: torch.Tensor, name: str, *, check_finite: bool = True) -> torch.Tensor:
+def as_sample_matrix(
+    t: torch.Tensor, name: str, *, check_finite: bool = True, flatten: bool = True
+) -> torch.Tensor:
     """Flatten ``(N, *dims)`` to ``(N, D)`` and validate shape, dtype and finiteness.
 
     Args:
         t: samples, at least 2-D.
         name: argument name used in error messages.
+        flatten: ``False`` returns the samples in their own shape ``(N, *dims)`` (validated the same way), for a
+            feature extractor that needs images.
 
     Returns:
-        ``(N, D)`` view (no copy when ``t`` is contiguous), dtype unchanged.
+        ``(N, D)`` view (no copy when ``t`` is contiguous), dtype unchanged; ``(N, *dims)`` with ``flatten=False``.
 
     Raises:
         ValueError: fewer than 2 dimensions, no samples, no features, or NaN/Inf values.
@@ -142,7 +146,7 @@ def as_sample_matrix(t: torch.Tensor, name: str, *, check_finite: bool = True) -
     matrix = t.reshape(t.shape[0], dim)
     if check_finite and matrix.is_floating_point():
         value_range_of(matrix, name)
-    return matrix
+    return matrix if flatten else t
 
 
 @dataclass(frozen=True)
@@ -166,11 +170,12 @@ def _first_item(batch: object) -> object:
     return batch
 
 
-def as_batches(data: object, name: str, *, check_finite: bool = True) -> Batches:
+def as_batches(data: object, name: str, *, check_finite: bool = True, flatten: bool = True) -> Batches:
     """Resolve ``data`` (one array or an iterable of batches) to validated ``(N_b, D)`` batches.
 
     The library of the input is found from the first batch, so an iterable is consumed lazily: a
-    generator of fake samples is never held in memory at once.
+    generator of fake samples is never held in memory at once. ``flatten=False`` keeps each batch's own shape
+    ``(N_b, *dims)`` (every batch must have the dims of the first), for a feature extractor.
 
     Raises:
         TypeError: not an array nor an iterable of arrays; strings; batches from different libraries.
@@ -180,7 +185,7 @@ def as_batches(data: object, name: str, *, check_finite: bool = True) -> Batches
         raise TypeError(f"{name}: expected {_SUPPORTED}; got {type(data).__name__} {data!r:.60}")
     library = array_library(data)
     if library is not None:
-        matrix = as_sample_matrix(to_tensor(data, name), name, check_finite=check_finite)
+        matrix = as_sample_matrix(to_tensor(data, name), name, check_finite=check_finite, flatten=flatten)
         return Batches(library, matrix, iter((matrix,)))
     if not isinstance(data, Iterable) or isinstance(data, dict):
         raise TypeError(f"{name}: expected {_SUPPORTED}; got {_describe(data)}")
@@ -209,10 +214,13 @@ def as_batches(data: object, name: str, *, check_finite: bool = True) -> Batches
                     f"mixed array libraries in one input are not supported"
                 )
             label = f"{name} (batch {index})"
-            matrix = as_sample_matrix(to_tensor(item, label), label, check_finite=check_finite)
-            if dim is not None and matrix.shape[1] != dim:
-                raise ValueError(f"{label}: expected {dim} features per sample like batch 0, got {matrix.shape[1]}")
-            dim = matrix.shape[1]
+            matrix = as_sample_matrix(to_tensor(item, label), label, check_finite=check_finite, flatten=flatten)
+            dims = tuple(matrix.shape[1:])
+            if dim is not None and dims != dim:
+                expected = f"{dim[0]} features" if flatten else f"samples of shape {dim}"
+                raise ValueError(f"{label}: expected {expected} per sample like batch 0, got "
+                                 f"{dims[0] if flatten else dims}")
+            dim = dims
             yield matrix
             index += 1
             try:

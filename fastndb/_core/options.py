@@ -8,11 +8,12 @@ fields, and a test checks that every face accepts the same names.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
 from fastndb._core.backends import BACKENDS
 from fastndb._core.checks import check_int, check_nonnegative, check_open_unit, check_positive_or_none, check_seed
+from fastndb._core.extractors import NAMES, Extractor, resolve_feature
 from fastndb._core.features import check_value_range
 from fastndb._core.statistics import CORRECTIONS
 
@@ -39,6 +40,9 @@ class BinOptions:
         tol: k-means stopping tolerance (relative inertia decrease).
         backend: assignment engine, ``"auto"`` | ``"torch"`` | ``"faiss"`` | ``"cuml"``.
         value_range: ``(low, high)`` of samples that are not ``uint8``/``uint16`` images, mapped to [0, 1].
+        feature: the space the bins live in (:mod:`fastndb._core.extractors`): ``None`` for the raw values, a name
+            (``"digits"``, ``"inception"``, ...), a ``torch.nn.Module``, a callable or a ``fastndb.extractor(...)``;
+            held as the resolved :class:`~fastndb.Extractor`. ``value_range`` applies to the samples before it.
     """
 
     num_bins: int = _option(100, "number of k-means bins K (>= 2)", type=int)
@@ -54,6 +58,10 @@ class BinOptions:
         None, "range of float samples, mapped to [0, 1] like uint8 images (e.g. -1 1 for tanh outputs)",
         type=float, nargs=2, metavar=("LOW", "HIGH"),
     )
+    feature: Extractor | None = _option(
+        None, "embed the samples with this network first (the bins live in its feature space): "
+        + ", ".join(NAMES), flag="--features", choices=tuple(NAMES), metavar="NAME",
+    )
 
     def __post_init__(self) -> None:
         checked = {
@@ -65,6 +73,7 @@ class BinOptions:
             "max_iter": check_int(self.max_iter, "max_iter", minimum=1),
             "tol": check_nonnegative(self.tol, "tol"),
             "value_range": check_value_range(self.value_range),
+            "feature": resolve_feature(self.feature),
         }
         if self.mode not in MODES:
             raise ValueError(f"mode: expected one of {MODES}, got {self.mode!r}")
@@ -76,14 +85,26 @@ class BinOptions:
             object.__setattr__(self, name, value)
 
     def key(self) -> tuple:
-        """The cache key of these options (every field: all of them shape the bins)."""
-        return tuple((f.name, getattr(self, f.name)) for f in fields(self))
+        """The cache key of these options (every field: all of them shape the bins; the extractor by its key)."""
+        return tuple((f.name, self.feature.key() if f.name == "feature" and self.feature is not None
+                      else getattr(self, f.name)) for f in fields(self))
 
     def to_dict(self) -> dict:
-        """Fields as a plain dict (``value_range`` as a list), for JSON and the disk cache."""
-        out = asdict(self)
+        """Fields as a plain dict (``value_range`` as a list, the extractor by its identity), for JSON and the disk
+        cache.
+
+        Raises:
+            ValueError: the extractor is a plain callable, which has no identity outside this process.
+        """
+        out = {f.name: getattr(self, f.name) for f in fields(self)}  # not asdict: it would deep-copy a network
         out["value_range"] = None if self.value_range is None else list(self.value_range)
+        out["feature"] = None if self.feature is None else self.feature.identity()
         return out
+
+    def without_features(self) -> BinOptions:
+        """The options the bins see once the samples are features: no extractor and no value range (the range
+        applies to the samples before the extractor)."""
+        return replace(self, feature=None, value_range=None)
 
 
 @dataclass(frozen=True)
@@ -150,7 +171,8 @@ def split_options(options: dict[str, Any], *, where: str) -> tuple[BinOptions, T
 
 def option_defaults() -> dict[str, Any]:
     """Every option with its default (``progress``: ``None``)."""
-    return {**asdict(BinOptions()), **asdict(TestOptions()), "progress": None}
+    defaults = BinOptions()
+    return {**{f.name: getattr(defaults, f.name) for f in fields(defaults)}, **asdict(TestOptions()), "progress": None}
 
 
 def option_flag(name: str) -> tuple[str, dict[str, Any]]:
@@ -166,8 +188,9 @@ def cli_flags() -> list[tuple[str, dict[str, Any]]]:
     for option_fields in (fields(BinOptions), fields(TestOptions)):
         for f in option_fields:
             cli = dict(f.metadata["cli"])
+            flag = cli.pop("flag", "--" + f.name.replace("_", "-"))
             default = defaults[f.name]
             shown = " ".join(str(v) for v in default) if isinstance(default, tuple) else default
             cli.update(dest=f.name, default=default, help=f"{f.metadata['help']} (default: {shown})")
-            out.append(("--" + f.name.replace("_", "-"), cli))
+            out.append((flag, cli))
     return out

@@ -76,6 +76,9 @@ class CollapseMonitor:
         value_range: range of ``real`` and of the generator's samples when they are floats (the library's
             convention, :mod:`fastndb._core.features`): ``(-1, 1)`` for a ``tanh`` generator such as the DCGAN here;
             ``uint8`` real images are read as ``x / 255`` whatever it says.
+        feature: score in this feature space instead of pixels (:mod:`fastndb._core.extractors`): ``"digits"`` (the
+            shipped digits network) for the demo's digits, a name, a module or a callable; NDB, the duplicate
+            threshold and the birthday test all use it.
         seed: seed of the bins, the duplicate threshold and the monitor's latents.
 
     Attributes:
@@ -102,6 +105,7 @@ class CollapseMonitor:
         birthday_samples: int = 500,
         quantile: float = 0.01,
         value_range: tuple[float, float] | None = (-1.0, 1.0),
+        feature: object = None,
         seed: int = 0,
     ) -> None:
         self.threshold = check_open_unit(threshold, "threshold")
@@ -113,10 +117,12 @@ class CollapseMonitor:
         if num_bins is None:
             num_bins = max(2, min(20, real.shape[0] // 40))
         self.value_range = value_range
-        self.ndb = NDB(num_bins, alpha, seed=seed, value_range=value_range).fit(real, distributed=False)
+        self.ndb = NDB(num_bins, alpha, seed=seed, value_range=value_range, feature=feature).fit(real,
+                                                                                                 distributed=False)
+        self.feature = self.ndb.options.feature  # resolved once (a name loads its network once)
         self.duplicate_threshold = duplicate_threshold(real, quantile=quantile,
                                                        num_samples=min(self.birthday_samples, real.shape[0]),
-                                                       seed=seed, value_range=value_range)
+                                                       seed=seed, value_range=value_range, feature=self.feature)
         self.null_ndb_ratio = self.ndb.alpha
         self.null_js = expected_null_js(self.ndb.num_bins, self.ndb.bins.num_reference, self.num_samples)
         self.collapsed_at: int | None = None
@@ -128,7 +134,7 @@ class CollapseMonitor:
         result = self.ndb.score(samples)
         self.last_result = result
         pairs = birthday(samples[: self.birthday_samples], num_pairs=1, threshold=self.duplicate_threshold,
-                         value_range=self.value_range)
+                         value_range=self.value_range, feature=self.feature)
         counted = epoch > self.warmup
         self._above = self._above + 1 if counted and result.ndb_ratio > self.threshold else 0
         if self._above >= self.patience and self.collapsed_at is None:

@@ -1,0 +1,602 @@
+"""Feature extractors: the ``feature=`` step, from validated samples to the embedding the scores work in.
+
+``feature=`` takes, on every face (``score``, ``NDB``, ``birthday``, ``duplicate_threshold``, the metrics, the
+collapse monitor, ``--features`` on the command line):
+
+* ``None`` (default): the raw values, as in the paper;
+* a ``torch.nn.Module`` or any callable mapping a batch ``(B, *dims)`` to ``(B, d)`` (or to anything that flattens
+  to ``(B, d)``);
+* a name from the registry (:data:`NAMES`): ``"digits"`` (the shipped digits network, offline), ``"inception"``
+  (the FID Inception-v3 of torch-fidelity and torchmetrics, 2048-d pool features), ``"dinov2-vits14"``,
+  ``"dinov2-vitb14"`` (timm) and ``"clip-vitb32"`` (open_clip);
+* an :class:`Extractor` from :func:`extractor`, which also sets the batch size, an autocast dtype and, for a name,
+  the weights file.
+
+What the extractor sees: each batch in its own shape, on its own device, under the library's value-range
+convention (:mod:`fastndb._core.features`): ``uint8`` as ``x / 255``, ``uint16`` as ``x / 65535``, floats mapped
+from ``value_range`` to [0, 1] when it is stated, other floats as they are (float32 or float64). So
+``score(real, fake, feature=m)`` is ``score(m(real), m(fake))`` for float samples with no range stated, batch by
+batch, and the bins, counts and tests then work on the ``(N, d)`` features with no range mapping of their own.
+It runs in batches of ``batch_size`` under ``torch.no_grad()``, a module in eval mode (its own mode restored
+afterwards), optionally under ``torch.autocast``; only the features leave it (as float32, or float64 when the
+extractor returns float64), and of the fake samples only the bin counts are kept.
+
+Named extractors take images ``(B, C, H, W)`` (``C`` 1, 3 or 4 with the alpha channel dropped), ``(B, H, W)``, or
+flat ``(B, S*S)`` / ``(B, 3*S*S)`` square images, in [0, 1] under the convention: a set outside [0, 1] is refused,
+naming the ``value_range`` to state. Grey images are repeated to RGB for the RGB networks; RGB images are turned
+to grey (ITU-R 601 luma) for ``"digits"``. Each resizes with antialiasing as documented on :data:`NAMES`.
+
+Weights of a named network, in this order: ``weights=PATH`` (``--weights``); ``$FASTNDB_WEIGHTS/<file>`` for the
+file name the registry gives; otherwise the package's own download into its own cache (torch hub, Hugging Face),
+unless ``FASTNDB_OFFLINE=1`` or ``HF_HUB_OFFLINE=1``. With none of them, one ``FileNotFoundError`` names the model,
+the file and where to put it.
+
+Identity (the caches' and named references' key): a name with a digest of the loaded weights; a module's class,
+``repr`` and a digest of its state dict (recomputed only when a parameter changes, by PyTorch's version counters);
+a plain callable by the object itself, in memory only (it cannot key the disk cache or a reference).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import threading
+import weakref
+from collections.abc import Callable, Iterator
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.nn import functional
+
+from fastndb._core.checks import check_int
+from fastndb._core.features import ValueSummary, summarize, to_float
+from fastndb._core.inputs import Batches
+from fastndb._core.optional import require
+
+WEIGHTS_ENV = "FASTNDB_WEIGHTS"
+OFFLINE_ENVS = ("FASTNDB_OFFLINE", "HF_HUB_OFFLINE")
+_LUMA = (0.299, 0.587, 0.114)  # ITU-R 601, as Pillow's convert("L")
+_IMAGE_SLACK = 0.01  # a named network's input may stray this far outside [0, 1] (rounding) before it is refused
+_AUTOCAST_DTYPES = (torch.float16, torch.bfloat16)
+
+
+# ------------------------------------------------------------------------------------------- preprocessing
+def as_images(x: Tensor, channels: int, name: str) -> Tensor:
+    """``(B, C, H, W)`` float images with ``channels`` (1 or 3) channels from the shapes a named extractor takes.
+
+    Example:
+        >>> as_images(torch.rand(2, 64), 1, "digits").shape, as_images(torch.rand(2, 1, 5, 5), 3, "x").shape
+        (torch.Size([2, 1, 8, 8]), torch.Size([2, 3, 5, 5]))
+    """
+    if x.dim() == 2:
+        side = math.isqrt(x.shape[1])
+        colour = math.isqrt(x.shape[1] // 3) if x.shape[1] % 3 == 0 else 0
+        if side * side == x.shape[1]:
+            x = x.reshape(x.shape[0], 1, side, side)
+        elif colour and 3 * colour * colour == x.shape[1]:
+            x = x.reshape(x.shape[0], 3, colour, colour)
+        else:
+            raise ValueError(f"feature={name!r}: expected images (B, C, H, W), or flat square images (B, S*S) or "
+                             f"(B, 3*S*S); got flat samples of {x.shape[1]} values")
+    elif x.dim() == 3:
+        x = x[:, None]
+    if x.dim() != 4 or x.shape[1] not in (1, 3, 4):
+        raise ValueError(f"feature={name!r}: expected images (B, C, H, W) with 1, 3 or 4 channels, got shape "
+                         f"{tuple(x.shape)}")
+    x = x[:, :3] if x.shape[1] == 4 else x  # RGBA: the alpha channel carries no content
+    if channels == 3 and x.shape[1] == 1:
+        x = x.expand(-1, 3, -1, -1)
+    elif channels == 1 and x.shape[1] == 3:
+        weights = torch.tensor(_LUMA, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
+        x = (x * weights).sum(dim=1, keepdim=True)
+    return x
+
+
+def resize(x: Tensor, size: int, mode: str) -> Tensor:
+    """``(B, C, size, size)``: square resize with antialiasing (a no-op at that size already)."""
+    if x.shape[-2:] == (size, size):
+        return x
+    return functional.interpolate(x, size=(size, size), mode=mode, antialias=True, align_corners=False)
+
+
+class ImageNetwork(nn.Module):
+    """A named network with its preprocessing: images in [0, 1] in, ``(B, d)`` features out.
+
+    Args:
+        network: maps the preprocessed ``(B, C, size, size)`` batch to features.
+        channels: 1 (grey) or 3 (RGB) channels the network takes.
+        size: input edge (``None``: the network resizes itself).
+        mode: resize mode (``"bilinear"`` or ``"bicubic"``, with antialiasing).
+        mean: per-channel mean subtracted after resizing (``None``: none).
+        std: per-channel divisor after the mean.
+        to_uint8: hand the network ``round(255 x)`` as ``uint8`` (torch-fidelity's Inception takes bytes, as FID
+            does): ``uint8`` images reach it as their own bytes.
+    """
+
+    def __init__(self, network: nn.Module, *, channels: int, size: int | None, mode: str = "bicubic",
+                 mean: tuple[float, ...] | None = None, std: tuple[float, ...] | None = None,
+                 to_uint8: bool = False) -> None:
+        super().__init__()
+        self.network = network
+        self.channels, self.size, self.mode, self.to_uint8 = channels, size, mode, to_uint8
+        self.register_buffer("mean", None if mean is None else torch.tensor(mean).view(1, -1, 1, 1), persistent=False)
+        self.register_buffer("std", None if std is None else torch.tensor(std).view(1, -1, 1, 1), persistent=False)
+
+    def prepare(self, images: Tensor, name: str = "feature") -> Tensor:
+        """The batch the network sees."""
+        x = as_images(images, self.channels, name).to(torch.float32)
+        if self.size is not None:
+            x = resize(x, self.size, self.mode).clamp_(0, 1)
+        if self.to_uint8:
+            return x.clamp(0, 1).mul(255).round_().to(torch.uint8)
+        if self.mean is not None:
+            x = (x - self.mean) / self.std
+        return x
+
+    def forward(self, images: Tensor) -> Tensor:
+        out = self.network(self.prepare(images))
+        return out[0] if isinstance(out, (tuple, list)) else out
+
+
+# ------------------------------------------------------------------------------------------------- registry
+@dataclass(frozen=True)
+class Named:
+    """One registry entry.
+
+    Attributes:
+        name: the ``feature=`` name.
+        dims: feature dimension ``d``.
+        package: the module that provides the network (``None``: fastndb itself).
+        extra: what to ``pip install`` for it.
+        weights_file: the weights file name looked up in ``$FASTNDB_WEIGHTS``.
+        source: where the weights come from, for messages.
+        preprocessing: the documented preprocessing, for messages and docs.
+    """
+
+    name: str
+    dims: int
+    package: str | None
+    extra: str
+    weights_file: str
+    source: str
+    preprocessing: str
+
+
+NAMES: dict[str, Named] = {
+    entry.name: entry for entry in (
+        Named("digits", 64, None, "(shipped with fastndb)", "digits_cnn.pt", "fastndb/_core/weights/digits_cnn.pt",
+              "grey (RGB to ITU-R 601 luma), bilinear antialiased resize to 16 x 16, centred at 0.5"),
+        Named("inception", 2048, "torch_fidelity", "fastndb[features] (torch-fidelity)",
+              "weights-inception-2015-12-05-6726825d.pth",
+              "torch-fidelity's release v0.2.0 (the TensorFlow FID Inception, converted)",
+              "RGB (grey repeated), 8-bit (round(255 x)), then torch-fidelity's own TensorFlow-compatible bilinear "
+              "resize to 299 x 299 and (x - 128) / 128, as torchmetrics' FrechetInceptionDistance"),
+        Named("dinov2-vits14", 384, "timm", "fastndb[features] (timm)", "dinov2_vits14_pretrain.pth",
+              "Meta's DINOv2 release (or timm's vit_small_patch14_dinov2.lvd142m)",
+              "RGB (grey repeated), bicubic antialiased resize to 224 x 224, ImageNet mean/std; CLS token"),
+        Named("dinov2-vitb14", 768, "timm", "fastndb[features] (timm)", "dinov2_vitb14_pretrain.pth",
+              "Meta's DINOv2 release (or timm's vit_base_patch14_dinov2.lvd142m)",
+              "RGB (grey repeated), bicubic antialiased resize to 224 x 224, ImageNet mean/std; CLS token"),
+        Named("clip-vitb32", 512, "open_clip", "fastndb[features] (open-clip-torch)", "open_clip_pytorch_model.bin",
+              "OpenAI's CLIP ViT-B/32 (open_clip's 'openai' weights)",
+              "RGB (grey repeated), bicubic antialiased resize to 224 x 224, CLIP mean/std; image embedding"),
+    )
+}
+"""The named extractors: ``feature="digits"`` and the others."""
+
+_IMAGENET = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+_CLIP = ((0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711))
+_TIMM_NAMES = {"dinov2-vits14": "vit_small_patch14_dinov2.lvd142m", "dinov2-vitb14": "vit_base_patch14_dinov2.lvd142m"}
+
+
+def _offline() -> bool:
+    return any(os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on") for name in OFFLINE_ENVS)
+
+
+def _missing(entry: Named, detail: str) -> FileNotFoundError:
+    return FileNotFoundError(
+        f"feature={entry.name!r}: no weights for the {entry.name} network ({detail}); put the file "
+        f"{entry.weights_file} ({entry.source}) in the folder ${WEIGHTS_ENV} names, or pass its path as "
+        f"fastndb.extractor({entry.name!r}, weights=PATH) (--weights PATH on the command line)"
+    )
+
+
+def weights_path(entry: Named, weights: str | os.PathLike | None) -> Path | None:
+    """The weights file of a named network: ``weights`` (must exist), else ``$FASTNDB_WEIGHTS/<file>`` if it exists,
+    else ``None`` (the package's own download, where allowed).
+
+    Raises:
+        FileNotFoundError: ``weights`` names no file.
+    """
+    if weights is not None:
+        path = Path(weights).expanduser()
+        if not path.is_file():
+            raise _missing(entry, f"weights={str(weights)!r} is not a file")
+        return path
+    folder = os.environ.get(WEIGHTS_ENV)
+    if folder:
+        candidate = Path(folder).expanduser() / entry.weights_file
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _build_digits(path: Path | None) -> nn.Module:
+    from fastndb._core.digits_net import load_digits_net
+
+    net = load_digits_net(path)
+
+    class _Features(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = net
+
+        def forward(self, x: Tensor) -> Tensor:
+            return self.net.body(x - 0.5)
+
+    return ImageNetwork(_Features(), channels=1, size=16, mode="bilinear")
+
+
+def _build_inception(path: Path | None) -> nn.Module:
+    module = require("torch_fidelity.feature_extractor_inceptionv3", "feature='inception'")
+    network = module.FeatureExtractorInceptionV3("inception-v3-compat", ["2048"],
+                                                 feature_extractor_weights_path=None if path is None else str(path))
+    return ImageNetwork(network, channels=3, size=None, to_uint8=True)
+
+
+def _build_dinov2(name: str, path: Path | None) -> nn.Module:
+    timm = require("timm", f"feature={name!r}")
+    overlay = {} if path is None else {"pretrained_cfg_overlay": {"file": str(path)}}
+    network = timm.create_model(_TIMM_NAMES[name], pretrained=True, num_classes=0, img_size=224, **overlay)
+    return ImageNetwork(network, channels=3, size=224, mean=_IMAGENET[0], std=_IMAGENET[1])
+
+
+def _build_clip(path: Path | None) -> nn.Module:
+    open_clip = require("open_clip", "feature='clip-vitb32'")
+    model = open_clip.create_model("ViT-B-32", pretrained="openai" if path is None else str(path))
+    return ImageNetwork(model.visual, channels=3, size=224, mean=_CLIP[0], std=_CLIP[1])
+
+
+def _build(entry: Named, path: Path | None) -> nn.Module:
+    if entry.name == "digits":
+        return _build_digits(path)
+    if entry.name == "inception":
+        return _build_inception(path)
+    if entry.name in _TIMM_NAMES:
+        return _build_dinov2(entry.name, path)
+    return _build_clip(path)
+
+
+_loaded: dict[tuple[str, str | None], nn.Module] = {}
+_loaded_lock = threading.Lock()
+
+
+def load_named(name: str, weights: str | os.PathLike | None = None) -> nn.Module:
+    """The named network with its preprocessing, in eval mode on the CPU (loaded once per name and file).
+
+    Raises:
+        ValueError: an unknown name.
+        ModuleNotFoundError: the package that provides it is not installed (naming the extra).
+        FileNotFoundError: no weights file and no download (naming the file and where it goes).
+    """
+    if name not in NAMES:
+        raise ValueError(f"feature: expected None, a torch.nn.Module, a callable or one of {sorted(NAMES)}, "
+                         f"got {name!r}")
+    entry = NAMES[name]
+    path = weights_path(entry, weights)
+    if path is None and entry.package is not None and _offline():
+        raise _missing(entry, f"offline ({' or '.join(OFFLINE_ENVS)} is set) and no ${WEIGHTS_ENV}/"
+                              f"{entry.weights_file}")
+    key = (name, None if path is None else str(path.resolve()))
+    with _loaded_lock:
+        if key in _loaded:
+            return _loaded[key]
+    if entry.package is not None:
+        require(entry.package, f"feature={name!r}")  # a missing package names its extra, not a download error
+    try:
+        network = _build(entry, path)
+    except (ModuleNotFoundError, FileNotFoundError) as err:
+        if isinstance(err, FileNotFoundError) and path is None:
+            raise _missing(entry, str(err)) from err
+        raise
+    except Exception as err:  # noqa: BLE001  (each package reports a failed download its own way)
+        if path is None:
+            raise _missing(entry, f"the download failed: {type(err).__name__}: {str(err)[:200]}") from err
+        raise ValueError(f"feature={name!r}: could not load the weights in {path}: {type(err).__name__}: "
+                         f"{str(err)[:300]}") from err
+    network = network.eval().requires_grad_(False)
+    with _loaded_lock:
+        _loaded[key] = network
+    return network
+
+
+# ------------------------------------------------------------------------------------------------ identity
+_digests: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def weights_digest(module: nn.Module) -> str:
+    """A digest of a module's state dict (names, shapes, dtypes and exact bytes, hashed where they live); recomputed
+    only when a tensor of it changed (PyTorch's version counters) or was replaced."""
+    from fastndb._core.sampling import content_fingerprint
+
+    state = module.state_dict(keep_vars=True)
+    marks = tuple((name, t.data_ptr(), t._version, tuple(t.shape)) for name, t in state.items())
+    memo = _digests.get(module)
+    if memo is not None and memo[0] == marks:
+        return memo[1]
+    parts = [[name, list(t.shape), str(t.dtype), *content_fingerprint(t.detach())[:2]] for name, t in state.items()]
+    digest = hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:20]
+    _digests[module] = (marks, digest)
+    return digest
+
+
+# ---------------------------------------------------------------------------------------------- the extractor
+class Extractor:
+    """A resolved ``feature=``: a function from sample batches to ``(B, d)`` features, with how to run it.
+
+    Build one with :func:`extractor`; every face also takes the plain forms (a name, a module, a callable).
+
+    Args:
+        function: the module or callable.
+        name: the registry name, or ``None`` for the caller's own.
+        batch_size: samples per call of ``function``.
+        autocast: ``torch.float16`` or ``torch.bfloat16`` to run under ``torch.autocast`` (``None``: full precision).
+        owned: whether fastndb built the module (then it is copied to each device the data live on; a caller's
+            module is never moved: it must sit where the samples are).
+    """
+
+    def __init__(self, function: Callable[[Tensor], Any], *, name: str | None = None, batch_size: int = 64,
+                 autocast: torch.dtype | None = None, owned: bool = False) -> None:
+        if not callable(function):
+            raise TypeError(f"feature: expected a torch.nn.Module or a callable, got {type(function).__name__}")
+        self.function = function
+        self.name = name
+        self.batch_size = check_int(batch_size, "batch_size", minimum=1)
+        if autocast is not None and autocast not in _AUTOCAST_DTYPES:
+            raise ValueError(f"autocast: expected None, torch.float16 or torch.bfloat16, got {autocast!r}")
+        self.autocast = autocast
+        self.owned = owned
+        self._copies: dict[torch.device, Callable] = {}
+
+    @property
+    def module(self) -> nn.Module | None:
+        return self.function if isinstance(self.function, nn.Module) else None
+
+    @property
+    def needs_images(self) -> bool:
+        """Whether the function takes images in [0, 1] (the named networks)."""
+        return isinstance(self.function, ImageNetwork)
+
+    def description(self) -> str:
+        """What the features are, in words: the name, or the module's class, or the callable's name."""
+        if self.name is not None:
+            return self.name
+        if self.module is not None:
+            return f"module {type(self.module).__qualname__}"
+        return f"callable {getattr(self.function, '__qualname__', type(self.function).__qualname__)}"
+
+    def identity(self) -> str:
+        """A stable identity for the disk cache and named references: name or class with a digest of the weights.
+
+        Raises:
+            ValueError: a plain callable (nothing to digest: it can key the in-memory cache only).
+        """
+        module = self.module
+        if module is None:
+            raise ValueError(f"feature: a {self.description()} has no weights to identify it by across processes; "
+                             f"wrap it in a torch.nn.Module, or use a named extractor")
+        label = self.name or f"{type(module).__module__}.{type(module).__qualname__}"
+        shape = "" if self.name else hashlib.sha256(repr(module).encode()).hexdigest()[:8] + ":"
+        return f"{label}@{shape}{weights_digest(module)}"
+
+    def label(self) -> str:
+        """:meth:`identity`, or for a plain callable its name and address (valid in this process only): what fitted
+        bins record of the features they were fitted on."""
+        if self.module is None:
+            return f"{self.description()} at {id(self.function):#x}"
+        return self.identity()
+
+    def key(self) -> tuple:
+        """The in-memory cache key: the identity (a callable by the object itself), batch size and autocast."""
+        core: Any = self.function if self.module is None else self.identity()
+        return ("feature", core, self.batch_size, str(self.autocast))
+
+    def _on(self, device: torch.device) -> Callable:
+        """The function to run on samples on ``device``."""
+        module = self.module
+        if module is None:
+            return self.function
+        here = {t.device for t in (*module.parameters(), *module.buffers())}
+        if self.owned:  # fastndb's own network: one copy per device the samples come on
+            if device not in self._copies:
+                self._copies[device] = module if here <= {device} else _copy_to(module, device)
+            return self._copies[device]
+        if here and here != {device}:
+            found = ", ".join(sorted(str(d) for d in here))
+            raise ValueError(f"feature: the module's parameters are on {found} but the samples on {device}; move "
+                             f"one of them (module.to({str(device)!r}))")
+        return module
+
+    def __call__(self, x: Tensor, name: str = "samples") -> Tensor:
+        """Features ``(N, d)`` of ``x`` ``(N, *dims)`` (already under the value-range convention), batch by batch.
+
+        Raises:
+            ValueError: the function returns something that is not ``(B, ...)`` tensors with one row per sample.
+        """
+        function = self._on(x.device)
+        module = function if isinstance(function, nn.Module) else None
+        was_training = module.training if module is not None else False
+        parts = []
+        autocast = (torch.autocast(device_type=x.device.type, dtype=self.autocast) if self.autocast is not None
+                    else nullcontext())
+        try:
+            if module is not None:
+                module.eval()
+            with torch.no_grad(), autocast:
+                for start in range(0, x.shape[0], self.batch_size):
+                    batch = x[start : start + self.batch_size]
+                    parts.append(self._flat(function(batch), batch.shape[0], name))
+        finally:
+            if module is not None and was_training:
+                module.train()
+        features = parts[0] if len(parts) == 1 else torch.cat(parts)
+        return features
+
+    def _flat(self, out: Any, rows: int, name: str) -> Tensor:
+        if isinstance(out, (tuple, list)) and out and isinstance(out[0], Tensor):
+            out = out[0]
+        if not isinstance(out, Tensor):
+            raise ValueError(f"feature: expected the {self.description()} to return a tensor of shape (B, d), "
+                             f"got {type(out).__name__} for {name}")
+        if out.dim() == 0 or out.shape[0] != rows:
+            raise ValueError(f"feature: expected the {self.description()} to return one row per sample, "
+                             f"(B={rows}, d); got shape {tuple(out.shape)} for {name}")
+        out = out.reshape(rows, -1)
+        if out.shape[1] == 0:
+            raise ValueError(f"feature: the {self.description()} returned no features (shape {tuple(out.shape)})")
+        if not out.is_floating_point():
+            raise ValueError(f"feature: expected floating-point features from the {self.description()}, got "
+                             f"{out.dtype}")
+        return out if out.dtype in (torch.float32, torch.float64) else out.to(torch.float32)
+
+    def check_images(self, low: float, high: float, name: str) -> None:
+        """Refuse samples outside [0, 1] (under the convention) for a named network, which reads them as images."""
+        if self.needs_images and (low < -_IMAGE_SLACK or high > 1 + _IMAGE_SLACK):
+            raise ValueError(
+                f"{name}: values in [{low:.4g}, {high:.4g}] but feature={self.name!r} reads images in [0, 1] "
+                f"(uint8 as x / 255); state their range with value_range=(low, high), e.g. (-1, 1) for tanh outputs"
+            )
+
+    def __repr__(self) -> str:
+        extra = f", autocast={self.autocast}" if self.autocast is not None else ""
+        return f"Extractor({self.description()}, batch_size={self.batch_size}{extra})"
+
+
+def _copy_to(module: nn.Module, device: torch.device) -> nn.Module:
+    import copy
+
+    return copy.deepcopy(module).to(device)
+
+
+def extractor(
+    feature: str | nn.Module | Callable[[Tensor], Any],
+    *,
+    weights: str | os.PathLike | None = None,
+    batch_size: int = 64,
+    autocast: torch.dtype | None = None,
+) -> Extractor:
+    """A feature extractor for ``feature=``, with its batch size, autocast dtype and (for a name) weights file.
+
+    Args:
+        feature: a name from :data:`NAMES`, a ``torch.nn.Module`` or a callable ``(B, *dims) -> (B, d)``.
+        weights: the weights file of a named network (default: ``$FASTNDB_WEIGHTS/<file>`` or the package's own
+            download; see the module docstring).
+        batch_size: samples per forward pass.
+        autocast: ``torch.float16`` or ``torch.bfloat16`` to run under ``torch.autocast``.
+
+    Raises:
+        ValueError: an unknown name, ``weights`` for something that is not a name, a bad batch size or dtype.
+        ModuleNotFoundError: the package of a named network is missing.
+        FileNotFoundError: a named network's weights cannot be found (naming the file and where to put it).
+
+    Example:
+        >>> import torch
+        >>> ex = extractor(torch.nn.Flatten(), batch_size=2)
+        >>> ex(torch.ones(5, 1, 2, 2)).shape
+        torch.Size([5, 4])
+    """
+    if isinstance(feature, str):
+        return Extractor(load_named(feature, weights), name=feature, batch_size=batch_size, autocast=autocast,
+                         owned=True)
+    if weights is not None:
+        raise ValueError(f"weights: only a named extractor ({sorted(NAMES)}) takes a weights file; load your "
+                         f"module's weights yourself")
+    if isinstance(feature, Extractor):
+        raise TypeError("feature: already an Extractor; pass it as feature= directly")
+    return Extractor(feature, batch_size=batch_size, autocast=autocast)
+
+
+def resolve_feature(feature: object) -> Extractor | None:
+    """``feature=`` as an :class:`Extractor` (or ``None`` for raw values).
+
+    Raises:
+        TypeError: something that is neither ``None``, a name, a module, a callable nor an :class:`Extractor`.
+        ValueError: an unknown name (see :func:`extractor` for the others).
+    """
+    if feature is None or isinstance(feature, Extractor):
+        return feature
+    if isinstance(feature, str):
+        return extractor(feature)
+    if isinstance(feature, bool) or not callable(feature):
+        raise TypeError(f"feature: expected None, a name from {sorted(NAMES)}, a torch.nn.Module, a callable or "
+                        f"a fastndb.extractor(...), got {type(feature).__name__}")
+    return Extractor(feature)
+
+
+def label_of(extractor_: Extractor | None) -> str | None:
+    """What fitted bins record of their features: ``None`` for raw values, else :meth:`Extractor.label`."""
+    return None if extractor_ is None else extractor_.label()
+
+
+def same_features(expected: str | None, extractor_: Extractor | None, where: str) -> None:
+    """Refuse bins or a reference fitted in another feature space than ``extractor_`` gives.
+
+    Raises:
+        ValueError: the labels differ (naming both).
+    """
+    got = label_of(extractor_)
+    if expected != got:
+        shown = lambda s: "raw values (feature=None)" if s is None else s  # noqa: E731
+        raise ValueError(f"feature: {where} was fitted on {shown(expected)}, but this call's features are "
+                         f"{shown(got)}; pass the feature= it was fitted with")
+
+
+
+# ------------------------------------------------------------------------------------------------ embedding
+def embed(
+    x: Tensor,
+    extractor_: Extractor,
+    value_range: tuple[float, float] | None,
+    name: str,
+    check: Callable[[ValueSummary, str], None] | None = None,
+) -> tuple[Tensor, ValueSummary]:
+    """Features of validated samples ``x (N, *dims)`` and the samples' own range.
+
+    One range read of the samples (which also refuses NaN/Inf, naming ``name``), the check a named network makes
+    (images in [0, 1]), the caller's ``check`` of the range against the real samples', then the extractor on the
+    samples under the value-range convention.
+
+    Returns:
+        ``(features (N, d), summary)``: the summary of the samples as passed (after the convention's mapping).
+    """
+    summary = summarize(x.reshape(x.shape[0], -1), value_range, name)
+    extractor_.check_images(summary.low, summary.high, name)
+    if check is not None:
+        check(summary, name)
+    return extractor_(to_float(x, value_range), name), summary
+
+
+def embedded(
+    batches: Batches,
+    extractor_: Extractor,
+    value_range: tuple[float, float] | None,
+    name: str,
+    check: Callable[[ValueSummary, str], None] | None = None,
+) -> Batches:
+    """:func:`embed` over a stream of batches (``(N_b, *dims)``, from ``as_batches(..., flatten=False)``): lazy for
+    an iterable, so a generator's samples become features batch by batch and are never held together."""
+    if batches.single is not None:
+        features, _ = embed(batches.single, extractor_, value_range, name, check)
+        return Batches(batches.library, features, iter((features,)))
+
+    def generate() -> Iterator[Tensor]:
+        for index, x in enumerate(batches.iterator):
+            yield embed(x, extractor_, value_range, f"{name} (batch {index})", check)[0]
+
+    return Batches(batches.library, None, generate())
