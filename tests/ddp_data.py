@@ -26,3 +26,10 @@ def real_shards(world: int) -> list[torch.Tensor]:
 def fake_shards(world: int) -> list[torch.Tensor]:
     union = fake_union()
     return [union, union[:0]] if world == 2 else [union]  # rank 1 has no fake samples
+
+
+def feature_net() -> torch.nn.Module:
+    """The same small seeded network on every rank: the feature space of the distributed metric test."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(21)
+        return torch.nn.Sequential(torch.nn.Linear(24, 16), torch.nn.Tanh(), torch.nn.Linear(16, 10))

@@ -18,7 +18,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import fastndb  # noqa: E402
 from fastndb.metrics import BirthdayMetric, NDBMetric  # noqa: E402
-from tests.ddp_data import fake_shards, real_shards  # noqa: E402
+from tests.ddp_data import fake_shards, feature_net, real_shards  # noqa: E402
 
 
 def main() -> None:
@@ -56,6 +56,15 @@ def main() -> None:
     if fake.shape[0]:
         metric.update(fake, real=False)
     out["metric_epoch2"] = metric.compute()
+
+    # in a feature space: each rank embeds its own batches, the bins are fitted on the union of the features
+    featured = NDBMetric(num_bins=16, seed=5, feature=feature_net())
+    for start in range(0, real.shape[0], 333):
+        featured.update(real[start : start + 333], real=True)
+    if fake.shape[0]:
+        featured.update(fake, real=False)
+    out["featured"] = {"values": featured.compute(), "fake_counts": featured.result.fake_counts,
+                       "real_counts": featured.result.real_counts, "feature": featured.bins.feature}
 
     # a rank with no real samples at all still gets the bins
     lonely = NDBMetric(num_bins=16, seed=5)

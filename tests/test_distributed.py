@@ -16,7 +16,7 @@ import torch
 import fastndb
 from fastndb._core.collectives import SingleProcess, resolve_collective
 from fastndb.metrics import BirthdayMetric, NDBMetric
-from tests.ddp_data import fake_union, real_union
+from tests.ddp_data import fake_union, feature_net, real_union
 
 WORKER = Path(__file__).with_name("ddp_worker.py")
 WORLD = 2
@@ -84,6 +84,21 @@ def test_metric_under_ddp_equals_single_process(ranks):
     # after compute() each rank holds its own counts again (torchmetrics' unsync): rank 1 streamed nothing
     assert int(ranks[0]["metric"]["local_fake_counts"].sum()) == fake_union().shape[0]
     assert int(ranks[1]["metric"]["local_fake_counts"].sum()) == 0
+
+
+def test_metric_with_a_feature_under_ddp_equals_one_process_on_the_features(ranks):
+    net = feature_net()
+    single = NDBMetric(num_bins=16, seed=5)
+    with torch.no_grad():
+        single.update(torch.cat([net(b) for b in real_union().split(64)]), real=True)
+        single.update(torch.cat([net(b) for b in fake_union().split(64)]), real=False)
+    expected = single.compute()
+    for rank in ranks:
+        got = rank["featured"]
+        assert all(torch.equal(got["values"][k], expected[k]) for k in expected)
+        assert torch.equal(got["fake_counts"], single.result.fake_counts)
+        assert torch.equal(got["real_counts"], single.result.real_counts)
+        assert got["feature"] == fastndb.extractor(net).identity()  # same weights on every rank, same identity
 
 
 def test_metric_second_epoch_with_kept_bins_under_ddp(ranks):
