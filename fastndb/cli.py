@@ -331,6 +331,8 @@ def _demo(args: argparse.Namespace) -> int:
                        label_flip=args.label_flip, label_smoothing=args.label_smoothing, seed=args.seed)
     source = args.data or "scikit-learn's digits, upsampled to 32 x 32" + (f", digit {args.digit} only"
                                                                             if args.digit is not None else "")
+    if args.drop_digits:
+        source += f", without digits {','.join(map(str, args.drop_digits))} (the monitor compares with all digits)"
     steps = f"{config.steps_per_epoch} batches" if config.steps_per_epoch else "one pass over the data"
     print(f"DCGAN (width {config.width}) on {source}: {config.epochs} epochs of {steps} (batch {config.batch_size}), "
           f"latent size {config.latent_size}, label flip {config.label_flip:.0%}, smoothing {config.label_smoothing}, "
@@ -339,17 +341,21 @@ def _demo(args: argparse.Namespace) -> int:
     bins_text = f"K={num_bins} bins" if num_bins else f"K = min({defaults['max_bins']}, N/40) bins"
     print(f"monitor: NDB with {bins_text} on 2000 samples per epoch; "
           f"collapse = NDB/K > {args.threshold} for 2 epochs after 3 warm-up epochs\n")
-    print(demo.format_epoch_header(), flush=True)
+    if args.features:
+        print(f"NDB also in the {args.features} feature space, same K: its NDB/K and JS next to the pixels'\n")
+    print(demo.format_epoch_header(args.features), flush=True)
     result = demo.run_dcgan_demo(
         data=args.data, digit=args.digit, image_size=args.image_size, device=args.device, out_dir=args.out,
-        config=config, num_bins=num_bins, threshold=args.threshold,
+        config=config, num_bins=num_bins, threshold=args.threshold, drop_digits=tuple(args.drop_digits or ()),
+        second_feature=args.features,
         progress=False, on_epoch=lambda record: print(demo.format_epoch(record), flush=True),
     )
     verdict = (f"mode collapse flagged at epoch {result.collapsed_at}" if result.collapsed_at is not None
                else "no mode collapse flagged")
     print(f"\n{verdict}; sample grids, curves.png and history.json in {args.out}/")
     print(f"chance level at these sample sizes (a generator that samples like the data): NDB/K about "
-          f"{result.monitor.null_ndb_ratio:.2f}, JS about {result.monitor.null_js:.4f}")
+          f"{result.monitor.null_ndb_ratio:.2f}, JS about {result.monitor.null_js:.4f}"
+          + (f" (in the {args.features} space {result.monitor.second_null_js:.4f})" if args.features else ""))
     return 0
 
 
@@ -482,6 +488,10 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--label-flip", type=float, default=0.0, help="share of discriminator labels flipped")
     demo.add_argument("--label-smoothing", type=float, default=0.0, help="one-sided: real targets 1 - s")
     demo.add_argument("--digit", type=int, choices=range(10), help="train on one digit class only")
+    demo.add_argument("--drop-digits", type=int, nargs="+", choices=range(10), metavar="D",
+                      help="train without these digit classes; the monitor compares with all digits")
+    demo.add_argument("--features", choices=("digits", "inception", "dinov2-vits14", "dinov2-vitb14", "clip-vitb32"),
+                      help="also score NDB in this feature space, next to pixels (digits: the shipped network)")
     demo.add_argument("--data", help="MNIST/Fashion-MNIST IDX file, image folder or array file instead of digits")
     demo.add_argument("--image-size", type=int, choices=(28, 32, 64), default=32)
     demo.add_argument("--threshold", type=_probability, default=0.8, help="NDB/K that counts as collapse (0.8)")

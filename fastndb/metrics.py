@@ -247,13 +247,13 @@ class NDBMetric(_torchmetrics.Metric):
             self._pending_counts = None
         name = "imgs (real)" if real else "imgs (fake)"
         x = concatenate(as_batches(imgs, name, check_finite=False, flatten=self._extractor is None))  # one read below
+        if real and self.is_fitted:  # as FID with reset_real_features=False: real batches after the fit cost nothing
+            logger.debug("NDBMetric: bins already fitted; %d real samples ignored", x.shape[0])
+            return
         if self._extractor is not None:
             x = self._embed(x, name, real)
         self._check_features(x, name)
         if real:
-            if self.is_fitted:
-                logger.debug("NDBMetric: bins already fitted; %d real samples ignored", x.shape[0])
-                return
             summary = summarize(x, self._convert, name)
             self._real_values = summary if self._real_values is None else self._real_values.merge(summary)
             self._real.add(to_float(x, self._convert).to(self.device))

@@ -174,6 +174,7 @@ def save_reference(name: str, real: object, *, overwrite: bool = False, **option
 
     Example:
         >>> import os, tempfile, torch, fastndb
+        >>> before = os.environ.get("FASTNDB_HOME")
         >>> os.environ["FASTNDB_HOME"] = tempfile.mkdtemp()
         >>> ref = fastndb.save_reference("toy", torch.randn(400, 4, generator=torch.Generator().manual_seed(0)),
         ...                              num_bins=5)
@@ -181,6 +182,7 @@ def save_reference(name: str, real: object, *, overwrite: bool = False, **option
         (5, ['toy'])
         >>> fastndb.score(ref, torch.randn(200, 4)).num_bins
         5
+        >>> _ = os.environ.pop("FASTNDB_HOME") if before is None else os.environ.update(FASTNDB_HOME=before)
     """
     from fastndb import __version__
     from fastndb._ndb import NDB

@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import gzip
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -112,10 +113,12 @@ def read_idx_images(path: str | Path) -> torch.Tensor:
     return torch.from_numpy(pixels.copy())
 
 
-def load_training_images(data: str | None, *, digit: int | None = None, image_size: int = 32) -> torch.Tensor:
+def load_training_images(data: str | None, *, digit: int | None = None, image_size: int = 32,
+                         drop_digits: tuple[int, ...] = ()) -> torch.Tensor:
     """Training images in [-1, 1], ``(N, C, S, S)`` with ``S = image_size``.
 
-    ``data=None``: scikit-learn's digits (optionally one ``digit`` class), upsampled bilinearly from 8 x 8.
+    ``data=None``: scikit-learn's digits (optionally one ``digit`` class, or all but ``drop_digits``), upsampled
+    bilinearly from 8 x 8.
     Otherwise an IDX file (MNIST, Fashion-MNIST) or anything :func:`fastndb._core.files.load_samples` reads, resized
     to ``S`` if needed.
     """
@@ -124,6 +127,8 @@ def load_training_images(data: str | None, *, digit: int | None = None, image_si
         images = x.reshape(-1, 1, 8, 8)
         if digit is not None:
             images = images[y == digit]
+        if drop_digits:
+            images = images[~torch.isin(y, torch.tensor(drop_digits, dtype=torch.int64))]
     else:
         from fastndb._core.files import load_samples
 
@@ -132,8 +137,8 @@ def load_training_images(data: str | None, *, digit: int | None = None, image_si
         if loaded.dim() != 4:
             raise ValueError(f"data: expected images (N, C, H, W), got shape {tuple(loaded.shape)}")
         images = loaded.float() / 255.0 if loaded.dtype == torch.uint8 else loaded.float()
-        if digit is not None:
-            raise ValueError("digit: choosing one class needs labels; it works with the bundled digits only")
+        if digit is not None or drop_digits:
+            raise ValueError("digit, drop_digits: choosing classes needs labels; it works with the bundled digits only")
     if images.shape[-1] != image_size or images.shape[-2] != image_size:
         images = F.interpolate(images, size=(image_size, image_size), mode="bilinear", align_corners=False)
     return (images.clamp(0, 1) * 2 - 1).contiguous()
@@ -151,31 +156,40 @@ def run_dcgan_demo(
     threshold: float = 0.8,
     progress: bool | None = None,
     on_epoch: Callable[[EpochRecord], None] | None = None,
+    drop_digits: tuple[int, ...] = (),
+    second_feature: object = None,
 ) -> TrainingResult:
     """Train a DCGAN with the collapse monitor (see the module docstring); returns the :class:`TrainingResult`.
 
     ``config=None`` and ``num_bins=None`` take :func:`demo_defaults` (``K = min(max_bins, N // 40)``, so that
-    the held-out half of the N real images puts about 20 or more in each bin).
+    the held-out half of the N real images puts about 20 or more in each bin). ``drop_digits``: the DCGAN trains on
+    the digits without these classes while the monitor compares it with all of them (a generator that misses modes
+    by construction). ``second_feature``: NDB in that feature space too (e.g. ``"digits"``), next to pixels.
     """
     real = load_training_images(data, digit=digit, image_size=image_size).to(device)
+    train = real if not drop_digits else load_training_images(data, image_size=image_size,
+                                                               drop_digits=tuple(drop_digits)).to(device)
     defaults = demo_defaults(data)
     if config is None:
         config = GANConfig(epochs=defaults["epochs"], steps_per_epoch=defaults["steps_per_epoch"],
                            width=defaults["width"])
     if num_bins is None:
         num_bins = max(2, min(defaults["max_bins"], real.shape[0] // 40))
-    monitor = CollapseMonitor(real, num_bins=num_bins, threshold=threshold, seed=config.seed)
-    return train_gan(real, config, monitor=monitor, out_dir=out_dir, progress=progress, on_epoch=on_epoch)
+    monitor = CollapseMonitor(real, num_bins=num_bins, threshold=threshold, seed=config.seed,
+                              second_feature=second_feature)
+    return train_gan(train, config, monitor=monitor, out_dir=out_dir, progress=progress, on_epoch=on_epoch)
 
 
-def format_epoch_header() -> str:
-    """Header of the per-epoch table the demo prints."""
-    return (f"{'epoch':>5} {'D loss':>7} {'G loss':>7} {'NDB':>4} {'NDB/K':>6} {'JS':>7} {'dup pairs':>9} "
+def format_epoch_header(second: str | None = None) -> str:
+    """Header of the per-epoch table the demo prints (with a second feature space's NDB/K and JS, if named)."""
+    extra = "" if second is None else f" {second[:6] + ' NDB/K':>12} {'JS':>7}"
+    return (f"{'epoch':>5} {'D loss':>7} {'G loss':>7} {'NDB':>4} {'NDB/K':>6} {'JS':>7}{extra} {'dup pairs':>9} "
             f"{'collapse':>8} {'s':>5}")
 
 
 def format_epoch(record: EpochRecord) -> str:
     """One row of the per-epoch table."""
+    extra = "" if math.isnan(record.feature_ndb_ratio) else f" {record.feature_ndb_ratio:>12.2f} {record.feature_js:>7.4f}"
     return (f"{record.epoch:>5} {record.d_loss:>7.3f} {record.g_loss:>7.3f} {record.ndb:>4} {record.ndb_ratio:>6.2f} "
-            f"{record.js:>7.4f} {record.num_duplicates:>9} {'FLAGGED' if record.collapsed else '-':>8} "
+            f"{record.js:>7.4f}{extra} {record.num_duplicates:>9} {'FLAGGED' if record.collapsed else '-':>8} "
             f"{record.seconds:>5.1f}")

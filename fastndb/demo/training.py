@@ -50,6 +50,8 @@ class EpochRecord:
     duplicate_rate: float
     collapsed: bool
     seconds: float
+    feature_ndb_ratio: float = math.nan
+    feature_js: float = math.nan
 
     def to_dict(self) -> dict:
         """Fields as a dict."""
@@ -79,6 +81,9 @@ class CollapseMonitor:
         feature: score in this feature space instead of pixels (:mod:`fastndb._core.extractors`): ``"digits"`` (the
             shipped digits network) for the demo's digits, a name, a module or a callable; NDB, the duplicate
             threshold and the birthday test all use it.
+        second_feature: also fit NDB bins (same ``K``) in this feature space and report its NDB/K and JS next to the
+            first space's each epoch (``feature_ndb_ratio``, ``feature_js``; chance level :attr:`second_null_js`);
+            the collapse flag follows the first space.
         seed: seed of the bins, the duplicate threshold and the monitor's latents.
 
     Attributes:
@@ -106,6 +111,7 @@ class CollapseMonitor:
         quantile: float = 0.01,
         value_range: tuple[float, float] | None = (-1.0, 1.0),
         feature: object = None,
+        second_feature: object = None,
         seed: int = 0,
     ) -> None:
         self.threshold = check_open_unit(threshold, "threshold")
@@ -125,6 +131,12 @@ class CollapseMonitor:
                                                        seed=seed, value_range=value_range, feature=self.feature)
         self.null_ndb_ratio = self.ndb.alpha
         self.null_js = expected_null_js(self.ndb.num_bins, self.ndb.bins.num_reference, self.num_samples)
+        self.second: NDB | None = None
+        self.second_null_js = math.nan
+        if second_feature is not None:
+            self.second = NDB(num_bins, alpha, seed=seed, value_range=value_range, feature=second_feature).fit(
+                real, distributed=False)
+            self.second_null_js = expected_null_js(num_bins, self.second.bins.num_reference, self.num_samples)
         self.collapsed_at: int | None = None
         self.last_result: NDBResult | None = None
         self._above = 0
@@ -139,9 +151,13 @@ class CollapseMonitor:
         self._above = self._above + 1 if counted and result.ndb_ratio > self.threshold else 0
         if self._above >= self.patience and self.collapsed_at is None:
             self.collapsed_at = epoch
-        return {"ndb": result.ndb, "ndb_ratio": result.ndb_ratio, "js": result.js, "p_value": result.p_value,
-                "num_duplicates": int(pairs.num_duplicates or 0), "duplicate_rate": float(pairs.duplicate_rate or 0),
-                "collapsed": self.collapsed_at is not None}
+        stats = {"ndb": result.ndb, "ndb_ratio": result.ndb_ratio, "js": result.js, "p_value": result.p_value,
+                 "num_duplicates": int(pairs.num_duplicates or 0), "duplicate_rate": float(pairs.duplicate_rate or 0),
+                 "collapsed": self.collapsed_at is not None}
+        if self.second is not None:
+            second = self.second.score(samples)
+            stats.update(feature_ndb_ratio=second.ndb_ratio, feature_js=second.js)
+        return stats
 
     def generate_and_observe(self, generator: Generator, epoch: int) -> dict:
         """Draw :attr:`num_samples` from ``generator`` on its device (seeded latents) and :meth:`observe` them."""
@@ -276,7 +292,8 @@ def train_gan(
                 ndb=stats.get("ndb", -1), ndb_ratio=stats.get("ndb_ratio", math.nan), js=stats.get("js", math.nan),
                 p_value=stats.get("p_value", math.nan), num_duplicates=stats.get("num_duplicates", -1),
                 duplicate_rate=stats.get("duplicate_rate", math.nan), collapsed=stats.get("collapsed", False),
-                seconds=time.perf_counter() - start,
+                seconds=time.perf_counter() - start, feature_ndb_ratio=stats.get("feature_ndb_ratio", math.nan),
+                feature_js=stats.get("feature_js", math.nan),
             )
             records.append(record)
             logger.info("epoch %d: %s", epoch, record)
