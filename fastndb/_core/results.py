@@ -175,3 +175,72 @@ class ElbowResult:
         out = fields_as_dict(self, python=python)
         out["ks"], out["inertias"] = list(self.ks), list(self.inertias)
         return out
+
+
+@dataclass(frozen=True)
+class PRDCResult:
+    r"""Precision, recall, density and coverage of fake samples against real ones (Kynkäänniemi et al. 2019,
+    Naeem et al. 2020), with the per-sample outcomes behind them.
+
+    With :math:`r_i` the distance from real sample :math:`x_i` to its :math:`k`-th nearest other real sample,
+    :math:`s_j` the same for fake sample :math:`y_j` among the fakes, and :math:`[\cdot]` the test
+    :math:`d < r` (``<=`` with ``inclusive=True``):
+
+    .. math::
+        \text{precision} = \frac{1}{M} \sum_j \big[\exists i: d(x_i, y_j) < r_i\big], \quad
+        \text{recall} = \frac{1}{N} \sum_i \big[\exists j: d(x_i, y_j) < s_j\big],
+
+        \text{density} = \frac{1}{kM} \sum_j \sum_i \big[d(x_i, y_j) < r_i\big], \quad
+        \text{coverage} = \frac{1}{N} \sum_i \big[\exists j: d(x_i, y_j) < r_i\big].
+
+    What they answer: precision, the share of fake samples that look real (inside the real manifold); recall, the
+    share of real samples the fakes reach (inside the fake manifold); density, how crowded the real neighbourhoods
+    of the fakes are (1 on average when fake is drawn like real; above 1 where fakes pile up near real samples);
+    coverage, the share of real samples with a fake sample in their own neighbourhood: the real regions, hence
+    modes, that the generator reaches. Recall is inflated by fake outliers (their large balls swallow real
+    samples); coverage is not, which is why Naeem et al. prefer it.
+
+    Attributes:
+        precision, recall, density, coverage: the four numbers (density may exceed 1).
+        nearest_k: ``k``.
+        num_real, num_fake: ``N``, ``M``.
+        inclusive: whether the tests were ``<=`` (torch-fidelity, the papers' text) rather than ``<`` (``prdc``).
+        real_radii: ``(N,)`` float64 :math:`r_i`, in the samples' units.
+        fake_radii: ``(M,)`` float64 :math:`s_j`.
+        real_covered: ``(N,)`` bool: some fake sample lies in this real sample's ball (coverage); the real samples
+            where it is ``False`` are the regions the generator misses.
+        real_recalled: ``(N,)`` bool: this real sample lies in some fake sample's ball (recall).
+        fake_realistic: ``(M,)`` bool: this fake sample lies in some real sample's ball (precision).
+        fake_density: ``(M,)`` int64: how many real balls hold this fake sample (density, times ``k``).
+        precision_mode: arithmetic of the candidate search (every boundary case is re-tested in float64).
+    """
+
+    precision: float
+    recall: float
+    density: float
+    coverage: float
+    nearest_k: int
+    num_real: int
+    num_fake: int
+    inclusive: bool
+    real_radii: Tensor
+    fake_radii: Tensor
+    real_covered: Tensor
+    real_recalled: Tensor
+    fake_realistic: Tensor
+    fake_density: Tensor
+    precision_mode: str
+
+    def to_dict(self, *, python: bool = False) -> dict:
+        """Fields as a dict (``python=True``: tensors as lists, JSON-ready)."""
+        return fields_as_dict(self, python=python)
+
+    def scores(self) -> dict:
+        """The four numbers alone."""
+        return {"precision": self.precision, "recall": self.recall, "density": self.density,
+                "coverage": self.coverage}
+
+    def __repr__(self) -> str:
+        return (f"PRDCResult(precision={self.precision:.4f}, recall={self.recall:.4f}, density={self.density:.4f}, "
+                f"coverage={self.coverage:.4f}, nearest_k={self.nearest_k}, num_real={self.num_real}, "
+                f"num_fake={self.num_fake})")

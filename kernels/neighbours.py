@@ -1,0 +1,194 @@
+r"""Exact tiled k-nearest-neighbour radii and ball tests, never an ``N x N`` or ``N x M`` matrix.
+
+Two kernels behind the coverage metrics (precision, recall, density, coverage):
+
+* :func:`kth_neighbour_sq`: each sample's squared distance to its ``k``-th nearest *other* sample of the same set
+  (duplicates count as others, so a radius of 0 is legal).
+* :func:`ball_counts`: for samples ``a`` with radii ``r_a`` and samples ``b`` with radii ``r_b``, which pairs
+  fall inside the balls: ``d(a_i, b_j) < r_a[i]`` and ``d(a_i, b_j) < r_b[j]`` (or ``<=`` with ``inclusive``),
+  reduced as the metrics need them (per-row any, per-column any and count).
+
+Both visit ``B x B`` blocks of squared distances by the expansion
+:math:`\|x\|^2 + \|y\|^2 - 2 x \cdot y` (one GEMM per block), whose rounding is bounded by a band
+:math:`\beta = 8 \sqrt{D}\, \epsilon \cdot 2 \max \|x\|^2` at the GEMM precision in effect. Anything the band cannot
+decide is settled exactly: candidate radii are recomputed in float64 from the differences, and pairs whose
+computed distance lies within the band of a radius are re-tested in float64 from the differences, in slabs of at
+most 65,536 pairs. Memory: one block, ``O((N + M) k)`` candidates and one slab, whatever the data (also when every
+sample is the same).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import NamedTuple
+
+import torch
+from torch import Tensor
+
+from fastndb.kernels.assign import matmul_eps, squared_norms
+from fastndb.kernels.pairwise import _block_squared_distances, default_block_rows
+
+_EXTRA_CANDIDATES = 16  # candidates beyond k + 1 per row, before the exact recompute
+_EXACT_ELEMENTS = 2**22  # float64 values gathered at once by an exact recompute (32 MiB)
+_SLAB_PAIRS = 2**16  # ambiguous pairs re-tested at once
+
+
+def rounding_band(*sets: Tensor) -> float:
+    """Half-width, in squared distance, that covers the expansion's rounding for distances between these sets."""
+    largest = max(float(squared_norms(x).max()) if x.shape[0] else 0.0 for x in sets)
+    x = sets[0]
+    return 8.0 * math.sqrt(x.shape[1]) * matmul_eps(x.dtype, x.device) * 2.0 * largest
+
+
+def _exact_rows(a: Tensor, rows: Tensor, b: Tensor, cols: Tensor) -> Tensor:
+    """Float64 squared distances from the differences between ``a[rows[p]]`` and ``b[cols[p, q]]``: ``(P, Q)``."""
+    per_row = max(1, _EXACT_ELEMENTS // max(1, cols.shape[1] * a.shape[1]))
+    out = []
+    for start in range(0, rows.shape[0], per_row):
+        r, c = rows[start : start + per_row], cols[start : start + per_row]
+        diff = a.index_select(0, r).double()[:, None, :] - b.index_select(0, c.reshape(-1)).double().view(
+            c.shape[0], c.shape[1], -1)
+        out.append(diff.square().sum(dim=2))
+    return torch.cat(out) if out else torch.empty(0, cols.shape[1], dtype=torch.float64, device=a.device)
+
+
+def kth_neighbour_sq(x: Tensor, k: int, *, block_rows: int | None = None) -> Tensor:
+    """Exact squared distance ``(N,)`` float64 from each row of ``x (N, D)`` to its ``k``-th nearest other row.
+
+    The ``k + 1`` smallest distances of a row include the row itself (0); the largest of them is the radius, as
+    ``prdc``'s ``compute_nearest_neighbour_distances``. Candidates are the ``k + 1 + 16`` smallest by the
+    expansion; their distances are recomputed exactly, and a row whose radius the band cannot separate from the
+    candidates left out is recomputed exactly against every row.
+
+    Raises:
+        ValueError: ``k < 1`` or ``k >= N``.
+
+    Example:
+        >>> x = torch.tensor([[0.0], [1.0], [3.0], [3.0]])
+        >>> kth_neighbour_sq(x, 1).tolist(), kth_neighbour_sq(x, 2).tolist()
+        ([1.0, 1.0, 0.0, 0.0], [9.0, 4.0, 4.0, 4.0])
+    """
+    n = x.shape[0]
+    if not 1 <= k < n:
+        raise ValueError(f"nearest_k: expected 1 <= k < {n} (the number of samples), got {k}")
+    rows = block_rows or default_block_rows(n, x.device)
+    width = min(n, k + 1 + _EXTRA_CANDIDATES)
+    sq = squared_norms(x)
+    band = rounding_band(x)
+    radii = torch.empty(n, dtype=torch.float64, device=x.device)
+    for i0 in range(0, n, rows):
+        a, a_sq = x[i0 : i0 + rows], sq[i0 : i0 + rows]
+        best = torch.empty(a.shape[0], 0, dtype=x.dtype, device=x.device)
+        best_idx = torch.empty(a.shape[0], 0, dtype=torch.int64, device=x.device)
+        for j0 in range(0, n, rows):
+            block = _block_squared_distances(a, a_sq, x[j0 : j0 + rows], sq[j0 : j0 + rows])
+            merged = torch.cat([best, block], dim=1)
+            merged_idx = torch.cat([best_idx, torch.arange(j0, j0 + block.shape[1], device=x.device).expand(
+                a.shape[0], -1)], dim=1)
+            best, where = torch.topk(merged, min(width, merged.shape[1]), dim=1, largest=False)
+            best_idx = merged_idx.gather(1, where)
+        here = torch.arange(i0, i0 + a.shape[0], device=x.device)
+        exact = _exact_rows(x, here, x, best_idx).sort(dim=1).values
+        radius = exact[:, k]  # the (k + 1)-th smallest, the row itself included
+        # a candidate left out has an exact distance >= (its computed distance - band) >= best.max - band
+        left_out_floor = best.max(dim=1).values.double() - band
+        unsafe = ((radius > left_out_floor) & (radius > 0) & (best.shape[1] < n)).nonzero()[:, 0]
+        for row in unsafe.tolist():  # ties within the band at the k-th distance: this row, exactly, in full
+            everything = torch.arange(n, device=x.device)[None, :]
+            radius[row] = _exact_rows(x, here[row : row + 1], x, everything)[0].kthvalue(k + 1).values
+        radii[i0 : i0 + a.shape[0]] = radius
+    return radii
+
+
+class BallCounts(NamedTuple):
+    """Outcome of :func:`ball_counts` for ``a (N, D)`` with radii ``r_a`` and ``b (M, D)`` with radii ``r_b``.
+
+    Attributes:
+        a_any: ``(N,)`` bool: some ``b_j`` lies in ``a_i``'s ball (``d < r_a[i]``): coverage of real samples.
+        b_count: ``(M,)`` int64: how many ``a`` balls hold ``b_j``: density (and precision, where > 0).
+        a_in_b: ``(N,)`` bool: ``a_i`` lies in some ``b_j``'s ball (``d < r_b[j]``): recall of real samples.
+        num_settled: pairs the band could not decide, re-tested exactly (diagnostic).
+    """
+
+    a_any: Tensor
+    b_count: Tensor
+    a_in_b: Tensor
+    num_settled: int
+
+
+def ball_counts(
+    a: Tensor,
+    radii_a: Tensor,
+    b: Tensor,
+    radii_b: Tensor,
+    *,
+    inclusive: bool = False,
+    block_rows: int | None = None,
+    on_block: Callable[[int], None] | None = None,
+) -> BallCounts:
+    """Which pairs ``(a_i, b_j)`` lie inside ``a_i``'s ball and inside ``b_j``'s ball, by tiles.
+
+    Args:
+        a: ``(N, D)`` samples; ``radii_a``: ``(N,)`` float64 squared radii.
+        b: ``(M, D)`` samples; ``radii_b``: ``(M,)`` float64 squared radii.
+        inclusive: test ``d <= r`` instead of ``d < r``.
+        block_rows: block edge (default: 2048 on CPU, 8192 on GPU).
+        on_block: called with the rows of each finished row block (progress).
+
+    Example:
+        >>> a, b = torch.tensor([[0.0], [10.0]]), torch.tensor([[0.5], [20.0]])
+        >>> out = ball_counts(a, torch.tensor([1.0, 1.0], dtype=torch.float64), b,
+        ...                   torch.tensor([0.25, 1.0], dtype=torch.float64))
+        >>> out.a_any.tolist(), out.b_count.tolist(), out.a_in_b.tolist()
+        ([True, False], [1, 0], [False, False])
+    """
+    n, m = a.shape[0], b.shape[0]
+    rows = block_rows or default_block_rows(max(n, m), a.device)
+    a_sq, b_sq = squared_norms(a), squared_norms(b)
+    band = rounding_band(a, b)
+    less = torch.le if inclusive else torch.lt
+    a_any = torch.zeros(n, dtype=torch.bool, device=a.device)
+    a_in_b = torch.zeros(n, dtype=torch.bool, device=a.device)
+    b_count = torch.zeros(m, dtype=torch.int64, device=a.device)
+    settled = 0
+    for i0 in range(0, n, rows):
+        ra = radii_a[i0 : i0 + rows]
+        for j0 in range(0, m, rows):
+            block = _block_squared_distances(a[i0 : i0 + rows], a_sq[i0 : i0 + rows], b[j0 : j0 + rows],
+                                             b_sq[j0 : j0 + rows])
+            rb = radii_b[j0 : j0 + rows]
+            for radius, target in ((ra[:, None], "a"), (rb[None, :], "b")):
+                fast = radius.to(block.dtype)  # its rounding lies well inside the band
+                inside = less(block, fast)
+                unsure = (block - fast).abs_() <= band
+                if not inclusive:  # nothing lies strictly inside a ball of radius 0: no need to look closer
+                    unsure &= fast > 0
+                if bool(unsure.any()):
+                    settled += _settle(inside, unsure, a, b, i0, j0, radius, less)
+                if target == "a":
+                    a_any[i0 : i0 + block.shape[0]] |= inside.any(dim=1)
+                    b_count[j0 : j0 + block.shape[1]] += inside.sum(dim=0)
+                else:
+                    a_in_b[i0 : i0 + block.shape[0]] |= inside.any(dim=1)
+        if on_block is not None:
+            on_block(min(rows, n - i0))
+    return BallCounts(a_any, b_count, a_in_b, settled)
+
+
+def _settle(inside: Tensor, unsure: Tensor, a: Tensor, b: Tensor, i0: int, j0: int, radius: Tensor,
+            less: Callable) -> int:
+    """Re-test the ``unsure`` entries of ``inside`` (in place) exactly from the differences, listing at most
+    ``_SLAB_PAIRS`` pairs at once; returns how many were re-tested."""
+    full = radius.expand(inside.shape)
+    rows_with = unsure.any(dim=1).nonzero()[:, 0]
+    slab = max(1, _SLAB_PAIRS // inside.shape[1])
+    count = 0
+    for start in range(0, rows_with.numel(), slab):
+        rows = rows_with[start : start + slab]
+        local = unsure.index_select(0, rows).nonzero()
+        r, c = rows[local[:, 0]], local[:, 1]
+        diff = a.index_select(0, r + i0).double() - b.index_select(0, c + j0).double()
+        inside[r, c] = less(diff.square().sum(dim=1), full[r, c])
+        count += int(r.numel())
+    return count
