@@ -1,13 +1,14 @@
 """fastndb: fast, calibrated mode-collapse tests for generative models.
 
-The NDB score (Richardson & Weiss 2018) and the birthday-paradox test (Arora & Zhang 2017) on PyTorch tensors, on
-the device they live on::
+The NDB score (Richardson & Weiss 2018), the birthday-paradox test (Arora & Zhang 2017) and the coverage metrics
+(precision, recall, density, coverage) on PyTorch tensors, on the device they live on::
 
     import fastndb
     result = fastndb.score(real, fake)        # bins fitted once per real set, then cached
     result.ndb, result.ndb_ratio, result.js, result.p_value
     pairs = fastndb.birthday(fake, threshold=fastndb.duplicate_threshold(real))   # birthday-paradox test
     fastndb.score(real, fake, feature="inception")   # in an embedding space (a name, a module or a callable)
+    fastndb.prdc(real, fake).coverage                # precision, recall, density, coverage, exact and tiled
 
 The public API is what ``__all__`` lists here, plus the faces that need optional packages, imported by their
 module: ``fastndb.metrics`` (torchmetrics), ``fastndb.plot`` (matplotlib), ``fastndb.cli`` (the ``fastndb``
@@ -18,6 +19,7 @@ statistics -> results (see docs/architecture.md).
 
 from fastndb._api import cache_info, clear_cache, score
 from fastndb._core.bins import FittedBins
+from fastndb._core.coverage import prdc
 from fastndb._core.birthday import birthday, duplicate_threshold
 from fastndb._core.elbow import ElbowResult, elbow
 from fastndb._core.extractors import NAMES as FEATURE_NAMES
@@ -25,7 +27,7 @@ from fastndb._core.extractors import Extractor, extractor
 from fastndb._core.kmeans import KMeansResult, kmeans
 from fastndb._core.options import OPTION_NAMES, BinOptions, TestOptions
 from fastndb._core.references import Reference, list_references, load_reference, remove_reference, save_reference
-from fastndb._core.results import BirthdayResult, NDBResult
+from fastndb._core.results import BirthdayResult, NDBResult, PRDCResult
 from fastndb._core.statistics import compare_histograms, expected_null_js
 from fastndb._ndb import NDB, NotFittedError
 
@@ -43,6 +45,7 @@ __all__ = [
     "KMeansResult",
     "NDBResult",
     "NotFittedError",
+    "PRDCResult",
     "Reference",
     "TestOptions",
     "__version__",
@@ -57,6 +60,7 @@ __all__ = [
     "kmeans",
     "list_references",
     "load_reference",
+    "prdc",
     "remove_reference",
     "save_reference",
     "score",

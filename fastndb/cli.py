@@ -163,12 +163,25 @@ def _score(args: argparse.Namespace) -> int:
     else:
         ndb.fit(real, distributed=False)
     space = "raw values" if ndb.options.feature is None else f"features {ndb.options.feature.identity()}"
-    return _report_score(args, ndb.score(fake), real.shape[0], f"{space}; seed {args.seed}; bins {source}")
+    result = ndb.score(fake)  # first: its checks of FAKE against the bins name the bins
+    coverage = None
+    if args.prdc_samples:
+        from fastndb._core.coverage import prdc
+
+        coverage = prdc(real, fake, nearest_k=args.nearest_k, feature=ndb.options.feature,
+                        value_range=ndb.options.value_range, num_samples=args.prdc_samples, seed=args.seed,
+                        progress=_progress(args))
+    return _report_score(args, result, real.shape[0], f"{space}; seed {args.seed}; bins {source}", coverage)
 
 
-def _report_score(args: argparse.Namespace, result: Any, num_real: int, source: str) -> int:
+def _report_score(args: argparse.Namespace, result: Any, num_real: int, source: str, coverage: Any = None) -> int:
     if args.json:
-        _print_json(result.to_dict(python=True))
+        payload = result.to_dict(python=True)
+        if coverage is not None:
+            payload["prdc"] = {**coverage.scores(), "nearest_k": coverage.nearest_k, "num_real": coverage.num_real,
+                               "num_fake": coverage.num_fake, "inclusive": coverage.inclusive,
+                               "expected_null_coverage": coverage.expected_null_coverage}
+        _print_json(payload)
     else:
         z, different = result.z.cpu(), result.different.cpu()
         over = [i for i in range(result.num_bins) if bool(different[i]) and float(z[i]) > 0]
@@ -180,6 +193,11 @@ def _report_score(args: argparse.Namespace, result: Any, num_real: int, source: 
               f"chi-square test of the histograms: p = {result.p_value:.3g}")
         print(f"over-represented bins (more fake than real): {len(over)} {_bin_list(over)}")
         print(f"under-represented bins (fewer fake than real): {len(under)} {_bin_list(under)}")
+        if coverage is not None:
+            print(f"precision {coverage.precision:.3f}, recall {coverage.recall:.3f}, density {coverage.density:.3f}, "
+                  f"coverage {coverage.coverage:.3f} (k = {coverage.nearest_k}, on {coverage.num_real} real and "
+                  f"{coverage.num_fake} fake samples; by chance, fake drawn like real: coverage about "
+                  f"{coverage.expected_null_coverage:.3f}, density about 1)")
         print(f"real {num_real} ({result.num_real} for the reference counts), fake {result.num_fake}; "
               f"mode {result.mode}, device {args.device}; {source}")
     if args.plot:
@@ -354,7 +372,8 @@ def _demo(args: argparse.Namespace) -> int:
                else "no mode collapse flagged")
     print(f"\n{verdict}; sample grids, curves.png and history.json in {args.out}/")
     print(f"chance level at these sample sizes (a generator that samples like the data): NDB/K about "
-          f"{result.monitor.null_ndb_ratio:.2f}, JS about {result.monitor.null_js:.4f}"
+          f"{result.monitor.null_ndb_ratio:.2f}, JS about {result.monitor.null_js:.4f}, coverage about "
+          f"{result.monitor.null_coverage:.2f}"
           + (f" (in the {args.features} space {result.monitor.second_null_js:.4f})" if args.features else ""))
     return 0
 
@@ -420,6 +439,11 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("fake", help="same forms as REAL, same number of features")
     for flag, settings in cli_flags():  # every option of the options model, with its default in --help
         score.add_argument(flag, **settings)
+    score.add_argument("--nearest-k", type=_positive_int, default=5,
+                       help="k of precision, recall, density and coverage (default: 5)")
+    score.add_argument("--prdc-samples", type=int, default=10_000, metavar="N",
+                       help="compute precision, recall, density and coverage on at most N samples of each set "
+                            "(chosen by content); 0: skip them (default: 10000; not against a stored reference)")
     score.add_argument("--plot", metavar="PNG", help="write the bin proportions figure")
     score.add_argument("--cache", metavar="DIR", help="keep fitted bins in DIR, keyed by REAL's content and options")
     score.set_defaults(run=_score)

@@ -1,5 +1,5 @@
-"""torchmetrics faces: :class:`NDBMetric` (used like ``FrechetInceptionDistance``, exact and O(K) under DDP) and
-:class:`BirthdayMetric`.
+"""torchmetrics faces: :class:`NDBMetric` (used like ``FrechetInceptionDistance``, exact and O(K) under DDP),
+:class:`BirthdayMetric` and :class:`PRDCMetric` (precision, recall, density, coverage).
 
 Needs torchmetrics (``pip install fastndb[torchmetrics]``); importing this module without it raises
 ``ModuleNotFoundError`` naming that extra. ``import fastndb`` never imports it.
@@ -565,3 +565,179 @@ class BirthdayMetric(_torchmetrics.Metric):
         from fastndb import plot
 
         return plot.birthday_pairs(self.samples, self.result, ax=ax)
+
+
+class PRDCMetric(_torchmetrics.Metric):
+    """Precision, recall, density and coverage (:func:`fastndb.prdc`) as a ``torchmetrics.Metric``.
+
+    Used like :class:`NDBMetric`: ``update(imgs, real=True)``, ``update(imgs, real=False)``, ``compute()``. The
+    metrics need the samples themselves (k-NN radii), so the state is samples, not counts: at most
+    ``max_samples`` real and ``max_samples`` fake samples per process, each a uniform sample of those offered,
+    chosen by content keys (the same whatever the order or batching). ``compute()`` gathers the kept samples of
+    every rank under DDP and keeps the ``max_samples`` with the smallest keys of the union, as one process fed the
+    union keeps (duplicates offered on two ranks are the one exception: each rank numbers its own copies), then
+    computes on them.
+
+    Memory per process: ``2 x max_samples x d`` values (``d`` the features per sample, after ``feature=``), plus
+    16 bytes per distinct sample offered; at ``compute()`` the union, ``world_size x 2 x max_samples x d``, once,
+    and the bounded working memory of :func:`fastndb.prdc`.
+
+    Args:
+        nearest_k: ``k`` of the k-NN radii.
+        max_samples: most samples of each set kept (per process, and after the union).
+        inclusive: ``<=`` instead of ``<`` (see :func:`fastndb.prdc`).
+        reset_real_features: whether :meth:`reset` also drops the real samples (default, as FID).
+        feature: embed each batch at ``update`` (as :class:`NDBMetric`); only features are kept.
+        value_range: the value-range convention's range for float samples.
+        seed: seed of the sample choice.
+        **kwargs: ``torchmetrics.Metric`` options.
+
+    ``compute()`` returns 0-d float64 tensors ``precision``, ``recall``, ``density``, ``coverage``; the full
+    :class:`~fastndb.PRDCResult` is :attr:`result`.
+
+    Example:
+        >>> import torch
+        >>> g = torch.Generator().manual_seed(0)
+        >>> metric = PRDCMetric(nearest_k=5)
+        >>> for _ in range(2):
+        ...     metric.update(torch.randn(300, 8, generator=g), real=True)
+        ...     metric.update(torch.randn(300, 8, generator=g).abs(), real=False)  # one orthant only
+        >>> out = metric.compute()
+        >>> sorted(out), bool(out["coverage"] < 0.3)
+        (['coverage', 'density', 'precision', 'recall'], True)
+    """
+
+    higher_is_better = True
+    is_differentiable = False
+    full_state_update = False
+
+    def __init__(
+        self,
+        nearest_k: int = 5,
+        *,
+        max_samples: int = 10_000,
+        inclusive: bool = False,
+        reset_real_features: bool = True,
+        feature: object = None,
+        value_range: tuple[float, float] | None = None,
+        seed: int = 0,
+        **kwargs: Any,
+    ) -> None:
+        _metric_init(self, "PRDCMetric()", kwargs)
+        self.nearest_k = check_int(nearest_k, "nearest_k", minimum=1)
+        self.max_samples = check_int(max_samples, "max_samples", minimum=2)
+        if not isinstance(inclusive, bool):
+            raise TypeError(f"inclusive: expected True or False, got {inclusive!r}")
+        if not isinstance(reset_real_features, bool):
+            raise TypeError(f"reset_real_features: expected a bool, got {reset_real_features!r}")
+        self.inclusive, self.reset_real_features = inclusive, reset_real_features
+        self.feature = resolve_feature(feature)
+        self.value_range = check_value_range(value_range)
+        self.seed = check_seed(seed)
+        self._kept = {True: SmallestKeyBuffer(self.max_samples, self.seed, REAL_BUFFER_SALT),
+                         False: SmallestKeyBuffer(self.max_samples, self.seed, FAKE_BUFFER_SALT)}
+        self._values: dict[bool, ValueSummary | None] = {True: None, False: None}
+        self._result: Any = None
+
+    def update(self, imgs: Any, real: bool) -> None:  # type: ignore[override]
+        """Offer a batch of real or fake samples ``(N, ...)`` (any device; embedded first with ``feature``).
+
+        Raises:
+            TypeError: ``real`` is not a bool; ``imgs`` is not an array.
+            ValueError: invalid samples, another number of features than earlier batches, a value range that
+                cannot be compared with the real samples'.
+        """
+        if not isinstance(real, bool):
+            raise TypeError(f"real: expected True or False, got {real!r}")
+        name = "imgs (real)" if real else "imgs (fake)"
+        raw = concatenate(as_batches(imgs, name, check_finite=False, flatten=self.feature is None))
+        reference = None if real else self._values[True]
+        check = None if reference is None else (
+            lambda summary, label: check_value_ranges(reference, summary, reference_name="imgs (real)", name=label))
+        if self.feature is not None:
+            x, summary = embed(raw, self.feature, self.value_range, name, check)
+        else:
+            summary = summarize(raw, self.value_range, name)
+            if check is not None:
+                check(summary, name)
+            x = to_float(raw, self.value_range)
+        held = self._kept[real].samples
+        if held is not None and held.shape[1] != x.shape[1]:
+            raise ValueError(f"{name}: expected {held.shape[1]} features per sample like earlier ones, got "
+                             f"{x.shape[1]}")
+        other = self._kept[not real].samples
+        if other is not None and other.shape[1] != x.shape[1]:
+            raise ValueError(f"{name}: expected {other.shape[1]} features per sample like the "
+                             f"{'fake' if real else 'real'} samples, got {x.shape[1]}")
+        previous = self._values[real]
+        self._values[real] = summary if previous is None else previous.merge(summary)
+        self._kept[real].add(x.to(self.device))
+
+    def forward(self, *args: Any, **kwargs: Any) -> None:  # type: ignore[override]
+        """Same as :meth:`update` (returns ``None``)."""
+        self.update(*args, **kwargs)
+
+    def _union(self, real: bool, comm: Collective) -> Tensor | None:
+        """The kept samples of every rank, cut to the ``max_samples`` smallest keys of the union (a collective)."""
+        buffer = self._kept[real]
+        held = buffer.samples
+        local = _agreed_shard(None if held is None else held.to(self.device), comm, self.device)
+        if local is None:
+            return None
+        keys = buffer.state()["keys"]
+        keys = torch.empty(0, dtype=torch.int64, device=self.device) if keys is None else keys.to(self.device)
+        if comm.world_size > 1:
+            local, _ = comm.all_gather_cat(local)
+            keys, _ = comm.all_gather_cat(keys)
+        if local.shape[0] > self.max_samples:
+            local = local.index_select(0, torch.topk(keys, self.max_samples, largest=False).indices)
+        return local
+
+    def compute(self) -> dict[str, Tensor]:
+        """The four metrics on the kept samples of all ranks (see the class docstring).
+
+        Raises:
+            ValueError: no real or no fake samples, or too few for ``nearest_k``.
+        """
+        from fastndb._core.coverage import prdc
+
+        comm = collective_of(self)
+        real, fake = self._union(True, comm), self._union(False, comm)
+        if real is None or fake is None:
+            missing = "real" if real is None else "fake"
+            raise ValueError(f"compute: no {missing} samples yet; call update(imgs, real={missing == 'real'}) first")
+        result = prdc(real, fake, nearest_k=self.nearest_k, inclusive=self.inclusive)
+        self._result = result
+        return {key: torch.tensor(value, dtype=torch.float64, device=self.device)
+                for key, value in result.scores().items()}
+
+    @property
+    def result(self) -> Any:
+        """The full :class:`~fastndb.PRDCResult` of the last ``compute()``."""
+        if self._result is None:
+            raise ValueError("result: call compute() first")
+        return self._result
+
+    def reset(self) -> None:
+        """Drop the fake samples; with ``reset_real_features`` the real ones too."""
+        super().reset()
+        self._kept[False].clear()
+        self._values[False] = None
+        self._result = None
+        if self.reset_real_features:
+            self._kept[True].clear()
+            self._values[True] = None
+
+    def get_extra_state(self) -> dict:
+        """Kept samples and value ranges for ``state_dict``."""
+        return {"real": self._kept[True].state(), "fake": self._kept[False].state(),
+                "values": {str(k): None if v is None else v.to_dict() for k, v in self._values.items()}}
+
+    def set_extra_state(self, state: dict) -> None:
+        """Restore what :meth:`get_extra_state` saved."""
+        self._kept[True].load_state(state["real"])
+        self._kept[False].load_state(state["fake"])
+        self._values = {True: ValueSummary.from_dict(state["values"]["True"]),
+                        False: ValueSummary.from_dict(state["values"]["False"])}
+        if len(self._kept[True]) or len(self._kept[False]):
+            self._update_count = max(self._update_count, 1)  # torchmetrics' private counter: see NDBMetric

@@ -41,15 +41,23 @@ def rounding_band(*sets: Tensor) -> float:
     return 8.0 * math.sqrt(x.shape[1]) * matmul_eps(x.dtype, x.device) * 2.0 * largest
 
 
+def exact_sq(u: Tensor, v: Tensor) -> Tensor:
+    """Float64 squared distances ``(P,)`` between rows ``u[p]`` and ``v[p]`` (both ``(P, D)``) from the differences.
+
+    The one exact distance of this module: radii and ball tests both use it, so a pair at exactly a radius (a
+    fake sample that copies a real one sits at its neighbours' radii) compares equal, bit for bit.
+    """
+    return (u.double() - v.double()).square().sum(dim=1)
+
+
 def _exact_rows(a: Tensor, rows: Tensor, b: Tensor, cols: Tensor) -> Tensor:
-    """Float64 squared distances from the differences between ``a[rows[p]]`` and ``b[cols[p, q]]``: ``(P, Q)``."""
+    """Exact squared distances ``(P, Q)`` between ``a[rows[p]]`` and ``b[cols[p, q]]``, a bounded slab at a time."""
     per_row = max(1, _EXACT_ELEMENTS // max(1, cols.shape[1] * a.shape[1]))
     out = []
     for start in range(0, rows.shape[0], per_row):
         r, c = rows[start : start + per_row], cols[start : start + per_row]
-        diff = a.index_select(0, r).double()[:, None, :] - b.index_select(0, c.reshape(-1)).double().view(
-            c.shape[0], c.shape[1], -1)
-        out.append(diff.square().sum(dim=2))
+        left = a.index_select(0, r).repeat_interleave(c.shape[1], dim=0)
+        out.append(exact_sq(left, b.index_select(0, c.reshape(-1))).view(c.shape))
     return torch.cat(out) if out else torch.empty(0, cols.shape[1], dtype=torch.float64, device=a.device)
 
 
@@ -188,7 +196,6 @@ def _settle(inside: Tensor, unsure: Tensor, a: Tensor, b: Tensor, i0: int, j0: i
         rows = rows_with[start : start + slab]
         local = unsure.index_select(0, rows).nonzero()
         r, c = rows[local[:, 0]], local[:, 1]
-        diff = a.index_select(0, r + i0).double() - b.index_select(0, c + j0).double()
-        inside[r, c] = less(diff.square().sum(dim=1), full[r, c])
+        inside[r, c] = less(exact_sq(a.index_select(0, r + i0), b.index_select(0, c + j0)), full[r, c])
         count += int(r.numel())
     return count

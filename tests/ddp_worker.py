@@ -17,7 +17,7 @@ import torch.distributed as dist
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import fastndb  # noqa: E402
-from fastndb.metrics import BirthdayMetric, NDBMetric  # noqa: E402
+from fastndb.metrics import BirthdayMetric, NDBMetric, PRDCMetric  # noqa: E402
 from tests.ddp_data import fake_shards, feature_net, real_shards  # noqa: E402
 
 
@@ -78,6 +78,18 @@ def main() -> None:
     birthday_metric = BirthdayMetric(num_samples=5000, threshold=3.1)
     birthday_metric.update(real)
     out["birthday"] = birthday_metric.compute()
+
+    # coverage metrics: samples gathered from every rank, the union's smallest keys kept (here: all of them)
+    coverage = PRDCMetric(nearest_k=4)
+    coverage.update(real, real=True)
+    if fake.shape[0]:
+        coverage.update(fake, real=False)
+    out["prdc"] = coverage.compute()
+    capped = PRDCMetric(nearest_k=4, max_samples=700)  # more than the cap in all: the union is cut to it
+    capped.update(real, real=True)
+    if fake.shape[0]:
+        capped.update(fake, real=False)
+    out["prdc_capped"] = capped.compute()
 
     torch.save(out, out_dir / f"rank{rank}.pt")
     dist.barrier()

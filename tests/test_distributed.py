@@ -15,7 +15,7 @@ import torch
 
 import fastndb
 from fastndb._core.collectives import SingleProcess, resolve_collective
-from fastndb.metrics import BirthdayMetric, NDBMetric
+from fastndb.metrics import BirthdayMetric, NDBMetric, PRDCMetric
 from tests.ddp_data import fake_union, feature_net, real_union
 
 WORKER = Path(__file__).with_name("ddp_worker.py")
@@ -137,3 +137,13 @@ def test_birthday_metric_under_ddp_tests_the_union(ranks):
     assert float(expected["num_duplicates"]) > 0  # the threshold is wide enough to count something
     for rank in ranks:
         assert all(torch.equal(rank["birthday"][k], expected[k]) for k in expected)
+
+
+@pytest.mark.parametrize("name, cap", [("prdc", 10_000), ("prdc_capped", 700)])
+def test_prdc_metric_under_ddp_equals_one_process_on_the_union(ranks, name, cap):
+    single = PRDCMetric(nearest_k=4, max_samples=cap)
+    single.update(real_union(), real=True)
+    single.update(fake_union(), real=False)
+    expected = single.compute()
+    for rank in ranks:
+        assert all(torch.equal(rank[name][k], expected[k]) for k in expected), (rank[name], expected)

@@ -235,6 +235,14 @@ class PRDCResult:
         """Fields as a dict (``python=True``: tensors as lists, JSON-ready)."""
         return fields_as_dict(self, python=python)
 
+    @property
+    def expected_null_coverage(self) -> float:
+        """The coverage expected by chance alone, for fake drawn like real at these sizes
+        (:func:`~fastndb._core.statistics.expected_null_coverage`); density's is 1."""
+        from fastndb._core.statistics import expected_null_coverage
+
+        return expected_null_coverage(self.nearest_k, self.num_real, self.num_fake)
+
     def scores(self) -> dict:
         """The four numbers alone."""
         return {"precision": self.precision, "recall": self.recall, "density": self.density,

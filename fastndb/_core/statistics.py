@@ -171,6 +171,26 @@ def expected_null_js(num_bins: int, num_real: int, num_fake: int) -> float:
     return (num_bins - 1) / 8 * (1 / num_real + 1 / num_fake)
 
 
+def expected_null_coverage(nearest_k: int, num_real: int, num_fake: int) -> float:
+    r"""The coverage (Naeem et al. 2020) expected when fake samples are drawn like real ones.
+
+    Under the null the ``N + M`` samples are exchangeable, so real sample :math:`x_i`'s ``k`` nearest others are
+    all real (its ball holds no fake) with probability :math:`\binom{N-1}{k} / \binom{N+M-1}{k}`:
+
+    .. math:: E[\text{coverage}] = 1 - \prod_{j=1}^{k} \frac{N - j}{N + M - j},
+
+    about :math:`1 - 2^{-k}` for ``M = N`` (0.969 at ``k = 5``). Density's null expectation is 1 at any size.
+
+    Example:
+        >>> round(expected_null_coverage(5, 10_000, 10_000), 4)
+        0.9688
+    """
+    product = 1.0
+    for j in range(1, nearest_k + 1):
+        product *= (num_real - j) / (num_real + num_fake - j)
+    return 1.0 - product
+
+
 def compare_histograms(
     real_counts: Tensor,
     fake_counts: Tensor,

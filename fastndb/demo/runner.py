@@ -183,13 +183,13 @@ def run_dcgan_demo(
 def format_epoch_header(second: str | None = None) -> str:
     """Header of the per-epoch table the demo prints (with a second feature space's NDB/K and JS, if named)."""
     extra = "" if second is None else f" {second[:6] + ' NDB/K':>12} {'JS':>7}"
-    return (f"{'epoch':>5} {'D loss':>7} {'G loss':>7} {'NDB':>4} {'NDB/K':>6} {'JS':>7}{extra} {'dup pairs':>9} "
-            f"{'collapse':>8} {'s':>5}")
+    return (f"{'epoch':>5} {'D loss':>7} {'G loss':>7} {'NDB':>4} {'NDB/K':>6} {'JS':>7}{extra} {'cover':>5} "
+            f"{'dup pairs':>9} {'collapse':>8} {'s':>5}")
 
 
 def format_epoch(record: EpochRecord) -> str:
     """One row of the per-epoch table."""
     extra = "" if math.isnan(record.feature_ndb_ratio) else f" {record.feature_ndb_ratio:>12.2f} {record.feature_js:>7.4f}"
     return (f"{record.epoch:>5} {record.d_loss:>7.3f} {record.g_loss:>7.3f} {record.ndb:>4} {record.ndb_ratio:>6.2f} "
-            f"{record.js:>7.4f}{extra} {record.num_duplicates:>9} {'FLAGGED' if record.collapsed else '-':>8} "
-            f"{record.seconds:>5.1f}")
+            f"{record.js:>7.4f}{extra} {record.coverage:>5.2f} {record.num_duplicates:>9} "
+            f"{'FLAGGED' if record.collapsed else '-':>8} {record.seconds:>5.1f}")

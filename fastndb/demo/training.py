@@ -29,7 +29,8 @@ from fastndb._core.birthday import birthday, duplicate_threshold
 from fastndb._core.checks import check_int, check_open_unit
 from fastndb._core.progress import progress_bar
 from fastndb._core.results import NDBResult
-from fastndb._core.statistics import expected_null_js
+from fastndb._core.coverage import _subset, prdc
+from fastndb._core.statistics import expected_null_coverage, expected_null_js
 from fastndb.demo.models import Discriminator, Generator, sample
 
 logger = logging.getLogger(__name__)
@@ -52,6 +53,8 @@ class EpochRecord:
     seconds: float
     feature_ndb_ratio: float = math.nan
     feature_js: float = math.nan
+    recall: float = math.nan
+    coverage: float = math.nan
 
     def to_dict(self) -> dict:
         """Fields as a dict."""
@@ -92,6 +95,8 @@ class CollapseMonitor:
         null_ndb_ratio: NDB/K expected by chance alone, for a generator that samples like the data (``alpha``).
         null_js: JS expected by chance alone at these sample sizes (:func:`~fastndb._core.statistics.expected_null_js`);
             a healthy generator's JS should fall towards it, a collapsed one stays far above.
+        null_coverage: the coverage (``k = 5``, on ``birthday_samples`` real and fake samples; recorded each epoch
+            with recall) expected by chance alone, for a generator that samples like the data.
         collapsed_at: the epoch collapse was flagged, or ``None``.
         last_result: the full :class:`~fastndb.NDBResult` of the latest :meth:`observe` (per-bin shares, z), or
             ``None`` before the first.
@@ -137,6 +142,10 @@ class CollapseMonitor:
             self.second = NDB(num_bins, alpha, seed=seed, value_range=value_range, feature=second_feature).fit(
                 real, distributed=False)
             self.second_null_js = expected_null_js(num_bins, self.second.bins.num_reference, self.num_samples)
+        # coverage metrics on as many samples as the birthday test: a fixed real subset, chosen by content
+        self._coverage_real = _subset(real, self.birthday_samples, seed)
+        self.nearest_k = 5
+        self.null_coverage = expected_null_coverage(self.nearest_k, self._coverage_real.shape[0], self.birthday_samples)
         self.collapsed_at: int | None = None
         self.last_result: NDBResult | None = None
         self._above = 0
@@ -151,9 +160,11 @@ class CollapseMonitor:
         self._above = self._above + 1 if counted and result.ndb_ratio > self.threshold else 0
         if self._above >= self.patience and self.collapsed_at is None:
             self.collapsed_at = epoch
+        covered = prdc(self._coverage_real, samples[: self.birthday_samples], nearest_k=self.nearest_k,
+                       value_range=self.value_range, feature=self.feature)
         stats = {"ndb": result.ndb, "ndb_ratio": result.ndb_ratio, "js": result.js, "p_value": result.p_value,
                  "num_duplicates": int(pairs.num_duplicates or 0), "duplicate_rate": float(pairs.duplicate_rate or 0),
-                 "collapsed": self.collapsed_at is not None}
+                 "recall": covered.recall, "coverage": covered.coverage, "collapsed": self.collapsed_at is not None}
         if self.second is not None:
             second = self.second.score(samples)
             stats.update(feature_ndb_ratio=second.ndb_ratio, feature_js=second.js)
@@ -293,7 +304,8 @@ def train_gan(
                 p_value=stats.get("p_value", math.nan), num_duplicates=stats.get("num_duplicates", -1),
                 duplicate_rate=stats.get("duplicate_rate", math.nan), collapsed=stats.get("collapsed", False),
                 seconds=time.perf_counter() - start, feature_ndb_ratio=stats.get("feature_ndb_ratio", math.nan),
-                feature_js=stats.get("feature_js", math.nan),
+                feature_js=stats.get("feature_js", math.nan), recall=stats.get("recall", math.nan),
+                coverage=stats.get("coverage", math.nan),
             )
             records.append(record)
             logger.info("epoch %d: %s", epoch, record)
