@@ -13,8 +13,8 @@ Both visit ``B x B`` blocks of squared distances by the expansion
 :math:`\beta = 8 \sqrt{D}\, \epsilon \cdot 2 \max \|x\|^2` at the GEMM precision in effect. Anything the band cannot
 decide is settled exactly: candidate radii are recomputed in float64 from the differences, and pairs whose
 computed distance lies within the band of a radius are re-tested in float64 from the differences, in slabs of at
-most 65,536 pairs. Memory: one block, ``O((N + M) k)`` candidates and one slab, whatever the data (also when every
-sample is the same).
+most 65,536 pairs and 1M gathered float64 values at once. Memory: one block, ``O((N + M) k)`` candidates and one
+slab, whatever the data (also when every sample is the same).
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from fastndb.kernels.assign import matmul_eps, squared_norms
 from fastndb.kernels.pairwise import _block_squared_distances, default_block_rows
 
 _EXTRA_CANDIDATES = 16  # candidates beyond k + 1 per row, before the exact recompute
-_EXACT_ELEMENTS = 2**22  # float64 values gathered at once by an exact recompute (32 MiB)
+_EXACT_ELEMENTS = 2**20  # float64 values gathered at once by an exact recompute (8 MiB per temporary)
 _SLAB_PAIRS = 2**16  # ambiguous pairs re-tested at once
 
 
@@ -47,7 +47,7 @@ def exact_sq(u: Tensor, v: Tensor) -> Tensor:
     The one exact distance of this module: radii and ball tests both use it, so a pair at exactly a radius (a
     fake sample that copies a real one sits at its neighbours' radii) compares equal, bit for bit.
     """
-    return (u.double() - v.double()).square().sum(dim=1)
+    return (u.double() - v).square_().sum(dim=1)  # v is widened inside the subtraction: no float64 copy of it
 
 
 def _exact_rows(a: Tensor, rows: Tensor, b: Tensor, cols: Tensor) -> Tensor:
@@ -103,10 +103,22 @@ def kth_neighbour_sq(x: Tensor, k: int, *, block_rows: int | None = None) -> Ten
         left_out_floor = best.max(dim=1).values.double() - band
         unsafe = ((radius > left_out_floor) & (radius > 0) & (best.shape[1] < n)).nonzero()[:, 0]
         for row in unsafe.tolist():  # ties within the band at the k-th distance: this row, exactly, in full
-            everything = torch.arange(n, device=x.device)[None, :]
-            radius[row] = _exact_rows(x, here[row : row + 1], x, everything)[0].kthvalue(k + 1).values
+            radius[row] = _exact_kth_of_row(x, i0 + row, k)
         radii[i0 : i0 + a.shape[0]] = radius
     return radii
+
+
+def _exact_kth_of_row(x: Tensor, row: int, k: int) -> Tensor:
+    """The exact ``(k + 1)``-th smallest squared distance from row ``row`` to all rows (itself included), over
+    column chunks of at most ``_EXACT_ELEMENTS`` gathered values."""
+    chunk = max(1, _EXACT_ELEMENTS // max(1, x.shape[1]))
+    smallest: Tensor | None = None
+    for start in range(0, x.shape[0], chunk):
+        part = x[start : start + chunk]
+        values = exact_sq(x[row : row + 1].expand(part.shape[0], -1), part)
+        pool = values if smallest is None else torch.cat([smallest, values])
+        smallest = torch.topk(pool, min(k + 1, pool.numel()), largest=False).values
+    return smallest.max()
 
 
 class BallCounts(NamedTuple):
@@ -186,11 +198,13 @@ def ball_counts(
 
 def _settle(inside: Tensor, unsure: Tensor, a: Tensor, b: Tensor, i0: int, j0: int, radius: Tensor,
             less: Callable) -> int:
-    """Re-test the ``unsure`` entries of ``inside`` (in place) exactly from the differences, listing at most
-    ``_SLAB_PAIRS`` pairs at once; returns how many were re-tested."""
+    """Re-test the ``unsure`` entries of ``inside`` (in place) exactly from the differences, at most
+    ``_SLAB_PAIRS`` pairs and ``_EXACT_ELEMENTS`` gathered values per side at once (one row's pairs at the least);
+    returns how many were re-tested."""
     full = radius.expand(inside.shape)
     rows_with = unsure.any(dim=1).nonzero()[:, 0]
-    slab = max(1, _SLAB_PAIRS // inside.shape[1])
+    pairs_at_once = max(1, min(_SLAB_PAIRS, _EXACT_ELEMENTS // max(1, a.shape[1])))  # bounds the float64 gathers
+    slab = max(1, pairs_at_once // inside.shape[1])
     count = 0
     for start in range(0, rows_with.numel(), slab):
         rows = rows_with[start : start + slab]
