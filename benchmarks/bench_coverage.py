@@ -5,7 +5,8 @@ run: ``2 D (N^2 + M^2 + N M)`` flops (the two k-NN radius searches and the real 
 tile) over the measured float32 GEMM rate. Memory: peak resident memory over the data alone, in a fresh process
 per tool (``tests/coverage_memory.py`` for fastndb); for ``prdc`` it is computed where it cannot run here: its
 ``N x N``, ``M x M`` and ``N x M`` distance matrices (float32 for float32 input) and ``np.argpartition``'s int64
-index matrix of the ``N x N`` radius search, ``4 (N^2 + M^2 + N M) + 8 N^2`` bytes at its peak or more.
+index matrix of the ``N x N`` radius search, ``4 (N^2 + M^2 + N M) + 8 N^2`` bytes at its peak or more (the cdist
+baseline: the three matrices and an ``N x M`` mask).
 
 The "cdist" baseline is torch-fidelity's method (``torch.cdist`` over whole sets, ``kthvalue``, then the ball tests
 on the full matrices), written here with torch because torch-fidelity itself imports torchvision, which PyPI
@@ -48,8 +49,11 @@ def cdist_baseline(real: torch.Tensor, fake: torch.Tensor, k: int) -> dict:
             "density": inside.sum(0).double().mean().item() / k, "coverage": inside.any(1).double().mean().item()}
 
 
-def prdc_bytes(n: int, m: int) -> int:
-    return 4 * (n * n + m * m + n * m) + 8 * n * n
+def needed_bytes(kind: str, n: int, m: int) -> int:
+    """What a full-matrix tool needs at its peak, at least: prdc its three float32 matrices and argpartition's
+    int64 ``N x N`` indices; the cdist baseline its three float32 matrices and one ``N x M`` boolean mask."""
+    matrices = 4 * (n * n + m * m + n * m)
+    return matrices + (8 * n * n if kind == "prdc" else n * m)
 
 
 def measure_in_process(kind: str, n: int, d: int) -> tuple[float, float]:
@@ -100,7 +104,11 @@ print(seconds, max(peak[0], rss()) - base)
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--render", metavar="JSON", help="redraw the table of a saved run, measuring nothing")
     args = parser.parse_args()
+    if args.render:
+        render(Path(args.render))
+        return
     torch.set_num_threads(2)
     sizes = [(5_000, 784), (10_000, 64)] if args.quick else [(20_000, 784), (50_000, 64)]
     rate = gemm_rate("cpu")
@@ -112,7 +120,7 @@ def main() -> None:
         ours = fastndb.prdc(torch.from_numpy(real), torch.from_numpy(fake), nearest_k=5)
         row = {"size": f"{n:,} x {d}", "floor_s": floor, "ours": ours.scores(), "tools": {}}
         for kind in ("fastndb", "prdc", "cdist"):
-            needed = prdc_bytes(n, n) if kind != "fastndb" else 0
+            needed = needed_bytes(kind, n, n) if kind != "fastndb" else 0
             if needed > 0.6 * RAM_BYTES:
                 row["tools"][kind] = {"seconds": None, "peak_mib": needed / 2**20, "computed": True}
                 continue
@@ -127,18 +135,28 @@ def main() -> None:
             row["largest_difference_to_prdc"] = max(abs(ours.scores()[k] - float(v)) for k, v in reference.items())
         rows.append(row)
     machine = f"{cpu_name()}, {os.cpu_count()} logical cores, {RAM_BYTES / 2**30:.0f} GiB, torch {torch.__version__}"
+    name = "coverage_cpu_quick" if args.quick else "coverage_cpu"
+    (OUT / f"{name}.json").write_text(json.dumps({"machine": machine, "gemm_flops": rate, "rows": rows}, indent=1))
+    render(OUT / f"{name}.json")
+
+
+def render(path: Path) -> None:
+    """Write the table of a saved run next to its JSON (``--render`` redraws one without measuring again)."""
+    saved = json.loads(path.read_text())
     lines = [f"precision/recall/density/coverage, k = 5, N = M, float32, 10-mode mixture (fake: 7 of 10 modes); "
-             f"{machine}; GEMM {rate / 1e9:.0f} GFLOP/s measured in this run", "",
+             f"{saved['machine']}; GEMM {saved['gemm_flops'] / 1e9:.0f} GFLOP/s measured in this run", "",
              "| N = M x D | tool | time (s) | time / fastndb's | peak memory over the data | of GEMM floor |",
              "| --- | --- | --- | --- | --- | --- |"]
-    for row in rows:
+    for row in saved["rows"]:
         ours_s = row["tools"]["fastndb"]["seconds"]
+        n = int(row["size"].split(" x ")[0].replace(",", ""))
         for kind, label in (("fastndb", "fastndb.prdc"), ("prdc", "prdc.compute_prdc"),
                             ("cdist", "torch.cdist full matrices")):
             tool = row["tools"][kind]
             if tool["computed"]:
-                lines.append(f"| {row['size']} | {label} | not run: needs {tool['peak_mib'] / 1024:.1f} GiB | | "
-                             f"{tool['peak_mib'] / 1024:.1f} GiB (computed) | |")
+                needed = needed_bytes(kind, n, n) / 2**30
+                lines.append(f"| {row['size']} | {label} | not run: needs {needed:.1f} GiB | | {needed:.1f} GiB "
+                             f"(computed) | |")
                 continue
             ratio = "" if kind == "fastndb" else f"{tool['seconds'] / ours_s:.2f}"
             lines.append(f"| {row['size']} | {label} | {tool['seconds']:.1f} | {ratio} | {tool['peak_mib']:.0f} MiB | "
@@ -147,9 +165,7 @@ def main() -> None:
             lines.append(f"| {row['size']} | (fastndb - prdc, largest of the four) | "
                          f"{row['largest_difference_to_prdc']:.1e} | | | |")
     text = "\n".join(lines)
-    name = "coverage_cpu_quick" if args.quick else "coverage_cpu"
-    (OUT / f"{name}.txt").write_text(text + "\n")
-    (OUT / f"{name}.json").write_text(json.dumps({"machine": machine, "gemm_flops": rate, "rows": rows}, indent=1))
+    path.with_suffix(".txt").write_text(text + "\n")
     print(text)
 
 

@@ -82,7 +82,8 @@ def main() -> None:
     lines = [f"10-mode mixture, {DIM}-d; real 10,000, fake 5,000; NDB K = 50; k = 5; birthday on 2,000 samples; "
              f"mean (min-max) over seeds {args.seeds}; {machine}",
              f"chance levels: NDB/K 0.05, JS {first['null_js']:.4f}, coverage {first['null_coverage']:.3f}, "
-             f"density 1, birthday duplicates of 2,000 real samples {[r['null_duplicates'] for r in results['1 mode dropped']]}",
+             f"density 1, birthday duplicates of 2,000 real samples "
+             f"{[r['null_duplicates'] for r in results['1 mode dropped']]}",
              "", "| fake | " + " | ".join(("NDB/K", "JS", "precision", "recall", "density", "coverage",
                                            "birthday duplicates")) + " |",
              "| --- |" + " --- |" * len(keys)]

@@ -81,7 +81,8 @@ def main() -> None:
                     "duplicates": record.num_duplicates, "seconds": seconds,
                 })
             print(f"{name}, seed {seed}: {seconds:.0f} s", flush=True)
-    machine = f"{cpu_name()}, {os.cpu_count()} logical cores, torch {torch.__version__} ({torch.get_num_threads()} threads)"
+    threads = torch.get_num_threads()
+    machine = f"{cpu_name()}, {os.cpu_count()} logical cores, torch {torch.__version__} ({threads} threads)"
     OUT.mkdir(parents=True, exist_ok=True)
     (OUT / "feature_space.json").write_text(json.dumps({"machine": machine, "rows": rows}, indent=1))
     lines = [f"NDB (K = 20, alpha = 0.05) in pixels and in the digits network's 64-d features; {machine}",

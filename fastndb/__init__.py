@@ -19,8 +19,8 @@ statistics -> results (see docs/architecture.md).
 
 from fastndb._api import cache_info, clear_cache, score
 from fastndb._core.bins import FittedBins
-from fastndb._core.coverage import prdc
 from fastndb._core.birthday import birthday, duplicate_threshold
+from fastndb._core.coverage import prdc
 from fastndb._core.elbow import ElbowResult, elbow
 from fastndb._core.extractors import NAMES as FEATURE_NAMES
 from fastndb._core.extractors import Extractor, extractor

@@ -408,9 +408,7 @@ def _num_bins(text: str) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from fastndb._core.options import cli_flags, option_flag
-
-    from fastndb._core.options import option_defaults
+    from fastndb._core.options import cli_flags, option_defaults, option_flag
 
     _DEFAULTS.update(option_defaults())
     parser = argparse.ArgumentParser(prog="fastndb", description="Mode-collapse tests for generative models.")

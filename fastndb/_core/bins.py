@@ -17,7 +17,6 @@ from torch import Tensor
 
 from fastndb._core.backends import AssignBackend, resolve_backend
 from fastndb._core.collectives import Collective
-from fastndb._core.inputs import Batches
 from fastndb._core.extractors import embed, embedded, label_of
 from fastndb._core.features import (
     FeatureMap,
@@ -28,6 +27,7 @@ from fastndb._core.features import (
     summarize,
     to_float,
 )
+from fastndb._core.inputs import Batches
 from fastndb._core.kmeans import fit_kmeans
 from fastndb._core.options import BinOptions, TestOptions
 from fastndb._core.progress import progress_bar

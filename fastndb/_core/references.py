@@ -28,7 +28,7 @@ import torch
 from fastndb._core.bins import FittedBins
 from fastndb._core.cache import write_atomic
 from fastndb._core.extractors import NAMES, Extractor, extractor, resolve_feature, same_features
-from fastndb._core.options import BIN_OPTION_NAMES, TEST_OPTION_NAMES, BinOptions
+from fastndb._core.options import BIN_OPTION_NAMES, TEST_OPTION_NAMES
 
 FORMAT = "fastndb-reference"
 VERSION = 1
@@ -37,7 +37,8 @@ _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 
 
 def home() -> Path:
-    """fastndb's folder for user data: ``$FASTNDB_HOME``, else ``$XDG_CACHE_HOME/fastndb``, else ``~/.cache/fastndb``."""
+    """fastndb's folder for user data: ``$FASTNDB_HOME``, else ``$XDG_CACHE_HOME/fastndb``, else
+    ``~/.cache/fastndb``."""
     if os.environ.get(HOME_ENV):
         return Path(os.environ[HOME_ENV]).expanduser()
     cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")

@@ -189,7 +189,8 @@ def format_epoch_header(second: str | None = None) -> str:
 
 def format_epoch(record: EpochRecord) -> str:
     """One row of the per-epoch table."""
-    extra = "" if math.isnan(record.feature_ndb_ratio) else f" {record.feature_ndb_ratio:>12.2f} {record.feature_js:>7.4f}"
+    no_second_space = math.isnan(record.feature_ndb_ratio)
+    extra = "" if no_second_space else f" {record.feature_ndb_ratio:>12.2f} {record.feature_js:>7.4f}"
     return (f"{record.epoch:>5} {record.d_loss:>7.3f} {record.g_loss:>7.3f} {record.ndb:>4} {record.ndb_ratio:>6.2f} "
             f"{record.js:>7.4f}{extra} {record.coverage:>5.2f} {record.num_duplicates:>9} "
             f"{'FLAGGED' if record.collapsed else '-':>8} {record.seconds:>5.1f}")

@@ -27,9 +27,9 @@ from torch import Tensor, nn
 from fastndb import NDB
 from fastndb._core.birthday import birthday, duplicate_threshold
 from fastndb._core.checks import check_int, check_open_unit
+from fastndb._core.coverage import _subset, prdc
 from fastndb._core.progress import progress_bar
 from fastndb._core.results import NDBResult
-from fastndb._core.coverage import _subset, prdc
 from fastndb._core.statistics import expected_null_coverage, expected_null_js
 from fastndb.demo.models import Discriminator, Generator, sample
 
