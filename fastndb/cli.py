@@ -147,7 +147,8 @@ def _score(args: argparse.Namespace) -> int:
         fake = _load(args.fake, args)
         space = "raw values" if reference.feature is None else f"features {reference.feature}"
         return _report_score(args, ndb.score(fake), reference.num_real,
-                             f"{space}; seed {reference.options['seed']}; reference {reference.name!r}")
+                             f"{space}; seed {reference.options['seed']}; reference {reference.name!r} (it holds "
+                             f"bins, not samples: no precision, recall, density or coverage)")
     ndb = NDB(**_options(args))  # options first: a bad one fails before any file is read
     real, fake = _load(args.real, args), _load(args.fake, args)
     source = "fitted"

@@ -397,3 +397,14 @@ def test_clip_with_random_weights_from_a_file(tmp_path):
         return importlib.import_module("open_clip").create_model("ViT-B-32", pretrained=None)
 
     _check_named("clip-vitb32", _random_state("open_clip", build), tmp_path)
+
+
+def test_a_named_network_is_copied_to_a_device_once_per_process():
+    from fastndb._core.extractors import named_on
+
+    first, second = fastndb.extractor("digits"), fastndb.extractor("digits")  # as two score() calls resolve it
+    assert first.function is second.function  # loaded once
+    on_meta = named_on(first.function, torch.device("meta"))
+    assert named_on(second.function, torch.device("meta")) is on_meta  # copied once, not per call
+    assert next(on_meta.parameters()).device.type == "meta"
+    assert next(first.function.parameters()).device.type == "cpu"  # the loaded network itself never moves

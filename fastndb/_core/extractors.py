@@ -274,7 +274,27 @@ def _build(entry: Named, path: Path | None) -> nn.Module:
 
 
 _loaded: dict[tuple[str, str | None], nn.Module] = {}
+_on_device: dict[tuple[str, str | None, torch.device], nn.Module] = {}
 _loaded_lock = threading.Lock()
+
+
+def named_on(network: nn.Module, device: torch.device) -> nn.Module:
+    """A loaded named network on ``device``: copied there once per process, whichever call asks (every
+    ``score(..., feature="inception")`` resolves the name anew, and must not copy the network each time)."""
+    here = {t.device for t in (*network.parameters(), *network.buffers())}
+    if here <= {device}:
+        return network
+    key = next(((name, path, device) for (name, path), loaded in _loaded.items() if loaded is network), None)
+    with _loaded_lock:
+        if key is not None and key in _on_device:
+            return _on_device[key]
+    import copy
+
+    moved = copy.deepcopy(network).to(device)
+    if key is not None:
+        with _loaded_lock:
+            _on_device[key] = moved
+    return moved
 
 
 def load_named(name: str, weights: str | os.PathLike | None = None) -> nn.Module:
@@ -362,7 +382,6 @@ class Extractor:
             raise ValueError(f"autocast: expected None, torch.float16 or torch.bfloat16, got {autocast!r}")
         self.autocast = autocast
         self.owned = owned
-        self._copies: dict[torch.device, Callable] = {}
 
     @property
     def module(self) -> nn.Module | None:
@@ -412,11 +431,9 @@ class Extractor:
         module = self.module
         if module is None:
             return self.function
+        if self.owned:  # fastndb's own network: one copy per device the samples come on, per process
+            return named_on(module, device)
         here = {t.device for t in (*module.parameters(), *module.buffers())}
-        if self.owned:  # fastndb's own network: one copy per device the samples come on
-            if device not in self._copies:
-                self._copies[device] = module if here <= {device} else _copy_to(module, device)
-            return self._copies[device]
         if here and here != {device}:
             found = ", ".join(sorted(str(d) for d in here))
             raise ValueError(f"feature: the module's parameters are on {found} but the samples on {device}; move "
@@ -476,12 +493,6 @@ class Extractor:
     def __repr__(self) -> str:
         extra = f", autocast={self.autocast}" if self.autocast is not None else ""
         return f"Extractor({self.description()}, batch_size={self.batch_size}{extra})"
-
-
-def _copy_to(module: nn.Module, device: torch.device) -> nn.Module:
-    import copy
-
-    return copy.deepcopy(module).to(device)
 
 
 def extractor(
