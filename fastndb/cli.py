@@ -291,6 +291,23 @@ def _refs(args: argparse.Namespace) -> int:
     return 0
 
 
+def _report(args: argparse.Namespace) -> int:
+    from fastndb import report
+    from fastndb._core.files import sample_names
+
+    options = _options(args)
+    num_bins = options.pop("num_bins")
+    real, fake = _load(args.real, args), _load(args.fake, args)
+    built = report.build(real, fake, num_bins=num_bins, names=sample_names(args.real),
+                         fake_names=sample_names(args.fake), examples=args.examples, max_flagged=args.max_flagged,
+                         birthday_samples=args.birthday_samples or None, coverage_samples=args.prdc_samples or None,
+                         nearest_k=args.nearest_k, pictures=args.format == "html", **options)
+    path = built.save(args.output, args.format)
+    print(built.verdict[0])
+    print(f"wrote {path}")
+    return 0
+
+
 def _elbow(args: argparse.Namespace) -> int:
     from fastndb._core.elbow import elbow
 
@@ -477,6 +494,30 @@ def build_parser() -> argparse.ArgumentParser:
         if settings["dest"] not in ("alpha", "correction", "z_threshold"):
             fit.add_argument(flag, **settings)
     fit.set_defaults(run=_fit, alpha=None, correction=None, z_threshold=None)
+
+    report = commands.add_parser("report", parents=[common, weights], help="one HTML (or Markdown) page: the verdict "
+                                 "against chance, the bins, the flagged bins' examples, the closest pairs",
+                                 description="A self-contained report of NDB, the coverage metrics and the birthday "
+                                             "test of FAKE against REAL.")
+    report.add_argument("real", help="image folder, .npy, .npz[:name] or .pt[:name]")
+    report.add_argument("fake", help="same forms as REAL")
+    report.add_argument("-o", "--output", default="report.html", help="the file to write (default: report.html)")
+    report.add_argument("--format", choices=("html", "md"), default="html",
+                        help="html: one self-contained page with pictures; md: Markdown for CI logs (default: html)")
+    for flag, settings in cli_flags():
+        if settings["dest"] == "num_bins":
+            settings = {**settings, "default": None, "help": "number of k-means bins K (default: min(100, N/40) "
+                        "for N real samples, about 20 held-out real samples per bin)"}
+        report.add_argument(flag, **settings)
+    report.add_argument("--examples", type=_positive_int, default=8, help="examples per flagged bin (default: 8)")
+    report.add_argument("--max-flagged", type=_positive_int, default=12,
+                        help="flagged bins shown, most different first (default: 12)")
+    report.add_argument("--birthday-samples", type=int, default=1000, metavar="N",
+                        help="fake samples in the birthday test; 0: skip it (default: 1000)")
+    report.add_argument("--prdc-samples", type=int, default=5000, metavar="N",
+                        help="samples of each set for precision, recall, density, coverage; 0: skip (default: 5000)")
+    report.add_argument("--nearest-k", type=_positive_int, default=5, help="k of the coverage metrics (default: 5)")
+    report.set_defaults(run=_report)
 
     refs = commands.add_parser("refs", help="list the stored references, or remove some",
                                description="List the named references (fastndb fit --name), or remove some.")

@@ -59,6 +59,13 @@ def bin_proportions(result: NDBResult, *, ax: Any = None, title: str | None = No
     colors = ["tab:red" if flag else "tab:blue" for flag in different.tolist()]
     ax.bar((bins + width / 2).tolist(), fake.tolist(), width, yerr=fake_se.tolist(), color=colors,
            label="fake (red: different)", error_kw={"elinewidth": 0.6})
+    empty = ((result.fake_counts.detach().cpu() == 0) & (result.real_counts.detach().cpu() > 0)).nonzero()[:, 0]
+    if empty.numel():  # a bar of height 0 draws nothing: the bins a generator dropped must still be seen
+        top = float(max(real.max(), fake.max()))
+        ax.plot((empty.double() + width / 2).tolist(), [0.0] * empty.numel(), linestyle="none", marker="^",
+                markersize=9, color="tab:red", label=f"empty in fake ({empty.numel()})", clip_on=False, zorder=5)
+        for b in empty.tolist():
+            ax.annotate("empty", (b + width / 2, 0.04 * top), ha="center", fontsize=6, color="tab:red", rotation=90)
     ax.xaxis.set_major_locator(require("matplotlib.ticker", "plotting").MaxNLocator(integer=True))
     ax.set_xlabel("bin (largest real bin first)")
     ax.set_ylabel("proportion of samples")

@@ -172,6 +172,15 @@ def load_array_file(path: Path, key: str | None) -> torch.Tensor:
     return loaded
 
 
+def sample_names(spec: str) -> list[str] | None:
+    """The file names of an image folder's samples, in the order :func:`load_samples` reads them (paths relative to
+    the folder); ``None`` for an array file."""
+    path, _ = _split_key(spec)
+    if not path.is_dir():
+        return None
+    return [str(p.relative_to(path)) for p in image_files(path)]
+
+
 def load_samples(
     spec: str,
     *,

@@ -1,0 +1,438 @@
+"""A report a person reads in five seconds: the verdict against chance, the bins, the flagged bins' examples, the
+closest pairs, the settings. One self-contained HTML file (inline images, no network, opens from disk) or Markdown.
+
+    report = fastndb.report.build(real, fake, names=real_files, fake_names=fake_files)
+    report.save("report.html")          # or "report.md"; fastndb report REAL FAKE -o report.html
+
+Needs matplotlib for the pictures (``pip install fastndb[plot]``); the Markdown form needs nothing.
+
+What the verdict says, and on what: NDB against the ``alpha K`` bins expected to differ by chance (with the
+binomial tail of seeing that many, as if the bins were independent), JS against its chance level, coverage against
+the coverage a generator that samples like the data would get, and the birthday test's duplicate count against the
+count of as many real samples at the same threshold. The headline lists what is beyond chance (the rules are in
+:func:`_verdict`): under- and over-filled bins, low coverage, duplicates. "No sign" does not prove the absence of
+collapse: each number is measured at these sample sizes and in this feature space.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import math
+import platform
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from fastndb._core.checks import check_int
+from fastndb._core.coverage import prdc
+from fastndb._core.features import to_float
+from fastndb._core.inputs import as_batches, check_same_library, concatenate
+from fastndb._core.optional import require
+from fastndb._core.results import BirthdayResult, NDBResult, PRDCResult
+
+DEFAULT_MAX_BINS = 100
+_PER_BIN = 40  # default K gives about 20 held-out real samples per bin: K = min(100, N / 40)
+
+
+def default_num_bins(num_real: int, holdout_fraction: float = 0.5) -> int:
+    """The default K: ``min(100, N / 40)`` (at least 2), so that the held-out reference counts hold about 20 real
+    samples per bin, where the per-bin z-test is reliable.
+
+    Example:
+        >>> default_num_bins(1797), default_num_bins(50_000)
+        (44, 100)
+    """
+    return max(2, min(DEFAULT_MAX_BINS, int(num_real * holdout_fraction * 2) // _PER_BIN))
+
+
+def binomial_tail(count: int, trials: int, p: float) -> float:
+    """``P(X >= count)`` for ``X ~ Binomial(trials, p)``.
+
+    Example:
+        >>> round(binomial_tail(3, 20, 0.05), 4)
+        0.0755
+    """
+    return min(1.0, sum(math.comb(trials, j) * p**j * (1 - p) ** (trials - j) for j in range(count, trials + 1)))
+
+
+@dataclass(frozen=True)
+class FlaggedBin:
+    """A bin whose fake share differs from the real share.
+
+    Attributes:
+        index: the bin (largest real bin first).
+        z: its z statistic (negative: the generator under-fills it).
+        real_count, fake_count: reference and fake samples in it.
+        real_share, fake_share: their shares.
+        real_examples, fake_examples: indices of up to ``examples`` real and fake samples in it.
+    """
+
+    index: int
+    z: float
+    real_count: int
+    fake_count: int
+    real_share: float
+    fake_share: float
+    real_examples: list[int]
+    fake_examples: list[int]
+
+
+@dataclass(frozen=True)
+class Report:
+    """What :func:`build` found (see the module docstring); :meth:`to_html`, :meth:`to_markdown`, :meth:`save`.
+
+    Attributes:
+        verdict: the headline and the lines under it.
+        ndb: the :class:`~fastndb.NDBResult`.
+        coverage: the :class:`~fastndb.PRDCResult` (``None`` when skipped).
+        birthday: the :class:`~fastndb.BirthdayResult` of the fake samples (``None`` when skipped).
+        birthday_real: duplicates among as many real samples at the same threshold (the null level).
+        flagged: the flagged bins shown, most different first.
+        flagged_not_shown: flagged bins beyond ``max_flagged``.
+        settings: options, sizes, versions and timings.
+        real_names, fake_names: file names of the samples, when they came from files.
+        images: PNG pictures by name (``bins``, ``bin-<k>``, ``pairs``), empty without matplotlib.
+        examples_as_images: whether the examples were shown as images.
+    """
+
+    verdict: list[str]
+    ndb: NDBResult
+    coverage: PRDCResult | None
+    birthday: BirthdayResult | None
+    birthday_real: int | None
+    flagged: list[FlaggedBin]
+    flagged_not_shown: int
+    settings: dict
+    real_names: list[str] | None = None
+    fake_names: list[str] | None = None
+    images: dict[str, bytes] = field(default_factory=dict)
+    examples_as_images: bool = False
+    example_values: dict[str, list[list[float]]] = field(default_factory=dict)
+
+    # ----------------------------------------------------------------------------------------------- text
+    def _name(self, real: bool, index: int) -> str:
+        names = self.real_names if real else self.fake_names
+        return names[index] if names is not None and index < len(names) else f"#{index}"
+
+    def to_markdown(self) -> str:
+        """The report as Markdown (no pictures), for CI logs and pull requests."""
+        r = self.ndb
+        lines = ["# fastndb report", "", f"**{self.verdict[0]}**", ""]
+        lines += [f"- {line}" for line in self.verdict[1:]]
+        lines += ["", "## Bins", "", f"{r.num_bins} k-means bins of the real samples, reference counts from "
+                  f"{r.num_real} of them; {r.ndb} differ at alpha = {r.alpha} (about "
+                  f"{r.expected_false_positives:.1f} by chance).", ""]
+        if self.flagged:
+            lines += ["| bin | z | real (share) | fake (share) | real examples | fake examples |",
+                      "| --- | --- | --- | --- | --- | --- |"]
+            for b in self.flagged:
+                real_ex = ", ".join(self._name(True, i) for i in b.real_examples) or "none"
+                fake_ex = ", ".join(self._name(False, i) for i in b.fake_examples) or "none"
+                lines.append(f"| {b.index} | {b.z:+.2f} | {b.real_count} ({b.real_share:.3f}) | {b.fake_count} "
+                             f"({b.fake_share:.3f}) | {real_ex} | {fake_ex} |")
+            if self.flagged_not_shown:
+                lines.append(f"\n{self.flagged_not_shown} more flagged bins are not shown.")
+        else:
+            lines.append("No bin differs.")
+        if self.birthday is not None:
+            lines += ["", "## Closest pairs (birthday test)", "", "| sample | sample | distance |",
+                      "| --- | --- | --- |"]
+            for (i, j), d in zip(self.birthday.pairs[:10].tolist(), self.birthday.distances[:10].tolist(), strict=True):
+                lines.append(f"| {self._name(False, i)} | {self._name(False, j)} | {d:.6g} |")
+        lines += ["", "## Settings", "", "| setting | value |", "| --- | --- |"]
+        lines += [f"| {k} | {v} |" for k, v in self.settings.items()]
+        return "\n".join(lines) + "\n"
+
+    def to_html(self) -> str:
+        """The report as one self-contained HTML page: inline PNGs, inline CSS, no scripts, no links out."""
+        esc = html.escape
+        r = self.ndb
+
+        def image(name: str, alt: str) -> str:
+            data = self.images.get(name)
+            if data is None:
+                return ""
+            return f'<img alt="{esc(alt)}" src="data:image/png;base64,{base64.b64encode(data).decode()}">'
+
+        verdict_class = "ok" if self.verdict[0].startswith("No ") else "bad"
+        parts = [
+            "<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">', "<title>fastndb report</title>",
+            "<style>body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}"
+            "h1{font-size:1.4em}.verdict{font-size:1.25em;padding:.6em 1em;border-radius:6px}"
+            ".ok{background:#e6f4ea}.bad{background:#fce8e6}table{border-collapse:collapse;margin:.5em 0}"
+            "td,th{border:1px solid #ccc;padding:.25em .6em;text-align:left;font-size:.9em}"
+            "img{max-width:100%}.bin{margin:1.2em 0;border-top:1px solid #ddd;padding-top:.6em}"
+            ".none{color:#a00;font-weight:bold}</style></head><body>",
+            "<h1>fastndb report</h1>",
+            f'<p class="verdict {verdict_class}">{esc(self.verdict[0])}</p>',
+            "<ul>" + "".join(f"<li>{esc(line)}</li>" for line in self.verdict[1:]) + "</ul>",
+            "<h2>Bins</h2>",
+            f"<p>{r.num_bins} k-means bins of the real samples; {r.ndb} differ at alpha = {r.alpha} "
+            f"(about {r.expected_false_positives:.1f} by chance). Bins the generator leaves empty are marked "
+            f"<span class=none>&#9650; empty</span>.</p>",
+            image("bins", "real and fake share of every bin"),
+            "<h2>Flagged bins, most different first</h2>",
+        ]
+        if not self.flagged:
+            parts.append("<p>No bin differs.</p>")
+        for b in self.flagged:
+            side = "under-filled by the generator" if b.z < 0 else "over-filled by the generator"
+            parts.append(f'<div class="bin"><h3>bin {b.index}: z = {b.z:+.2f}, {side}</h3>'
+                         f"<p>real {b.real_count} ({b.real_share:.1%}) &middot; fake {b.fake_count} "
+                         f"({b.fake_share:.1%})</p>")
+            if self.examples_as_images:
+                parts.append(image(f"bin-{b.index}", f"examples of bin {b.index}"))
+            else:
+                for label, key in (("real", f"{b.index}-real"), ("fake", f"{b.index}-fake")):
+                    rows = self.example_values.get(key, [])
+                    cells = "".join("<tr>" + "".join(f"<td>{v:.4g}</td>" for v in row) + "</tr>" for row in rows)
+                    parts.append(f"<p>{label} examples (first values of each sample):</p>"
+                                 + (f"<table>{cells}</table>" if rows else '<p class="none">none</p>'))
+            if not b.fake_examples:
+                parts.append('<p class="none">the generator produced no sample in this bin</p>')
+            names = [("real", True, b.real_examples), ("fake", False, b.fake_examples)]
+            if self.real_names is not None or self.fake_names is not None:
+                for label, real, idx in names:
+                    parts.append(f"<p>{label} files: {esc(', '.join(self._name(real, i) for i in idx) or 'none')}</p>")
+            parts.append("</div>")
+        if self.flagged_not_shown:
+            parts.append(f"<p>{self.flagged_not_shown} more flagged bins are not shown (the table in the Markdown "
+                         f"form lists the same bins).</p>")
+        if self.birthday is not None:
+            parts += ["<h2>Closest pairs (birthday test)</h2>", image("pairs", "closest pairs side by side"),
+                      "<table><tr><th>sample</th><th>sample</th><th>distance</th></tr>"]
+            for (i, j), d in zip(self.birthday.pairs[:10].tolist(), self.birthday.distances[:10].tolist(), strict=True):
+                parts.append(f"<tr><td>{esc(self._name(False, i))}</td><td>{esc(self._name(False, j))}</td>"
+                             f"<td>{d:.6g}</td></tr>")
+            parts.append("</table>")
+        parts += ["<h2>Settings</h2>", "<table>"]
+        parts += [f"<tr><td>{esc(str(k))}</td><td>{esc(str(v))}</td></tr>" for k, v in self.settings.items()]
+        parts += ["</table>", "</body></html>"]
+        return "\n".join(parts) + "\n"
+
+    def save(self, path: Any, format: str | None = None) -> Any:
+        """Write the report to ``path`` (``format``: ``"html"`` or ``"md"``; default from the suffix, else html)."""
+        from pathlib import Path
+
+        path = Path(path)
+        chosen = format or ("md" if path.suffix.lower() in (".md", ".markdown") else "html")
+        if chosen not in ("html", "md"):
+            raise ValueError(f"format: expected 'html' or 'md', got {format!r}")
+        path.write_text(self.to_markdown() if chosen == "md" else self.to_html(), encoding="utf-8")
+        return path
+
+
+# ------------------------------------------------------------------------------------------------- building
+def _verdict(ndb: NDBResult, coverage: PRDCResult | None, duplicates: int | None, null_duplicates: int | None,
+             num_pairs_samples: int | None) -> list[str]:
+    """The headline and its lines. Beyond chance means: NDB's binomial tail below 0.01; JS above 3 times its
+    chance level; coverage more than 3 binomial standard errors below its chance level (coverage indicators are
+    not independent, so this is a guide, not a test); more than 3 times the real samples' duplicates."""
+    tail = binomial_tail(ndb.ndb, ndb.num_bins, ndb.alpha)
+    under = int((ndb.different & (ndb.z < 0)).sum())
+    over = ndb.ndb - under
+    empty = int(((ndb.fake_counts == 0) & (ndb.real_counts > 0) & ndb.different).sum())
+    js_ratio = ndb.js / ndb.expected_null_js if ndb.expected_null_js > 0 else float("inf")
+    far_ndb = ndb.ndb > ndb.expected_false_positives and tail < 0.01
+    lines = [f"NDB: {ndb.ndb} of {ndb.num_bins} bins differ, about {ndb.expected_false_positives:.1f} by chance "
+             f"(chance of {ndb.ndb} or more: {tail:.2g}); {under} under-filled ({empty} empty), {over} over-filled",
+             f"JS: {ndb.js:.4g}, {js_ratio:.1f} times its chance level {ndb.expected_null_js:.2g}; chi-square test "
+             f"of the histograms: p = {ndb.p_value:.3g}"]
+    findings = []
+    if far_ndb and under:
+        findings.append(f"{under} bins under-filled" + (f", {empty} of them empty" if empty else ""))
+    if far_ndb and over:
+        findings.append(f"{over} bins over-filled")
+    if js_ratio > 3 and not far_ndb:
+        findings.append(f"JS {js_ratio:.0f} times its chance level")
+    if coverage is not None:
+        null = coverage.expected_null_coverage
+        spread = math.sqrt(max(null * (1 - null), 1e-12) / coverage.num_real)
+        lines.append(f"coverage {coverage.coverage:.3f} (by chance {null:.3f}), recall {coverage.recall:.3f}, "
+                     f"precision {coverage.precision:.3f}, density {coverage.density:.3f} (k = {coverage.nearest_k}, "
+                     f"{coverage.num_real} real, {coverage.num_fake} fake samples)")
+        if null - coverage.coverage > 3 * spread:
+            findings.append(f"coverage {coverage.coverage:.2f} against {null:.2f} by chance")
+    if duplicates is not None:
+        lines.append(f"birthday test: {duplicates} near-duplicate pairs among {num_pairs_samples} fake samples, "
+                     f"{null_duplicates} among as many real samples at the same threshold")
+        if null_duplicates is not None and duplicates > 3 * max(null_duplicates, 1):
+            findings.append(f"{duplicates} near-duplicate pairs against {null_duplicates} in real data")
+    if findings:
+        headline = "Different from the real data: " + "; ".join(findings) + "."
+    else:
+        headline = "No sign of missing modes or duplicates beyond chance at these sample sizes."
+    return [headline, *lines]
+
+
+def _is_images(x: Tensor) -> bool:
+    if x.dim() == 4:
+        return x.shape[1] in (1, 3)
+    if x.dim() == 3:
+        return True
+    d = x.shape[1]
+    return any(d % c == 0 and math.isqrt(d // c) ** 2 * c == d and d // c >= 16 for c in (1, 3))
+
+
+def _strip_png(real: Tensor, fake: Tensor, title: str) -> bytes:
+    plt = require("matplotlib.pyplot", "the report's pictures")
+    count = max(real.shape[0], fake.shape[0], 1)
+    fig, axes = plt.subplots(2, count, figsize=(0.9 * count + 0.6, 2.2), squeeze=False)
+    for row, (label, images) in enumerate((("real", real), ("fake", fake))):
+        for col in range(count):
+            ax = axes[row][col]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            for spine in ax.spines.values():
+                spine.set_visible(False)
+            if col < images.shape[0]:
+                image = images[col].permute(1, 2, 0).numpy()
+                ax.imshow(image[..., 0] if image.shape[-1] == 1 else image, cmap="gray", vmin=0, vmax=1)
+            elif col == 0:
+                ax.text(0.5, 0.5, "none", ha="center", va="center", color="#a00", fontsize=11, weight="bold")
+        axes[row][0].set_ylabel(label, rotation=0, ha="right", va="center")
+    fig.suptitle(title, fontsize=9)
+    return _png(fig)
+
+
+def _png(fig: Any) -> bytes:
+    from fastndb import plot
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=90)
+    plot.close(fig)
+    return buffer.getvalue()
+
+
+def build(
+    real: object,
+    fake: object,
+    *,
+    num_bins: int | None = None,
+    names: list[str] | None = None,
+    fake_names: list[str] | None = None,
+    examples: int = 8,
+    max_flagged: int = 12,
+    birthday_samples: int | None = 1000,
+    coverage_samples: int | None = 5000,
+    nearest_k: int = 5,
+    pictures: bool = True,
+    **options: Any,
+) -> Report:
+    """Score ``fake`` against ``real`` with NDB, the coverage metrics and the birthday test, and gather a report.
+
+    Args:
+        real, fake: the samples, as ``fastndb.score`` takes them (one array each; image-shaped samples are shown
+            as images).
+        num_bins: K (default: :func:`default_num_bins` of the number of real samples, ``min(100, N / 40)``).
+        names, fake_names: file names of the real and fake samples, shown next to examples and pairs.
+        examples: examples shown per flagged bin and set.
+        max_flagged: flagged bins shown, most different (largest ``|z|``) first; the rest are counted.
+        birthday_samples: fake samples in the birthday test (``None``: skip it); the threshold is the 1% real
+            nearest-neighbour distance among as many real samples, whose own duplicate count is the null level.
+        coverage_samples: samples of each set for the coverage metrics (``None``: skip them).
+        nearest_k: ``k`` of the coverage metrics.
+        pictures: draw the pictures (needs matplotlib).
+        **options: the options of ``fastndb.score`` (``alpha``, ``seed``, ``value_range``, ``feature``, ...).
+
+    Example:
+        >>> import torch
+        >>> g = torch.Generator().manual_seed(0)
+        >>> real, fake = torch.randn(2000, 6, generator=g), torch.randn(1000, 6, generator=g)
+        >>> report = build(real, fake, pictures=False, birthday_samples=None, coverage_samples=None)
+        >>> report.verdict[0]
+        'No sign of missing modes or duplicates beyond chance at these sample sizes.'
+    """
+    import fastndb
+
+    start = time.perf_counter()
+    examples = check_int(examples, "examples", minimum=1)
+    max_flagged = check_int(max_flagged, "max_flagged", minimum=1)
+    real_batches = as_batches(real, "real", check_finite=False, flatten=False)
+    fake_batches = as_batches(fake, "fake", check_finite=False, flatten=False)
+    check_same_library(real=real_batches.library, fake=fake_batches.library)
+    real_x, fake_x = concatenate(real_batches), concatenate(fake_batches)
+    if num_bins is None:
+        num_bins = default_num_bins(real_x.shape[0], options.get("holdout_fraction", 0.5))
+    ndb = fastndb.NDB(num_bins, **options).fit(real_x, distributed=False)
+    result = ndb.score(fake_x)
+    timings = {"NDB (fit and score)": time.perf_counter() - start}
+    value_range, feature = ndb.options.value_range, ndb.options.feature
+
+    coverage = None
+    if coverage_samples is not None:
+        began = time.perf_counter()
+        coverage = prdc(real_x, fake_x, nearest_k=nearest_k, feature=feature, value_range=value_range,
+                        num_samples=coverage_samples, seed=ndb.seed)
+        timings["coverage metrics"] = time.perf_counter() - began
+    pairs = null_duplicates = None
+    size = None
+    if birthday_samples is not None:
+        began = time.perf_counter()
+        size = min(birthday_samples, fake_x.shape[0], real_x.shape[0])
+        threshold = fastndb.duplicate_threshold(real_x, num_samples=size, seed=ndb.seed, value_range=value_range,
+                                                feature=feature)
+        pairs = fastndb.birthday(fake_x[:size], threshold=threshold, value_range=value_range, feature=feature)
+        null_duplicates = fastndb.birthday(real_x[-size:], threshold=threshold, value_range=value_range,
+                                           feature=feature).num_duplicates
+        timings["birthday test"] = time.perf_counter() - began
+
+    real_labels, fake_labels = ndb.assign(real_x), ndb.assign(fake_x)
+    different = result.different.cpu()
+    z = result.z.cpu()
+    order = sorted((i for i in range(result.num_bins) if bool(different[i])), key=lambda i: -abs(float(z[i])))
+    flagged = []
+    for index in order[:max_flagged]:
+        real_idx = (real_labels == index).nonzero()[:examples, 0].tolist()
+        fake_idx = (fake_labels == index).nonzero()[:examples, 0].tolist()
+        flagged.append(FlaggedBin(index, float(z[index]), int(result.real_counts[index]),
+                                  int(result.fake_counts[index]), float(result.real_proportions[index]),
+                                  float(result.fake_proportions[index]), real_idx, fake_idx))
+
+    as_images = _is_images(real_x)
+    images: dict[str, bytes] = {}
+    values: dict[str, list[list[float]]] = {}
+    shown = lambda x: to_float(x, value_range).clamp(0, 1)  # noqa: E731  (pictures show [0, 1] under the convention)
+    if pictures:
+        from fastndb import plot
+
+        images["bins"] = _png(plot.bin_proportions(result)[0])
+        if as_images:
+            shape = plot._image_shape(real_x.reshape(real_x.shape[0], -1) if real_x.dim() == 2 else real_x, None)
+            for b in flagged:
+                real_images = shown(real_x[b.real_examples].reshape(-1, *shape)) if b.real_examples else \
+                    torch.empty(0, *shape)
+                fake_images = shown(fake_x[b.fake_examples].reshape(-1, *shape)) if b.fake_examples else \
+                    torch.empty(0, *shape)
+                images[f"bin-{b.index}"] = _strip_png(real_images.cpu(), fake_images.cpu(),
+                                                      f"bin {b.index}: real {b.real_count}, fake {b.fake_count}")
+            if pairs is not None:
+                images["pairs"] = _png(plot.birthday_pairs(shown(fake_x[:size].reshape(size, *shape)).cpu(),
+                                                           pairs)[0])
+    if not as_images:
+        flat_real, flat_fake = real_x.reshape(real_x.shape[0], -1), fake_x.reshape(fake_x.shape[0], -1)
+        for b in flagged:
+            values[f"{b.index}-real"] = flat_real[b.real_examples, :8].double().tolist()
+            values[f"{b.index}-fake"] = flat_fake[b.fake_examples, :8].double().tolist()
+
+    try:
+        option_values = ndb.options.to_dict()
+    except ValueError:  # a plain callable as feature has no stored identity: name it in words
+        option_values = {**ndb.options.without_features().to_dict(), "value_range": value_range,
+                         "feature": feature.description()}
+    settings = {
+        "real samples": real_x.shape[0], "fake samples": fake_x.shape[0], "sample shape": tuple(real_x.shape[1:]),
+        "bins (K)": num_bins, "default K rule": "min(100, N / 40): about 20 held-out real samples per bin",
+        **{f"option {k}": v for k, v in option_values.items()}, "alpha": ndb.alpha,
+        "correction": ndb.correction, "fastndb": fastndb.__version__, "torch": torch.__version__,
+        "python": platform.python_version(), "device": str(real_x.device),
+        **{f"time: {k}": f"{v:.2f} s" for k, v in timings.items()},
+    }
+    verdict = _verdict(result, coverage, None if pairs is None else pairs.num_duplicates, null_duplicates, size)
+    return Report(verdict, result, coverage, pairs, null_duplicates, flagged, max(0, len(order) - max_flagged),
+                  settings, names, fake_names, images, as_images and pictures, values)

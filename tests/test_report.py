@@ -1,0 +1,125 @@
+"""The report: its numbers are the API's, it works without images and at large K, it is self-contained, and it
+renders in a real browser with its pictures."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import fastndb
+from fastndb import report
+from fastndb.demo.runner import load_digits_tensor
+from tests.conftest import mixture
+
+pytest.importorskip("matplotlib")
+
+
+def _digits_without(dropped=(3, 8)):
+    x, y = load_digits_tensor()
+    order = torch.randperm(len(x), generator=torch.Generator().manual_seed(0))
+    real = x[order[:1000]].reshape(-1, 1, 8, 8)
+    pool, labels = x[order[1000:]], y[order[1000:]]
+    return real, pool[~torch.isin(labels, torch.tensor(dropped))].reshape(-1, 1, 8, 8)
+
+
+@pytest.fixture(scope="module")
+def digits_report():
+    real, fake = _digits_without()
+    return real, fake, report.build(real, fake, num_bins=20, names=[f"r{i}.png" for i in range(len(real))])
+
+
+def test_the_numbers_are_the_apis(digits_report):
+    real, fake, built = digits_report
+    expected = fastndb.NDB(20).fit(real).score(fake)
+    assert torch.equal(built.ndb.fake_counts, expected.fake_counts) and built.ndb.p_value == expected.p_value
+    assert built.coverage.scores() == fastndb.prdc(real, fake, num_samples=5000).scores()
+    threshold = fastndb.duplicate_threshold(real, num_samples=len(fake))
+    assert built.birthday.num_duplicates == fastndb.birthday(fake, threshold=threshold).num_duplicates
+    assert built.verdict[0].startswith("Different from the real data") and "under-filled" in built.verdict[0]
+    flagged = [b.index for b in built.flagged]
+    z = expected.z.abs()
+    assert flagged == sorted(flagged, key=lambda i: -float(z[i]))  # most different first
+    empty = next(b for b in built.flagged if b.fake_count == 0)
+    x, y = load_digits_tensor()
+    labels = y[torch.randperm(len(x), generator=torch.Generator().manual_seed(0))[:1000]]
+    assert {int(labels[i]) for i in empty.real_examples} <= {3, 8}  # the empty bin holds the dropped digits
+    text = built.to_markdown()
+    assert f"| {empty.index} | {empty.z:+.2f} |" in text and "r" + str(empty.real_examples[0]) + ".png" in text
+
+
+def test_the_html_is_self_contained(digits_report, tmp_path):
+    _, _, built = digits_report
+    page = built.to_html()
+    assert "http://" not in page and "https://" not in page and "<script" not in page
+    assert page.count('src="data:image/png;base64,') == 2 + len(built.flagged)  # bins, pairs, one strip per bin
+    assert built.save(tmp_path / "r.md").read_text().startswith("# fastndb report")
+
+
+def test_arrays_without_images_and_large_k():
+    real = torch.from_numpy(mixture(6000, 5, seed=0))
+    fake = torch.from_numpy(mixture(3000, 5, seed=1, keep_modes=5))
+    built = report.build(real, fake, num_bins=60, max_flagged=3, examples=2, birthday_samples=None)
+    assert len(built.flagged) == 3 and built.flagged_not_shown == built.ndb.ndb - 3 > 10
+    assert not built.examples_as_images and "bin-" not in "".join(built.images)
+    page = built.to_html()
+    assert f"{built.flagged_not_shown} more flagged bins are not shown" in page and "<table><tr><td>" in page
+    assert built.birthday is None and "Closest pairs" not in built.to_markdown()
+
+
+def test_the_default_k_follows_the_number_of_real_samples():
+    assert report.default_num_bins(1000) == 25 and report.default_num_bins(100) == 2
+    assert report.default_num_bins(1_000_000) == 100
+    real = torch.from_numpy(mixture(1200, 4, seed=0))
+    built = report.build(real, real[:600], pictures=False, birthday_samples=None, coverage_samples=None)
+    assert built.ndb.num_bins == 30 and "min(100, N / 40)" in built.settings["default K rule"]
+    assert built.verdict[0].startswith("No sign")
+
+
+def test_the_command_line_writes_html_and_markdown(tmp_path):
+    import numpy as np
+
+    real, fake = _digits_without()
+    np.save(tmp_path / "real.npy", real.numpy())
+    np.save(tmp_path / "fake.npy", fake.numpy())
+    for fmt in ("html", "md"):
+        out = subprocess.run([sys.executable, "-m", "fastndb", "report", str(tmp_path / "real.npy"),
+                              str(tmp_path / "fake.npy"), "-o", str(tmp_path / f"r.{fmt}"), "--format", fmt,
+                              "--num-bins", "20"], capture_output=True, text=True, timeout=300)
+        assert out.returncode == 0, out.stderr
+        assert out.stdout.startswith("Different from the real data") and (tmp_path / f"r.{fmt}").exists()
+
+
+def _browser() -> str | None:
+    return next((shutil.which(name) for name in ("chromium-headless-shell", "chromium", "chromium-browser",
+                                                 "google-chrome") if shutil.which(name)), None)
+
+
+@pytest.mark.skipif(_browser() is None, reason="no headless Chromium installed")
+def test_the_report_renders_in_a_real_browser(digits_report, tmp_path):
+    from PIL import Image
+
+    _, _, built = digits_report
+    page = built.save(tmp_path / "report.html")
+    text_only = tmp_path / "text.html"
+    text_only.write_text(re.sub(r"<img[^>]*>", "", page.read_text()))
+
+    def dark_share(html_path):
+        shot = html_path.with_suffix(".png")
+        done = subprocess.run([_browser(), "--headless", "--no-sandbox", "--disable-gpu", f"--screenshot={shot}",
+                               "--window-size=1100,1800", html_path.as_uri()], capture_output=True, text=True,
+                              timeout=120)
+        assert shot.exists(), done.stderr[-2000:]
+        image = Image.open(shot).convert("L")
+        assert image.size == (1100, 1800)
+        return sum(image.histogram()[:16]) / (image.size[0] * image.size[1])  # black: the digits, not the text (#222)
+
+    with_images, without = dark_share(page), dark_share(text_only)
+    assert with_images > 10 * without + 0.01, (with_images, without)  # the pictures rendered
+    dom = subprocess.run([_browser(), "--headless", "--no-sandbox", "--disable-gpu", "--dump-dom", page.as_uri()],
+                         capture_output=True, text=True, timeout=120).stdout
+    assert dom.count("<img") == 2 + len(built.flagged) and "Flagged bins" in dom
