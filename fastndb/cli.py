@@ -184,6 +184,9 @@ def _report_score(args: argparse.Namespace, result: Any, num_real: int, source: 
                                "expected_null_coverage": coverage.expected_null_coverage}
         _print_json(payload)
     else:
+        from fastndb.report import verdict
+
+        print(verdict(result, coverage, None, None, None)[0])
         z, different = result.z.cpu(), result.different.cpu()
         over = [i for i in range(result.num_bins) if bool(different[i]) and float(z[i]) > 0]
         under = [i for i in range(result.num_bins) if bool(different[i]) and float(z[i]) < 0]
@@ -236,9 +239,13 @@ def _birthday(args: argparse.Namespace) -> int:
     if args.json:
         _print_json(result.to_dict(python=True))
     else:
+        from fastndb._core.files import sample_names
+
+        names = sample_names(args.samples)
+        label = (lambda i: f"{i:>7d}") if names is None else (lambda i: f"{names[i]:>20s}")  # noqa: E731
         print(f"closest pairs among {result.num_samples} samples ({result.metric} distance):")
         for (i, j), d in zip(result.pairs[:10].tolist(), result.distances[:10].tolist(), strict=True):
-            print(f"  {i:>7d} {j:>7d}  {d:.6g}")
+            print(f"  {label(i)} {label(j)}  {d:.6g}")
         if result.num_duplicates is not None:
             low, high = result.support_interval
             print(f"duplicates: {result.num_duplicates} pairs at distance <= {threshold:.6g} "
@@ -471,13 +478,16 @@ def build_parser() -> argparse.ArgumentParser:
     for option in ("value_range", "feature"):
         flag, settings = option_flag(option)
         birthday.add_argument(flag, **settings)
-    birthday.add_argument("--num-pairs", type=_positive_int, default=20)
-    birthday.add_argument("--metric", choices=("l2", "cosine"), default="l2")
-    birthday.add_argument("--threshold", type=_distance, help="duplicate threshold (a distance)")
+    birthday.add_argument("--num-pairs", type=_positive_int, default=20, help="closest pairs listed (default: 20)")
+    birthday.add_argument("--metric", choices=("l2", "cosine"), default="l2",
+                          help="l2: Euclidean distance; cosine: 1 - cos (default: l2)")
+    birthday.add_argument("--threshold", type=_distance,
+                          help="duplicate threshold, a distance (default: none, closest pairs only)")
     birthday.add_argument("--threshold-from", metavar="REAL",
                           help="set the threshold to a low quantile of REAL's nearest-neighbour distances")
-    birthday.add_argument("--quantile", type=_probability, default=0.01, help="for --threshold-from (0.01)")
-    birthday.add_argument("--seed", type=int, default=0)
+    birthday.add_argument("--quantile", type=_probability, default=0.01,
+                          help="quantile of real nearest-neighbour distances, for --threshold-from (default: 0.01)")
+    birthday.add_argument("--seed", type=int, default=0, help="seed of the real subset (default: 0)")
     birthday.add_argument("--grid", metavar="PNG", help="write the closest pairs side by side")
     birthday.add_argument("--grid-shape", type=_positive_int, nargs="+", metavar="N",
                           help="C H W (or H W) of one sample, for flat samples")
@@ -529,15 +539,16 @@ def build_parser() -> argparse.ArgumentParser:
     elbow = commands.add_parser("elbow", parents=[common], help="k-means inertia against K, to choose K",
                                 description="k-means inertia for each K, and the knee of the curve.")
     elbow.add_argument("real", help="image folder, .npy, .npz[:name] or .pt[:name]")
-    elbow.add_argument("--ks", default="10,20,50,100,200", help="comma-separated K values (10,20,50,100,200)")
-    elbow.add_argument("--seed", type=int, default=0)
+    elbow.add_argument("--ks", default="10,20,50,100,200",
+                       help="comma-separated K values (default: 10,20,50,100,200)")
+    elbow.add_argument("--seed", type=int, default=0, help="seed of k-means (default: 0)")
     elbow.add_argument("--plot", metavar="PNG", help="write the elbow curve")
     elbow.set_defaults(run=_elbow)
 
     bench = commands.add_parser("bench", help="run the benchmarks (source checkout) and print their tables")
-    bench.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
+    bench.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="where ours runs (default: cpu)")
     bench.add_argument("--quick", action="store_true", help="smaller sizes")
-    bench.add_argument("--debug", action="store_true")
+    bench.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
     bench.set_defaults(run=_bench)
 
     demo = commands.add_parser("demo", help="train a DCGAN on the bundled digits and watch NDB catch collapse",
@@ -546,36 +557,51 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--epochs", type=_positive_int, help="8 on the digits; 25 with --data")
     demo.add_argument("--steps-per-epoch", type=_positive_int,
                       help="batches of 64 per epoch: 150 on the digits; one pass over the data with --data")
-    demo.add_argument("--latent-size", type=_positive_int, default=100)
+    demo.add_argument("--latent-size", type=_positive_int, default=100,
+                      help="the generator's latent size (default: 100)")
     demo.add_argument("--width", type=_positive_int, help="channels of the DCGAN blocks: 32 on the digits, "
                                                           "64 (the DCGAN's) with --data")
-    demo.add_argument("--label-flip", type=float, default=0.0, help="share of discriminator labels flipped")
-    demo.add_argument("--label-smoothing", type=float, default=0.0, help="one-sided: real targets 1 - s")
+    demo.add_argument("--label-flip", type=float, default=0.0,
+                      help="share of discriminator labels flipped (default: 0)")
+    demo.add_argument("--label-smoothing", type=float, default=0.0,
+                      help="one-sided: real targets 1 - s (default: 0)")
     demo.add_argument("--digit", type=int, choices=range(10), help="train on one digit class only")
     demo.add_argument("--drop-digits", type=int, nargs="+", choices=range(10), metavar="D",
                       help="train without these digit classes; the monitor compares with all digits")
     demo.add_argument("--features", choices=("digits", "inception", "dinov2-vits14", "dinov2-vitb14", "clip-vitb32"),
                       help="also score NDB in this feature space, next to pixels (digits: the shipped network)")
     demo.add_argument("--data", help="MNIST/Fashion-MNIST IDX file, image folder or array file instead of digits")
-    demo.add_argument("--image-size", type=int, choices=(28, 32, 64), default=32)
-    demo.add_argument("--threshold", type=_probability, default=0.8, help="NDB/K that counts as collapse (0.8)")
-    demo.add_argument("--device", default="cpu")
-    demo.add_argument("--out", default="fastndb-demo", help="folder for sample grids and curves")
+    demo.add_argument("--image-size", type=int, choices=(28, 32, 64), default=32, help="image edge (default: 32)")
+    demo.add_argument("--threshold", type=_probability, default=0.8,
+                      help="NDB/K that counts as collapse (default: 0.8)")
+    demo.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N (default: cpu)")
+    demo.add_argument("--out", default="fastndb-demo",
+                      help="folder for sample grids and curves (default: fastndb-demo)")
     demo.add_argument("--resampling", action="store_true", help="the quick demo without training")
     demo.add_argument("--num-bins", type=_num_bins,
                       help="NDB bins (default: min(20, N/40) on the digits, min(100, N/40) with --data, "
                            "10 with --resampling)")
-    demo.add_argument("--num-fake", type=_positive_int, default=2000)
-    demo.add_argument("--seed", type=int, default=0)
-    demo.add_argument("--debug", action="store_true")
+    demo.add_argument("--num-fake", type=_positive_int, default=2000,
+                      help="fake samples per generator, with --resampling (default: 2000)")
+    demo.add_argument("--seed", type=int, default=0, help="seed of everything (default: 0)")
+    demo.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
     demo.set_defaults(run=_demo)
     return parser
 
 
+def _one_line_warning(message: Warning | str, category: type[Warning], *_: Any, **__: Any) -> None:
+    """Warnings as ``fastndb: warning: ...`` on stderr, one line, with no source line (``--debug`` keeps Python's)."""
+    print(f"fastndb: warning: {str(message).splitlines()[0]}", file=sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``fastndb`` console script."""
+    import warnings
+
     args = build_parser().parse_args(argv)
     debug = getattr(args, "debug", False)
+    if not debug:
+        warnings.showwarning = _one_line_warning
     logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING, format="%(name)s: %(message)s")
     if debug:
         _check_device(getattr(args, "device", "cpu"))

@@ -10,7 +10,7 @@ What the verdict says, and on what: NDB against the ``alpha K`` bins expected to
 binomial tail of seeing that many, as if the bins were independent), JS against its chance level, coverage against
 the coverage a generator that samples like the data would get, and the birthday test's duplicate count against the
 count of as many real samples at the same threshold. The headline lists what is beyond chance (the rules are in
-:func:`_verdict`): under- and over-filled bins, low coverage, duplicates. "No sign" does not prove the absence of
+:func:`verdict`): under- and over-filled bins, low coverage, duplicates. "No sign" does not prove the absence of
 collapse: each number is measured at these sample sizes and in this feature space.
 """
 
@@ -228,7 +228,7 @@ class Report:
 
 
 # ------------------------------------------------------------------------------------------------- building
-def _verdict(ndb: NDBResult, coverage: PRDCResult | None, duplicates: int | None, null_duplicates: int | None,
+def verdict(ndb: NDBResult, coverage: PRDCResult | None, duplicates: int | None, null_duplicates: int | None,
              num_pairs_samples: int | None) -> list[str]:
     """The headline and its lines. Beyond chance means: NDB's binomial tail below 0.01; JS above 3 times its
     chance level; coverage more than 3 binomial standard errors below its chance level (coverage indicators are
@@ -433,6 +433,6 @@ def build(
         "python": platform.python_version(), "device": str(real_x.device),
         **{f"time: {k}": f"{v:.2f} s" for k, v in timings.items()},
     }
-    verdict = _verdict(result, coverage, None if pairs is None else pairs.num_duplicates, null_duplicates, size)
-    return Report(verdict, result, coverage, pairs, null_duplicates, flagged, max(0, len(order) - max_flagged),
+    lines = verdict(result, coverage, None if pairs is None else pairs.num_duplicates, null_duplicates, size)
+    return Report(lines, result, coverage, pairs, null_duplicates, flagged, max(0, len(order) - max_flagged),
                   settings, names, fake_names, images, as_images and pictures, values)

@@ -185,3 +185,37 @@ def test_process_exit_codes_bad_options_and_debug(files):
     assert malformed.returncode == 2 and "invalid float value: 'two'" in malformed.stderr
     debug = run("score", "missing.npy", "fake.npy", "--debug", cwd=root)
     assert debug.returncode != 0 and "Traceback" in debug.stderr and "FileNotFoundError" in debug.stderr
+
+
+def test_every_option_with_a_default_shows_it_in_help():
+    import argparse
+
+    from fastndb.cli import build_parser
+
+    missing = []
+    for name, sub in build_parser()._subparsers._group_actions[0].choices.items():
+        for action in sub._actions:
+            if not action.option_strings or isinstance(action, (argparse._HelpAction, argparse._StoreTrueAction)):
+                continue
+            if action.default not in (None, False) and "default" not in (action.help or ""):
+                missing.append(f"{name} {action.option_strings[0]}")
+    assert not missing, missing
+
+
+def test_warnings_print_as_one_line(tmp_path):
+    real, fake = gaussian_mixture(300, 4, seed=0), gaussian_mixture(200, 4, seed=1)
+    np.save(tmp_path / "real.npy", real)
+    np.save(tmp_path / "fake.npy", fake)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONWARNINGS"}
+    out = subprocess.run([sys.executable, "-m", "fastndb", "score", "real.npy", "fake.npy", "--prdc-samples", "0"],
+                         capture_output=True, text=True, cwd=tmp_path, env=env, timeout=300)
+    assert out.returncode == 0, out.stderr
+    lines = out.stderr.strip().splitlines()
+    assert lines and all(line.startswith("fastndb: warning: ") for line in lines), out.stderr  # K=100 on 150
+
+
+def test_birthday_lists_file_names_for_an_image_folder(files):
+    root, *_ = files
+    out = run("birthday", "images", "--num-pairs", "2", cwd=root)
+    assert out.returncode == 0, out.stderr
+    assert ".png" in out.stdout.splitlines()[1]
