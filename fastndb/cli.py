@@ -391,7 +391,7 @@ def _demo(args: argparse.Namespace) -> int:
         data=args.data, digit=args.digit, image_size=args.image_size, device=args.device, out_dir=args.out,
         config=config, num_bins=num_bins, threshold=args.threshold, drop_digits=tuple(args.drop_digits or ()),
         second_feature=args.features,
-        progress=False, on_epoch=lambda record: print(demo.format_epoch(record), flush=True),
+        progress=None, on_epoch=lambda record: print(demo.format_epoch(record), flush=True),  # bars on a terminal
     )
     verdict = (f"mode collapse flagged at epoch {result.collapsed_at}" if result.collapsed_at is not None
                else "no mode collapse flagged")

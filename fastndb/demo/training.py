@@ -151,7 +151,21 @@ class CollapseMonitor:
         self._above = 0
 
     def observe(self, samples: Tensor, epoch: int) -> dict:
-        """Statistics of one epoch's samples (a dict of plain numbers); updates the collapse flag."""
+        """Score one epoch's generated samples and update the collapse flag; call it from any training loop.
+
+        Args:
+            samples: ``(n, C, H, W)`` (or ``(n, D)``) generated samples on any device, in the range the monitor was
+                built for (``value_range``); NDB scores all of them, the birthday test and the coverage metrics the
+                first ``birthday_samples``.
+            epoch: the epoch number (1-based); epochs up to ``warmup`` never count towards collapse.
+
+        Returns:
+            A dict of plain numbers: ``ndb``, ``ndb_ratio``, ``js``, ``p_value`` (NDB), ``num_duplicates``,
+            ``duplicate_rate`` (the birthday test at :attr:`duplicate_threshold`), ``recall``, ``coverage``
+            (``k = 5``; chance level :attr:`null_coverage`), ``collapsed`` (whether collapse has been flagged by
+            now), and with ``second_feature`` also ``feature_ndb_ratio``, ``feature_js``. :attr:`last_result` holds
+            the full NDB result.
+        """
         result = self.ndb.score(samples)
         self.last_result = result
         pairs = birthday(samples[: self.birthday_samples], num_pairs=1, threshold=self.duplicate_threshold,
@@ -274,6 +288,8 @@ def train_gan(
             d_total = torch.zeros((), device=device)
             g_total = torch.zeros((), device=device)
             steps = 0
+            steps_total = config.steps_per_epoch or max(1, n // config.batch_size)
+            step_bar = progress_bar(progress, total=steps_total, desc=f"epoch {epoch}", unit="batch")
             for rows in _batches(n, config, shuffle_rng, device):
                 batch = real.index_select(0, rows)
                 b = batch.shape[0]
@@ -297,6 +313,8 @@ def train_gan(
                 d_total += d_loss.detach()
                 g_total += g_loss.detach()
                 steps += 1
+                step_bar.update(1)
+            step_bar.close()
             stats = monitor.generate_and_observe(generator, epoch) if monitor is not None else {}
             record = EpochRecord(
                 epoch=epoch, d_loss=float(d_total) / max(steps, 1), g_loss=float(g_total) / max(steps, 1),
