@@ -115,6 +115,15 @@ def _options(args: argparse.Namespace) -> dict[str, Any]:
     return {**options, "progress": _progress(args)}
 
 
+def _with_bins(options: dict[str, Any], num_real: int) -> dict[str, Any]:
+    """The options with K from the number of real samples when ``--num-bins`` was not given."""
+    from fastndb._core.options import default_num_bins
+
+    if options["num_bins"] is not None:
+        return options
+    return {**options, "num_bins": default_num_bins(num_real, options["holdout_fraction"], options["mode"])}
+
+
 def _stored_reference(spec: str) -> Any:
     """The named reference ``spec`` when no file or folder of that name exists, else ``None``."""
     from fastndb._core.files import _split_key
@@ -149,8 +158,10 @@ def _score(args: argparse.Namespace) -> int:
         return _report_score(args, ndb.score(fake), reference.num_real,
                              f"{space}; seed {reference.options['seed']}; reference {reference.name!r} (it holds "
                              f"bins, not samples: no precision, recall, density or coverage)")
-    ndb = NDB(**_options(args))  # options first: a bad one fails before any file is read
+    options = _options(args)
+    NDB(**{**options, "num_bins": options["num_bins"] or 2})  # options first: a bad one fails before files are read
     real, fake = _load(args.real, args), _load(args.fake, args)
+    ndb = NDB(**_with_bins(options, real.shape[0]))
     source = "fitted"
     if args.cache:
         material = cache.key_material(real, ndb.options)
@@ -266,7 +277,8 @@ def _fit(args: argparse.Namespace) -> int:
     options = _options(args)
     for name in ("alpha", "correction", "z_threshold"):  # test options apply when scoring, not to stored bins
         options.pop(name)
-    reference = save_reference(args.name, _load(args.real, args), overwrite=args.overwrite, **options)
+    real = _load(args.real, args)
+    reference = save_reference(args.name, real, overwrite=args.overwrite, **_with_bins(options, real.shape[0]))
     if args.json:
         _print_json(reference.to_dict())
     else:
@@ -435,7 +447,7 @@ def _num_bins(text: str) -> int:
 def build_parser() -> argparse.ArgumentParser:
     from fastndb._core.options import cli_flags, option_defaults, option_flag
 
-    _DEFAULTS.update(option_defaults())
+    _DEFAULTS.update({**option_defaults(), "num_bins": None})  # the command line takes K from the data
     parser = argparse.ArgumentParser(prog="fastndb", description="Mode-collapse tests for generative models.")
     parser.add_argument("--version", action="version", version=f"fastndb {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -460,7 +472,7 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("real", help="image folder, .npy, .npz[:name] or .pt[:name], or a reference NAME "
                                     "(fastndb fit --name)")
     score.add_argument("fake", help="same forms as REAL, same number of features")
-    for flag, settings in cli_flags():  # every option of the options model, with its default in --help
+    for flag, settings in cli_flags(bins_from_data=True):  # every option of the model, its default in --help
         score.add_argument(flag, **settings)
     score.add_argument("--nearest-k", type=_positive_int, default=5,
                        help="k of precision, recall, density and coverage (default: 5)")
@@ -500,7 +512,7 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("real", help="image folder, .npy, .npz[:name] or .pt[:name]")
     fit.add_argument("--name", required=True, help="the reference's name (letters, digits, '.', '_', '-')")
     fit.add_argument("--overwrite", action="store_true", help="replace a reference of that name")
-    for flag, settings in cli_flags():
+    for flag, settings in cli_flags(bins_from_data=True):
         if settings["dest"] not in ("alpha", "correction", "z_threshold"):
             fit.add_argument(flag, **settings)
     fit.set_defaults(run=_fit, alpha=None, correction=None, z_threshold=None)
@@ -514,10 +526,7 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("-o", "--output", default="report.html", help="the file to write (default: report.html)")
     report.add_argument("--format", choices=("html", "md"), default="html",
                         help="html: one self-contained page with pictures; md: Markdown for CI logs (default: html)")
-    for flag, settings in cli_flags():
-        if settings["dest"] == "num_bins":
-            settings = {**settings, "default": None, "help": "number of k-means bins K (default: min(100, N/40) "
-                        "for N real samples, about 20 held-out real samples per bin)"}
+    for flag, settings in cli_flags(bins_from_data=True):
         report.add_argument(flag, **settings)
     report.add_argument("--examples", type=_positive_int, default=8, help="examples per flagged bin (default: 8)")
     report.add_argument("--max-flagged", type=_positive_int, default=12,

@@ -33,21 +33,8 @@ from fastndb._core.coverage import prdc
 from fastndb._core.features import to_float
 from fastndb._core.inputs import as_batches, check_same_library, concatenate
 from fastndb._core.optional import require
+from fastndb._core.options import DEFAULT_BINS_RULE, default_num_bins
 from fastndb._core.results import BirthdayResult, NDBResult, PRDCResult
-
-DEFAULT_MAX_BINS = 100
-_PER_BIN = 40  # default K gives about 20 held-out real samples per bin: K = min(100, N / 40)
-
-
-def default_num_bins(num_real: int, holdout_fraction: float = 0.5) -> int:
-    """The default K: ``min(100, N / 40)`` (at least 2), so that the held-out reference counts hold about 20 real
-    samples per bin, where the per-bin z-test is reliable.
-
-    Example:
-        >>> default_num_bins(1797), default_num_bins(50_000)
-        (44, 100)
-    """
-    return max(2, min(DEFAULT_MAX_BINS, int(num_real * holdout_fraction * 2) // _PER_BIN))
 
 
 def binomial_tail(count: int, trials: int, p: float) -> float:
@@ -329,7 +316,8 @@ def build(
     Args:
         real, fake: the samples, as ``fastndb.score`` takes them (one array each; image-shaped samples are shown
             as images).
-        num_bins: K (default: :func:`default_num_bins` of the number of real samples, ``min(100, N / 40)``).
+        num_bins: K (default: :func:`~fastndb._core.options.default_num_bins` of the number of real samples,
+            ``min(100, N / 40)``).
         names, fake_names: file names of the real and fake samples, shown next to examples and pairs.
         examples: examples shown per flagged bin and set.
         max_flagged: flagged bins shown, most different (largest ``|z|``) first; the rest are counted.
@@ -358,7 +346,8 @@ def build(
     check_same_library(real=real_batches.library, fake=fake_batches.library)
     real_x, fake_x = concatenate(real_batches), concatenate(fake_batches)
     if num_bins is None:
-        num_bins = default_num_bins(real_x.shape[0], options.get("holdout_fraction", 0.5))
+        num_bins = default_num_bins(real_x.shape[0], options.get("holdout_fraction", 0.5),
+                                    options.get("mode", "holdout"))
     ndb = fastndb.NDB(num_bins, **options).fit(real_x, distributed=False)
     result = ndb.score(fake_x)
     timings = {"NDB (fit and score)": time.perf_counter() - start}
@@ -427,7 +416,7 @@ def build(
                          "feature": feature.description()}
     settings = {
         "real samples": real_x.shape[0], "fake samples": fake_x.shape[0], "sample shape": tuple(real_x.shape[1:]),
-        "bins (K)": num_bins, "default K rule": "min(100, N / 40): about 20 held-out real samples per bin",
+        "bins (K)": num_bins, "default K rule": DEFAULT_BINS_RULE,
         **{f"option {k}": v for k, v in option_values.items()}, "alpha": ndb.alpha,
         "correction": ndb.correction, "fastndb": fastndb.__version__, "torch": torch.__version__,
         "python": platform.python_version(), "device": str(real_x.device),

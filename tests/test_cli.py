@@ -207,11 +207,18 @@ def test_warnings_print_as_one_line(tmp_path):
     np.save(tmp_path / "real.npy", real)
     np.save(tmp_path / "fake.npy", fake)
     env = {k: v for k, v in os.environ.items() if k != "PYTHONWARNINGS"}
-    out = subprocess.run([sys.executable, "-m", "fastndb", "score", "real.npy", "fake.npy", "--prdc-samples", "0"],
+    out = subprocess.run([sys.executable, "-m", "fastndb", "score", "real.npy", "fake.npy", "--prdc-samples", "0",
+                          "--num-bins", "100"],
                          capture_output=True, text=True, cwd=tmp_path, env=env, timeout=300)
     assert out.returncode == 0, out.stderr
     lines = out.stderr.strip().splitlines()
     assert lines and all(line.startswith("fastndb: warning: ") for line in lines), out.stderr  # K=100 on 150
+
+
+def test_the_default_k_comes_from_the_number_of_real_samples(files):
+    root, real, fake, _ = files
+    out = run("score", "real.npy", "fake.npy", "--json", "--prdc-samples", "0", cwd=root)
+    assert json.loads(out.stdout)["num_bins"] == 2000 // 40  # min(100, N/40) for N = 2000 real samples
 
 
 def test_birthday_lists_file_names_for_an_image_folder(files):

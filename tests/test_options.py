@@ -65,11 +65,13 @@ def test_defaults_are_defined_once_and_shown_by_the_cli():
     assert fastndb.NDB().options == BinOptions() and fastndb.NDB().test == TestOptions()
     score = build_parser()._subparsers._group_actions[0].choices["score"]
     help_text = re.sub(r"\s+", " ", score.format_help())
-    for flag, value in (("--num-bins NUM_BINS", 100), ("--alpha ALPHA", 0.05), ("--holdout-fraction", 0.5)):
-        assert re.search(rf"{re.escape(flag)}.*?\(default: {value}\)", help_text), flag
+    for flag, value in (("--num-bins NUM_BINS", re.escape("min(100, N/40)")), ("--alpha ALPHA", 0.05),
+                        ("--holdout-fraction", 0.5)):
+        assert re.search(rf"{re.escape(flag)}.*?\(default: {value}", help_text), flag
     args = build_parser().parse_args(["score", "a", "b"])
     for name, value in defaults.items():
-        assert getattr(args, name) == value, name
+        # the command line takes K from the number of real samples (fastndb._core.options.default_num_bins)
+        assert getattr(args, name) == (None if name == "num_bins" else value), name
 
 
 def test_cache_hit_applies_this_calls_test_options_and_progress(capsys):

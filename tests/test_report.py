@@ -72,11 +72,12 @@ def test_arrays_without_images_and_large_k():
 
 
 def test_the_default_k_follows_the_number_of_real_samples():
-    assert report.default_num_bins(1000) == 25 and report.default_num_bins(100) == 2
-    assert report.default_num_bins(1_000_000) == 100
+    from fastndb._core.options import default_num_bins
+
+    assert default_num_bins(1000) == 25 and default_num_bins(100) == 2 and default_num_bins(1_000_000) == 100
     real = torch.from_numpy(mixture(1200, 4, seed=0))
     built = report.build(real, real[:600], pictures=False, birthday_samples=None, coverage_samples=None)
-    assert built.ndb.num_bins == 30 and "min(100, N / 40)" in built.settings["default K rule"]
+    assert built.ndb.num_bins == 30 and "min(100, N/40)" in built.settings["default K rule"]
     assert built.verdict[0].startswith("No sign")
 
 

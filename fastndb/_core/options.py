@@ -169,6 +169,24 @@ def split_options(options: dict[str, Any], *, where: str) -> tuple[BinOptions, T
     return bin_options, test_options, progress
 
 
+DEFAULT_BINS_RULE = "min(100, N/40) for N real samples: about 20 reference samples per bin"
+
+
+def default_num_bins(num_real: int, holdout_fraction: float = 0.5, mode: str = "holdout") -> int:
+    """K from the number of real samples, where none is given (the command line, the report): about 20 reference
+    samples per bin (held out in ``holdout`` mode, all of them in ``original``), at most 100 and at least 2, so the
+    per-bin z-test is reliable; ``min(100, N / 40)`` in the default holdout mode.
+
+    Example:
+        >>> default_num_bins(1797), default_num_bins(50_000), default_num_bins(100)
+        (44, 100, 2)
+        >>> default_num_bins(1000, mode="original")
+        50
+    """
+    reference = num_real if mode == "original" else int(num_real * holdout_fraction)
+    return max(2, min(100, reference // 20))
+
+
 def option_defaults() -> dict[str, Any]:
     """Every option with its default (``progress``: ``None``)."""
     defaults = BinOptions()
@@ -180,17 +198,22 @@ def option_flag(name: str) -> tuple[str, dict[str, Any]]:
     return next(flag for flag in cli_flags() if flag[1]["dest"] == name)
 
 
-def cli_flags() -> list[tuple[str, dict[str, Any]]]:
+def cli_flags(*, bins_from_data: bool = False) -> list[tuple[str, dict[str, Any]]]:
     """``(flag, argparse keyword arguments)`` for every bin and test option, built from the fields' metadata, with
-    the default shown in the help."""
+    the default shown in the help. ``bins_from_data``: ``--num-bins`` defaults to ``None``, for K from the number
+    of real samples (:func:`default_num_bins`), as the commands that read the real samples first do."""
     out = []
     defaults = option_defaults()
+    if bins_from_data:
+        defaults["num_bins"] = None
     for option_fields in (fields(BinOptions), fields(TestOptions)):
         for f in option_fields:
             cli = dict(f.metadata["cli"])
             flag = cli.pop("flag", "--" + f.name.replace("_", "-"))
             default = defaults[f.name]
             shown = " ".join(str(v) for v in default) if isinstance(default, tuple) else default
+            if f.name == "num_bins" and default is None:
+                shown = DEFAULT_BINS_RULE
             cli.update(dest=f.name, default=default, help=f"{f.metadata['help']} (default: {shown})")
             out.append((flag, cli))
     return out
