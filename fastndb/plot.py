@@ -256,37 +256,61 @@ def training_curves(
     threshold: float | None = None,
     collapsed_at: int | None = None,
     null_level: float | None = None,
+    null_coverage: float | None = None,
     ax: Any = None,
 ) -> tuple[Any, Any]:
-    """NDB/K and the birthday duplicate rate per epoch, with the collapse threshold, the flagged epoch and the
-    NDB/K expected by chance (``null_level``, alpha).
+    """Per epoch, on separate axes that cannot be misread: NDB/K (with the collapse threshold, the flagged epoch and
+    its chance level ``null_level``), the birthday duplicate rate, coverage (with ``null_coverage``, when the
+    records hold it) and the two losses (when they hold them); each legend outside its axes' data.
+
+    ``ax`` is ignored (several axes are drawn); returns ``(fig, axes)``.
 
     Example:
-        >>> rows = [{"epoch": 1, "ndb_ratio": 0.2, "duplicate_rate": 0.0}, {"epoch": 2, "ndb_ratio": 0.7,
-        ...          "duplicate_rate": 0.01}]
-        >>> fig, ax = training_curves(rows, threshold=0.5, collapsed_at=2, null_level=0.05)
-        >>> len(ax.lines)
-        4
+        >>> rows = [{"epoch": 1, "ndb_ratio": 0.2, "duplicate_rate": 0.0, "d_loss": 1.0, "g_loss": 2.0},
+        ...         {"epoch": 2, "ndb_ratio": 0.7, "duplicate_rate": 0.01, "d_loss": 0.8, "g_loss": 2.5}]
+        >>> fig, axes = training_curves(rows, threshold=0.5, collapsed_at=2, null_level=0.05)
+        >>> [len(a.lines) for a in axes]
+        [4, 2, 3]
     """
     if not records:
         raise ValueError("records: expected at least one epoch, got none")
-    fig, ax = _figure_and_axes(ax, (6.0, 3.4))
+    plt = require("matplotlib.pyplot", "plotting")
     epochs = [r["epoch"] for r in records]
-    ax.plot(epochs, [r["ndb_ratio"] for r in records], marker="o", label="NDB/K")
-    if threshold is not None:
-        ax.axhline(threshold, color="tab:red", linestyle="--", linewidth=1, label=f"collapse threshold {threshold}")
-    if collapsed_at is not None:
-        ax.axvline(collapsed_at, color="tab:red", linewidth=1, label=f"flagged at epoch {collapsed_at}")
-    if null_level is not None:
-        ax.axhline(null_level, color="tab:green", linestyle=":", linewidth=1, label=f"chance level {null_level}")
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("NDB/K")
-    ax.set_ylim(0, 1)
-    twin = ax.twinx()
-    twin.plot(epochs, [r["duplicate_rate"] for r in records], marker="s", color="tab:gray", label="duplicate rate")
-    twin.set_ylabel("birthday duplicate rate (share of pairs)")
-    lines = ax.get_legend_handles_labels()
-    more = twin.get_legend_handles_labels()
-    ax.legend(lines[0] + more[0], lines[1] + more[1], fontsize="x-small", loc="upper left")
+    has = lambda key: all(key in r and r[key] == r[key] for r in records)  # noqa: E731  (present and not NaN)
+    panels = ["ndb", "duplicates"] + (["coverage"] if has("coverage") else []) + \
+        (["losses"] if has("d_loss") and has("g_loss") else [])
+    fig, axes = plt.subplots(len(panels), 1, figsize=(7.0, 1.9 * len(panels) + 0.6), sharex=True, squeeze=False)
+    axes = [row[0] for row in axes]
+    for panel, axis in zip(panels, axes, strict=True):
+        if panel == "ndb":
+            axis.plot(epochs, [r["ndb_ratio"] for r in records], marker="o", label="NDB/K")
+            if threshold is not None:
+                axis.axhline(threshold, color="tab:red", linestyle="--", linewidth=1, label=f"collapse at {threshold}")
+            if null_level is not None:
+                axis.axhline(null_level, color="tab:green", linestyle=":", linewidth=1, label=f"chance {null_level}")
+            axis.set_ylim(0, 1.02)
+            axis.set_ylabel("NDB/K")
+        elif panel == "duplicates":
+            axis.plot(epochs, [r["duplicate_rate"] for r in records], marker="s", color="tab:gray",
+                      label="duplicate pairs (share)")
+            axis.set_ylabel("duplicates")
+        elif panel == "coverage":
+            axis.plot(epochs, [r["coverage"] for r in records], marker="^", color="tab:purple", label="coverage")
+            if null_coverage is not None:
+                axis.axhline(null_coverage, color="tab:green", linestyle=":", linewidth=1,
+                             label=f"chance {null_coverage:.2f}")
+            axis.set_ylim(0, 1.02)
+            axis.set_ylabel("coverage")
+        else:
+            axis.plot(epochs, [r["d_loss"] for r in records], marker=".", label="D loss")
+            axis.plot(epochs, [r["g_loss"] for r in records], marker=".", label="G loss")
+            axis.set_ylabel("loss")
+        if collapsed_at is not None:
+            axis.axvline(collapsed_at, color="tab:red", linewidth=1,
+                         label=f"flagged at epoch {collapsed_at}" if panel == "ndb" else None)
+        axis.legend(fontsize="x-small", loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
+        axis.grid(alpha=0.3)
+    axes[-1].set_xlabel("epoch")
+    axes[-1].xaxis.set_major_locator(require("matplotlib.ticker", "plotting").MaxNLocator(integer=True))
     fig.tight_layout()
-    return fig, ax
+    return fig, axes

@@ -371,7 +371,8 @@ def _save_curves(records: list[EpochRecord], monitor: CollapseMonitor, collapsed
     from fastndb import plot
 
     fig, _ = plot.training_curves([r.to_dict() for r in records], threshold=monitor.threshold,
-                                  collapsed_at=collapsed_at, null_level=monitor.null_ndb_ratio)
+                                  collapsed_at=collapsed_at, null_level=monitor.null_ndb_ratio,
+                                  null_coverage=monitor.null_coverage)
     fig.savefig(path, dpi=100)
     plot.close(fig)
     return path
