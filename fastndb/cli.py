@@ -183,7 +183,10 @@ def _score(args: argparse.Namespace) -> int:
         coverage = prdc(real, fake, nearest_k=args.nearest_k, feature=ndb.options.feature,
                         value_range=ndb.options.value_range, num_samples=args.prdc_samples, seed=args.seed,
                         progress=_progress(args))
-    return _report_score(args, result, real.shape[0], f"{space}; seed {args.seed}; bins {source}", coverage)
+    status = _report_score(args, result, real.shape[0], f"{space}; seed {args.seed}; bins {source}", coverage)
+    if args.examples:
+        _write_examples(args, ndb, result, real, fake)
+    return status
 
 
 def _report_score(args: argparse.Namespace, result: Any, num_real: int, source: str, coverage: Any = None) -> int:
@@ -220,6 +223,22 @@ def _report_score(args: argparse.Namespace, result: Any, num_real: int, source: 
 
         _save_figure(plot.bin_proportions(result)[0], args.plot)
     return 0
+
+
+def _write_examples(args: argparse.Namespace, ndb: Any, result: Any, real: Any, fake: Any) -> None:
+    """``--examples DIR``: a PNG strip of real and fake examples per flagged bin, most different first."""
+    from fastndb import report
+
+    if not report._is_images(real):
+        raise ValueError(f"--examples: the samples {tuple(real.shape[1:])} are not images; fastndb report shows "
+                         f"such samples as numbers")
+    flagged, not_shown = report.flagged_bins(ndb, result, real, fake)
+    folder = Path(args.examples)
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, png in report.example_strips(flagged, real, fake, ndb.options.value_range).items():
+        (folder / f"{name}.png").write_bytes(png)
+    more = f" ({not_shown} more flagged bins not drawn)" if not_shown else ""
+    print(f"wrote {len(flagged)} strips of flagged bins' examples to {folder}/{more}")
 
 
 def _birthday(args: argparse.Namespace) -> int:
@@ -480,6 +499,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="compute precision, recall, density and coverage on at most N samples of each set "
                             "(chosen by content); 0: skip them (default: 10000; not against a stored reference)")
     score.add_argument("--plot", metavar="PNG", help="write the bin proportions figure")
+    score.add_argument("--examples", metavar="DIR",
+                       help="write a PNG strip of real and fake examples for each flagged bin (images only)")
     score.add_argument("--cache", metavar="DIR", help="keep fitted bins in DIR, keyed by REAL's content and options")
     score.set_defaults(run=_score)
 

@@ -296,6 +296,42 @@ def _png(fig: Any) -> bytes:
     return buffer.getvalue()
 
 
+def flagged_bins(ndb: Any, result: NDBResult, real: Tensor, fake: Tensor, *, examples: int = 8,
+                 max_flagged: int = 12) -> tuple[list[FlaggedBin], int]:
+    """The flagged bins, most different (largest ``|z|``) first, at most ``max_flagged``, each with up to
+    ``examples`` real and fake samples that fall in it; and how many flagged bins were left out."""
+    real_labels, fake_labels = ndb.assign(real), ndb.assign(fake)
+    different, z = result.different.cpu(), result.z.cpu()
+    order = sorted((i for i in range(result.num_bins) if bool(different[i])), key=lambda i: -abs(float(z[i])))
+    flagged = []
+    for index in order[:max_flagged]:
+        flagged.append(FlaggedBin(
+            index, float(z[index]), int(result.real_counts[index]), int(result.fake_counts[index]),
+            float(result.real_proportions[index]), float(result.fake_proportions[index]),
+            (real_labels == index).nonzero()[:examples, 0].tolist(),
+            (fake_labels == index).nonzero()[:examples, 0].tolist(),
+        ))
+    return flagged, max(0, len(order) - max_flagged)
+
+
+def _sample_shape(x: Tensor) -> tuple[int, int, int]:
+    from fastndb import plot
+
+    return plot._image_shape(x if x.dim() > 2 else x.reshape(x.shape[0], -1), None)
+
+
+def example_strips(flagged: list[FlaggedBin], real: Tensor, fake: Tensor,
+                   value_range: tuple[float, float] | None) -> dict[str, bytes]:
+    """A PNG strip per flagged bin (``bin-<k>``): its real examples above its fake ones ("none" when the generator
+    made none), shown in [0, 1] under the value-range convention."""
+    shape = _sample_shape(real)
+    shown = lambda x, idx: (to_float(x[idx].reshape(-1, *shape), value_range).clamp(0, 1).cpu() if idx  # noqa: E731
+                            else torch.empty(0, *shape))
+    return {f"bin-{b.index}": _strip_png(shown(real, b.real_examples), shown(fake, b.fake_examples),
+                                         f"bin {b.index}: real {b.real_count}, fake {b.fake_count}")
+            for b in flagged}
+
+
 def build(
     real: object,
     fake: object,
@@ -371,38 +407,20 @@ def build(
                                            feature=feature).num_duplicates
         timings["birthday test"] = time.perf_counter() - began
 
-    real_labels, fake_labels = ndb.assign(real_x), ndb.assign(fake_x)
-    different = result.different.cpu()
-    z = result.z.cpu()
-    order = sorted((i for i in range(result.num_bins) if bool(different[i])), key=lambda i: -abs(float(z[i])))
-    flagged = []
-    for index in order[:max_flagged]:
-        real_idx = (real_labels == index).nonzero()[:examples, 0].tolist()
-        fake_idx = (fake_labels == index).nonzero()[:examples, 0].tolist()
-        flagged.append(FlaggedBin(index, float(z[index]), int(result.real_counts[index]),
-                                  int(result.fake_counts[index]), float(result.real_proportions[index]),
-                                  float(result.fake_proportions[index]), real_idx, fake_idx))
-
+    flagged, not_shown = flagged_bins(ndb, result, real_x, fake_x, examples=examples, max_flagged=max_flagged)
     as_images = _is_images(real_x)
     images: dict[str, bytes] = {}
     values: dict[str, list[list[float]]] = {}
-    shown = lambda x: to_float(x, value_range).clamp(0, 1)  # noqa: E731  (pictures show [0, 1] under the convention)
     if pictures:
         from fastndb import plot
 
         images["bins"] = _png(plot.bin_proportions(result)[0])
         if as_images:
-            shape = plot._image_shape(real_x.reshape(real_x.shape[0], -1) if real_x.dim() == 2 else real_x, None)
-            for b in flagged:
-                real_images = shown(real_x[b.real_examples].reshape(-1, *shape)) if b.real_examples else \
-                    torch.empty(0, *shape)
-                fake_images = shown(fake_x[b.fake_examples].reshape(-1, *shape)) if b.fake_examples else \
-                    torch.empty(0, *shape)
-                images[f"bin-{b.index}"] = _strip_png(real_images.cpu(), fake_images.cpu(),
-                                                      f"bin {b.index}: real {b.real_count}, fake {b.fake_count}")
+            images.update(example_strips(flagged, real_x, fake_x, value_range))
             if pairs is not None:
-                images["pairs"] = _png(plot.birthday_pairs(shown(fake_x[:size].reshape(size, *shape)).cpu(),
-                                                           pairs)[0])
+                shape = _sample_shape(real_x)
+                shown = to_float(fake_x[:size].reshape(size, *shape), value_range).clamp(0, 1).cpu()
+                images["pairs"] = _png(plot.birthday_pairs(shown, pairs)[0])
     if not as_images:
         flat_real, flat_fake = real_x.reshape(real_x.shape[0], -1), fake_x.reshape(fake_x.shape[0], -1)
         for b in flagged:
@@ -423,5 +441,5 @@ def build(
         **{f"time: {k}": f"{v:.2f} s" for k, v in timings.items()},
     }
     lines = verdict(result, coverage, None if pairs is None else pairs.num_duplicates, null_duplicates, size)
-    return Report(lines, result, coverage, pairs, null_duplicates, flagged, max(0, len(order) - max_flagged),
+    return Report(lines, result, coverage, pairs, null_duplicates, flagged, not_shown,
                   settings, names, fake_names, images, as_images and pictures, values)

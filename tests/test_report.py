@@ -124,3 +124,22 @@ def test_the_report_renders_in_a_real_browser(digits_report, tmp_path):
     dom = subprocess.run([_browser(), "--headless", "--no-sandbox", "--disable-gpu", "--dump-dom", page.as_uri()],
                          capture_output=True, text=True, timeout=120).stdout
     assert dom.count("<img") == 2 + len(built.flagged) and "Flagged bins" in dom
+
+
+def test_score_writes_the_flagged_bins_examples(tmp_path):
+    import numpy as np
+
+    real, fake = _digits_without()
+    np.save(tmp_path / "real.npy", real.numpy())
+    np.save(tmp_path / "fake.npy", fake.numpy())
+    out = subprocess.run([sys.executable, "-m", "fastndb", "score", "real.npy", "fake.npy", "--num-bins", "20",
+                          "--prdc-samples", "0", "--examples", "strips"], capture_output=True, text=True,
+                         cwd=tmp_path, timeout=300)
+    assert out.returncode == 0, out.stderr
+    expected = fastndb.NDB(20).fit(real).score(fake)
+    strips = sorted((tmp_path / "strips").glob("bin-*.png"))
+    assert len(strips) == expected.ndb and f"wrote {expected.ndb} strips" in out.stdout
+    np.save(tmp_path / "flat.npy", np.random.default_rng(0).normal(size=(600, 5)).astype(np.float32))
+    refused = subprocess.run([sys.executable, "-m", "fastndb", "score", "flat.npy", "flat.npy", "--examples", "x",
+                              "--prdc-samples", "0"], capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert refused.returncode == 1 and "--examples: the samples (5,) are not images" in refused.stderr
