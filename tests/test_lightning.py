@@ -99,3 +99,27 @@ def test_the_callback_validates_its_arguments():
         CollapseCallback([1, 2], sample=lambda m, n: None)
     with pytest.raises(ValueError, match="every_n_epochs"):
         CollapseCallback(torch.zeros(10, 2), sample=lambda m, n: None, every_n_epochs=0)
+
+
+@pytest.mark.filterwarnings("ignore:.*isinstance\\(treespec, LeafSpec\\)` is deprecated")
+@pytest.mark.filterwarnings("ignore::UserWarning")
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+def test_the_callback_writes_to_tensorboard(tmp_path):
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    digits, _ = load_digits_tensor()
+    noise = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.randn(128, 8)), batch_size=64)
+    callback = CollapseCallback(digits.reshape(-1, 1, 8, 8) * 2 - 1,
+                                sample=lambda module, n: module.generator(torch.randn(n, 8)), num_bins=10,
+                                num_samples=300, birthday_samples=100, value_range=(-1, 1))
+    logger = pl.loggers.TensorBoardLogger(tmp_path, name="run")
+    trainer = pl.Trainer(max_epochs=1, logger=logger, callbacks=[callback], enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False, accelerator="cpu")
+    trainer.fit(TinyGAN(), train_dataloaders=noise)
+    logger.experiment.flush()
+    events = EventAccumulator(logger.log_dir, size_guidance={"images": 0, "scalars": 0})
+    events.Reload()
+    tags = events.Tags()
+    assert {"fastndb/ndb_ratio", "fastndb/coverage", "fastndb/num_duplicates"} <= set(tags["scalars"])
+    assert {"fastndb/bins", "fastndb/samples"} <= set(tags["images"])  # the bin plot and the sample grid

@@ -22,6 +22,7 @@ _EXTRAS = {
     "torchmetrics": "fastndb[torchmetrics]",
     "matplotlib": "fastndb[plot]",
     "PIL": "fastndb[images]",
+    "pytorch_lightning": "fastndb[lightning]",
     "torch_fidelity": "fastndb[features]  (torch-fidelity, with a torchvision built for your torch)",
     "timm": "fastndb[features]  (timm, with a torchvision built for your torch)",
     "open_clip": "fastndb[features]  (open-clip-torch, with a torchvision built for your torch)",
