@@ -369,12 +369,22 @@ def _elbow(args: argparse.Namespace) -> int:
 
 
 def _bench(args: argparse.Namespace) -> int:
+    if not args.full:
+        from fastndb import bench
+
+        measured = bench.run(device=args.device, quick=args.quick)
+        if args.json:
+            _print_json(measured)
+        else:
+            print(bench.format_table(measured))
+        return 0
     folder = Path(__file__).resolve().parents[1] / "benchmarks"
     scripts = [folder / "bench_core.py", folder / "bench_birthday.py"]
     missing = [str(s) for s in scripts if not s.exists()]
     if missing:
         raise FileNotFoundError(
-            f"fastndb bench runs the scripts in a source checkout's benchmarks/ folder; not found: {missing[0]}"
+            f"fastndb bench --full runs the scripts in a source checkout's benchmarks/ folder; not found: {missing[0]} "
+            f"(fastndb bench, without --full, runs the suite shipped with the package)"
         )
     extra = ["--device", args.device] + (["--quick"] if args.quick else [])
     for script in scripts:
@@ -575,9 +585,13 @@ def build_parser() -> argparse.ArgumentParser:
     elbow.add_argument("--plot", metavar="PNG", help="write the elbow curve")
     elbow.set_defaults(run=_elbow)
 
-    bench = commands.add_parser("bench", help="run the benchmarks (source checkout) and print their tables")
+    bench = commands.add_parser("bench", help="time fastndb against this machine's measured GEMM and bandwidth floor",
+                                description="The quick suite shipped with the package (about a minute; --quick about "
+                                            "15 s); --full runs a source checkout's benchmarks/ with their baselines.")
     bench.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="where ours runs (default: cpu)")
     bench.add_argument("--quick", action="store_true", help="smaller sizes")
+    bench.add_argument("--full", action="store_true", help="the source checkout's benchmark scripts instead")
+    bench.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     bench.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
     bench.set_defaults(run=_bench)
 
