@@ -65,6 +65,22 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
+# An H100 SXM on paper (NVIDIA's data sheet, dense figures): HBM3 bandwidth, fp32 on CUDA cores, TF32 on tensor
+# cores. What the roofline predicts is max(flops / rate, bytes / bandwidth) for each figure's work.
+H100 = {"name": "H100 SXM (data sheet)", "bandwidth": 3.35e12, "fp32": 67e12, "tf32": 495e12}
+
+
+def roofline_seconds(flops: float, nbytes: float, machine: dict = H100, *, tf32: bool = False) -> float:
+    """The roofline time of a piece of work on ``machine``: its flops at the fp32 (or TF32) rate, or its bytes at
+    the bandwidth, whichever is longer.
+
+    Example:
+        >>> round(roofline_seconds(2 * 50_000 * 784 * 100, 50_000 * 784 * 4) * 1e6, 1)  # one assignment pass, us
+        117.0
+    """
+    return max(flops / machine["tf32" if tf32 else "fp32"], nbytes / machine["bandwidth"])
+
+
 def run(*, device: str = "cpu", quick: bool = False, repeats: int = 3) -> dict:
     """Measure the quick suite: k-means, scoring, the birthday search and the coverage metrics.
 
@@ -85,7 +101,8 @@ def run(*, device: str = "cpu", quick: bool = False, repeats: int = 3) -> dict:
     def add(figure: str, size: str, seconds: float, flops: float, nbytes: float = 0.0) -> None:
         floor = max(flops / rate, nbytes / bandwidth)
         rows.append({"figure": figure, "size": size, "seconds": seconds, "floor_seconds": floor,
-                     "of_floor": floor / seconds})
+                     "of_floor": floor / seconds, "flops": flops, "bytes": nbytes,
+                     "h100_seconds": roofline_seconds(flops, nbytes)})
 
     seconds, clusters = timed(lambda: fastndb.kmeans(real, k, seed=0, progress=False), device, repeats)
     add(f"k-means fit (seeding + {clusters.n_iter} Lloyd)", f"{n:,} x {d}, K = {k}", seconds,
@@ -111,9 +128,15 @@ def format_table(measured: dict) -> str:
              f"torch {measured['torch']}): GEMM {measured['gemm_flops'] / 1e9:.0f} GFLOP/s, "
              f"copy {measured['bandwidth'] / 1e9:.1f} GB/s measured in this run", "",
              f"{'figure':<38} {'size':<28} {'time (s)':>9} {'floor (s)':>10} {'of floor':>9}"]
+    gpu = measured["device"].startswith("cuda")
+    if gpu:
+        lines[-1] += f" {'H100 model (s)':>15} {'measured / model':>17}"
     for row in measured["rows"]:
-        lines.append(f"{row['figure']:<38} {row['size']:<28} {row['seconds']:>9.4f} {row['floor_seconds']:>10.4f} "
-                     f"{row['of_floor']:>9.2f}")
+        line = (f"{row['figure']:<38} {row['size']:<28} {row['seconds']:>9.4f} {row['floor_seconds']:>10.4f} "
+                f"{row['of_floor']:>9.2f}")
+        if gpu:  # the roofline on paper next to what this GPU did: how far from the model the first runs are
+            line += f" {row['h100_seconds']:>15.6f} {row['seconds'] / row['h100_seconds']:>17.1f}"
+        lines.append(line)
     lines += ["", "of floor: the hardware floor of the work (flops at the measured GEMM rate, or bytes at the measured "
               "bandwidth) over the time; 1.0 is the roof. Baselines (scikit-learn, FAISS, prdc): benchmarks/ in a "
               "source checkout, fastndb bench --full."]

@@ -38,3 +38,18 @@ def test_bench_runs_from_an_installed_package_in_another_directory(tmp_path):
                           cwd=elsewhere, timeout=120)
     assert full.returncode == 1 and "source checkout" in full.stderr
     assert sys.executable  # the suite's own interpreter made the environment
+
+
+def test_the_gpu_table_prints_the_roofline_model_next_to_measured():
+    from fastndb import bench
+
+    row = {"figure": "x", "size": "s", "seconds": 0.01, "floor_seconds": 0.001, "of_floor": 0.1,
+           "h100_seconds": bench.roofline_seconds(2 * 50_000 * 784 * 100, 50_000 * 784 * 4)}
+    measured = {"fastndb": "0", "machine": "m", "device": "cuda", "torch": "t", "gemm_flops": 1e12, "bandwidth": 1e12,
+                "rows": [row]}
+    table = bench.format_table(measured)
+    assert "H100 model (s)" in table and f"{0.01 / row['h100_seconds']:.1f}" in table
+    assert "H100 model" not in bench.format_table({**measured, "device": "cpu"})
+    # the assignment of the CPU benchmark: compute-bound in fp32 (117 us), bandwidth-bound with TF32 (47 us)
+    assert abs(row["h100_seconds"] - 117.0e-6) < 1e-6
+    assert abs(bench.roofline_seconds(2 * 50_000 * 784 * 100, 50_000 * 784 * 4, tf32=True) - 46.8e-6) < 1e-6
