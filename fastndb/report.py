@@ -217,7 +217,8 @@ class Report:
 # ------------------------------------------------------------------------------------------------- building
 def verdict(ndb: NDBResult, coverage: PRDCResult | None, duplicates: int | None, null_duplicates: int | None,
              num_pairs_samples: int | None) -> list[str]:
-    """The headline and its lines. Beyond chance means: NDB's binomial tail below 0.01; JS above 3 times its
+    """The headline and its lines. Beyond chance means: NDB's binomial tail below 0.01; an under-filled bin with a
+    p-value below alpha / K (one missing mode among many bins, which the count cannot see); JS above 3 times its
     chance level; coverage more than 3 binomial standard errors below its chance level (coverage indicators are
     not independent, so this is a guide, not a test); more than 3 times the real samples' duplicates."""
     tail = binomial_tail(ndb.ndb, ndb.num_bins, ndb.alpha)
@@ -230,7 +231,14 @@ def verdict(ndb: NDBResult, coverage: PRDCResult | None, duplicates: int | None,
              f"(chance of {ndb.ndb} or more: {tail:.2g}); {under} under-filled ({empty} empty), {over} over-filled",
              f"JS: {ndb.js:.4g}, {js_ratio:.1f} times its chance level {ndb.expected_null_js:.2g}; chi-square test "
              f"of the histograms: p = {ndb.p_value:.3g}"]
+    # one bin beyond the multiple-testing level (alpha / K, Holm's first step: family-wise error at most alpha) is
+    # a missing mode too: the count's tail cannot see one strongly under-filled bin among many
+    beyond = int(((ndb.p_values < ndb.alpha / ndb.num_bins) & (ndb.z < 0)).sum())
+    lines.insert(1, f"{beyond} under-filled bin(s) beyond the multiple-testing level alpha / K = "
+                    f"{ndb.alpha / ndb.num_bins:.2g} (family-wise error at most alpha)")
     findings = []
+    if beyond and not (far_ndb and under):
+        findings.append(f"{beyond} bin(s) under-filled beyond the multiple-testing level")
     if far_ndb and under:
         findings.append(f"{under} bins under-filled" + (f", {empty} of them empty" if empty else ""))
     if far_ndb and over:

@@ -143,3 +143,18 @@ def test_score_writes_the_flagged_bins_examples(tmp_path):
     refused = subprocess.run([sys.executable, "-m", "fastndb", "score", "flat.npy", "flat.npy", "--examples", "x",
                               "--prdc-samples", "0"], capture_output=True, text=True, cwd=tmp_path, timeout=300)
     assert refused.returncode == 1 and "--examples: the samples (5,) are not images" in refused.stderr
+
+
+def test_one_missing_mode_among_many_bins_is_reported():
+    from fastndb.demo.ground_truth import GRID
+
+    real = GRID.sample(20_000, seed=1)
+    weights = torch.ones(25, dtype=torch.float64)
+    weights[0] = 0.0  # a generator that misses exactly one of 25 modes
+    missing = report.build(real, GRID.sample(2000, seed=2, weights=weights), num_bins=25, pictures=False,
+                           birthday_samples=None, coverage_samples=None)
+    assert missing.ndb.ndb <= 3  # the count alone is near chance (about 1.25 of 25 bins) ...
+    assert missing.verdict[0].startswith("Different") and "multiple-testing level" in missing.verdict[0]  # ... not the bin
+    full = report.build(real, GRID.sample(2000, seed=3), num_bins=25, pictures=False, birthday_samples=None,
+                        coverage_samples=None)
+    assert full.verdict[0].startswith("No sign")
