@@ -6,15 +6,17 @@ matrix is never held whole.
 """
 
 from fastndb.kernels.assign import (
+    assign_and_sum,
     bin_counts,
     default_chunk_rows,
     lloyd_step,
     matmul_eps,
     matmul_precision,
     nearest_centroid,
+    nearest_labels,
     reduced_matmul,
     squared_norms,
 )
 
-__all__ = ["bin_counts", "default_chunk_rows", "lloyd_step", "matmul_eps", "matmul_precision", "nearest_centroid",
-           "reduced_matmul", "squared_norms"]
+__all__ = ["assign_and_sum", "bin_counts", "default_chunk_rows", "lloyd_step", "matmul_eps", "matmul_precision",
+           "nearest_centroid", "nearest_labels", "reduced_matmul", "squared_norms"]

@@ -28,7 +28,8 @@ def main() -> None:
     fake = fake_shards(world)[rank]
     out: dict = {}
 
-    clusters = fastndb.kmeans(real, 12, seed=3)  # distributed=None: auto, the group is initialised
+    # init_size below the union (3,000 rows) so that the seeding sample is a strict subset gathered over the ranks
+    clusters = fastndb.kmeans(real, 12, seed=3, init_size=1200)  # distributed=None: auto, the group is initialised
     out["kmeans"] = {"centroids": clusters.centroids, "counts": clusters.counts, "inertia": clusters.inertia,
                      "labels": clusters.labels}
 

@@ -45,7 +45,7 @@ def ranks(tmp_path_factory) -> list[dict]:
 
 
 def test_distributed_kmeans_matches_one_process_on_the_union(ranks):
-    single = fastndb.kmeans(real_union(), 12, seed=3, distributed=False)
+    single = fastndb.kmeans(real_union(), 12, seed=3, init_size=1200, distributed=False)
     a, b = ranks[0]["kmeans"], ranks[1]["kmeans"]
     assert torch.equal(a["centroids"], b["centroids"])  # identical bins on every rank
     torch.testing.assert_close(a["centroids"], single.centroids, rtol=1e-5, atol=1e-5)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from fastndb.kernels import lloyd_step, nearest_centroid, squared_norms
+from fastndb.kernels import assign_and_sum, lloyd_step, nearest_centroid, squared_norms
 
 
 def brute_force(x, c):
@@ -68,3 +68,42 @@ def test_lloyd_step_sums_and_counts():
         np.testing.assert_allclose(sums[k].numpy(), x[labels == k].sum(0).numpy(), rtol=1e-5, atol=1e-5)
         assert counts[k] == int((labels == k).sum())
     assert counts.dtype == torch.int64
+
+
+@pytest.mark.parametrize("chunk", [1, 7, 64, 10_000])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_assign_and_sum_is_nearest_then_lloyd_step_bit_for_bit(chunk, dtype):
+    g = torch.Generator().manual_seed(chunk)
+    x = (torch.randn(503, 9, generator=g) * 3).to(dtype)
+    c = x[torch.randperm(503, generator=g)[:11]].clone()
+    labels, d2, sums, counts = assign_and_sum(x, c, chunk_rows=chunk)
+    ref_labels, ref_d2 = nearest_centroid(x, c, chunk_rows=chunk)  # the same blocks: GEMM rounding follows them
+    ref_sums, ref_counts = lloyd_step(x, c, ref_labels)
+    assert torch.equal(labels, ref_labels) and torch.equal(d2, ref_d2)
+    assert torch.equal(sums, ref_sums) and torch.equal(counts, ref_counts)
+    # and against float64 numpy: every point in its nearest centroid, sums per label
+    exact = ((x.double()[:, None] - c.double()[None]) ** 2).sum(-1)
+    np.testing.assert_array_equal(labels.numpy(), exact.argmin(1).numpy())
+    np.testing.assert_allclose(sums.double().numpy(), np.stack([x.double()[labels == k].sum(0).numpy()
+                                                               for k in range(11)]), rtol=1e-5, atol=1e-4)
+
+
+def test_assign_and_sum_gemm_update_matches_index_add():
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(300, 5, generator=g, dtype=torch.float64)
+    c = x[:6].clone()
+    a = assign_and_sum(x, c, method="index_add", chunk_rows=50)
+    b = assign_and_sum(x, c, method="gemm", chunk_rows=50)
+    assert torch.equal(a[0], b[0]) and torch.equal(a[3], b[3])
+    torch.testing.assert_close(a[2], b[2], rtol=1e-12, atol=1e-12)
+    with pytest.raises(ValueError, match="method"):
+        assign_and_sum(x, c, method="scatter")
+
+
+def test_precomputed_norms_give_the_same_distances():
+    g = torch.Generator().manual_seed(4)
+    x = torch.randn(200, 7, generator=g)
+    c = x[:5].clone()
+    x_sq = squared_norms(x)
+    assert torch.equal(nearest_centroid(x, c, x_sq_norms=x_sq)[1], nearest_centroid(x, c)[1])
+    assert torch.equal(assign_and_sum(x, c, x_sq_norms=x_sq)[1], nearest_centroid(x, c)[1])

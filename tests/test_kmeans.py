@@ -12,6 +12,7 @@ import torch
 from sklearn.cluster import KMeans
 
 import fastndb
+from fastndb.demo.synthetic import gaussian_mixture
 from fastndb.kernels import nearest_centroid
 from tests.conftest import mixture
 
@@ -200,3 +201,29 @@ def test_faiss_without_gpu_support_on_cuda_tensors_says_so(monkeypatch):
     with pytest.raises(ValueError, match=r"backend='faiss': the samples are CUDA tensors but the installed FAISS has "
                                          r"no GPU support; install faiss-gpu, or use backend='torch'"):
         engine.nearest(torch.zeros(4, 2), torch.zeros(2, 2))
+
+
+def test_one_pass_lloyd_equals_the_textbook_two_pass_loop():
+    """The fused loop (assign and sum in one pass) takes exactly the steps of assign, then update, then assign."""
+    from fastndb._core.collectives import SingleProcess
+    from fastndb._core.kmeans import seed_centroids
+    from fastndb.kernels import lloyd_step
+
+    x = torch.from_numpy(gaussian_mixture(2000, 16, num_modes=6, seed=8))
+    seeds = seed_centroids(x, 9, seed=2, init_size=900, comm=SingleProcess())
+    centroids = seeds
+    labels, d2 = nearest_centroid(x, centroids)
+    inertia = float(d2.sum(dtype=torch.float64))
+    for n_iter in range(1, 301):  # noqa: B007  (read after the loop: the iterations taken)
+        sums, counts = lloyd_step(x, centroids, labels)
+        updated = torch.where((counts > 0)[:, None], sums / counts.clamp_min(1)[:, None].to(sums.dtype), centroids)
+        new_labels, d2 = nearest_centroid(x, updated)
+        new_inertia = float(d2.sum(dtype=torch.float64))
+        changed = int((new_labels != labels).sum())
+        centroids, labels, decrease, inertia = updated, new_labels, inertia - new_inertia, new_inertia
+        if changed == 0 or decrease <= 1e-4 * abs(new_inertia):
+            break
+    result = fastndb.kmeans(x, 9, seed=2, init_size=900)
+    assert result.n_iter == n_iter
+    assert torch.equal(result.centroids, centroids) and torch.equal(result.labels, labels)
+    assert result.inertia == inertia

@@ -3,7 +3,10 @@
 k-means (``fastndb._core.kmeans``) and bin assignment (``NDB.assign``) are written once against
 :class:`AssignBackend`, in the manner of FAISS contrib's ``DatasetAssign``: a backend answers "which centroid is
 nearest to each row, and how far" and nothing else. Sums, counts, initialisation and statistics stay in torch,
-so every backend gives the same algorithm.
+so every backend gives the same algorithm. A Lloyd pass goes through :func:`lloyd_pass`, which uses a backend's
+fused ``nearest_and_sums`` where it has one (the torch backend: each row chunk is assigned and summed while in
+cache, one read of the data per iteration) and ``nearest`` followed by :func:`fastndb.kernels.lloyd_step`
+otherwise.
 
 * ``"torch"``: chunked GEMM (:func:`fastndb.kernels.nearest_centroid`), any device. Always available.
 * ``"faiss"``: an exact ``IndexFlatL2`` search; CPU tensors through ``faiss-cpu`` (zero copy via numpy),
@@ -22,7 +25,7 @@ import torch
 from torch import Tensor
 
 from fastndb._core.optional import is_available, require
-from fastndb.kernels import nearest_centroid
+from fastndb.kernels import assign_and_sum, lloyd_step, nearest_centroid, nearest_labels
 
 BACKENDS = ("auto", "torch", "faiss", "cuml")
 
@@ -44,6 +47,41 @@ class TorchBackend:
 
     def nearest(self, x: Tensor, centroids: Tensor) -> tuple[Tensor, Tensor]:
         return nearest_centroid(x, centroids)
+
+    def labels(self, x: Tensor, centroids: Tensor) -> Tensor:
+        return nearest_labels(x, centroids)
+
+    def nearest_and_sums(self, x: Tensor, centroids: Tensor, x_sq_norms: Tensor | None = None
+                         ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        return assign_and_sum(x, centroids, x_sq_norms=x_sq_norms)
+
+
+def nearest_bins(engine: AssignBackend, x: Tensor, centroids: Tensor) -> Tensor:
+    """``labels (N,)`` of the nearest centroids, through a backend's ``labels`` where it has one (no distances).
+
+    Example:
+        >>> nearest_bins(TorchBackend(), torch.tensor([[0.0], [4.0]]), torch.tensor([[0.0], [5.0]])).tolist()
+        [0, 1]
+    """
+    labels = getattr(engine, "labels", None)
+    return labels(x, centroids) if labels is not None else engine.nearest(x, centroids)[0]
+
+
+def lloyd_pass(engine: AssignBackend, x: Tensor, centroids: Tensor, x_sq_norms: Tensor | None = None
+               ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """``labels (N,)``, ``sq_distances (N,)``, per-centroid ``sums (K, D)`` and ``counts (K,)`` of one pass.
+
+    Example:
+        >>> labels, d2, sums, counts = lloyd_pass(TorchBackend(), torch.tensor([[0.0], [4.0]]), torch.zeros(1, 1))
+        >>> sums.tolist(), counts.tolist()
+        ([[4.0]], [2])
+    """
+    fused = getattr(engine, "nearest_and_sums", None)
+    if fused is not None:
+        return fused(x, centroids, x_sq_norms)
+    labels, sq_dist = engine.nearest(x, centroids)
+    sums, counts = lloyd_step(x, centroids, labels)
+    return labels, sq_dist, sums, counts
 
 
 class _RebuiltWhenUnpickled:

@@ -15,7 +15,7 @@ from dataclasses import dataclass, replace
 import torch
 from torch import Tensor
 
-from fastndb._core.backends import AssignBackend, resolve_backend
+from fastndb._core.backends import AssignBackend, nearest_bins, resolve_backend
 from fastndb._core.collectives import Collective
 from fastndb._core.extractors import embed, embedded, label_of
 from fastndb._core.features import (
@@ -136,7 +136,7 @@ def assign_samples(x: Tensor, bins: FittedBins, engine: AssignBackend) -> Tensor
     labels = torch.empty(x.shape[0], dtype=torch.int64, device=x.device)
     for start in range(0, x.shape[0], _COUNT_CHUNK_ROWS):
         features = bins.feature_map(x[start : start + _COUNT_CHUNK_ROWS]).to(bins.centroids.dtype)
-        labels[start : start + _COUNT_CHUNK_ROWS] = engine.nearest(features, bins.centroids)[0]
+        labels[start : start + _COUNT_CHUNK_ROWS] = nearest_bins(engine, features, bins.centroids)
     return labels
 
 

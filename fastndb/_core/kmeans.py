@@ -5,11 +5,12 @@ The objective is the inertia
 .. math:: J(C) = \sum_{i=1}^{N} \min_{k} \|x_i - c_k\|^2 .
 
 Seeding is greedy k-means++ (Arthur & Vassilvitskii 2007; the greedy variant of scikit-learn: ``2 + ln K``
-candidates per step, the one that lowers the potential most is kept) run on a random subsample of
-``init_size`` points (default ``min(N, 100 K)``), chosen by content keys (:mod:`fastndb._core.sampling`) so that the
+candidates per step, the one that lowers the potential most is kept) run on a random subsample of ``init_size``
+points (default ``min(N, max(20 K, 4096))``), chosen by content keys (:mod:`fastndb._core.sampling`) so that the
 result does not depend on the order of the points: seeding on all of ``N`` costs ``K`` passes over the data and
-dominates scikit-learn's run time, while the Lloyd iterations that follow use every point. Each Lloyd iteration
-is one assignment (:class:`~fastndb._core.backends.AssignBackend`) and one update (per-centroid sums and counts).
+dominates scikit-learn's run time, while the Lloyd iterations that follow use every point. Each Lloyd iteration is
+one pass over the data (:func:`~fastndb._core.backends.lloyd_pass`): every row chunk is assigned to its nearest
+centroid and summed into its centroid's row while still in cache, so an iteration reads the data once.
 Iteration stops when the relative decrease of the inertia falls to ``tol`` or below, when no label changes, or
 at ``max_iter``. An empty cluster is re-seeded at the point farthest from its centroid.
 
@@ -30,7 +31,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from fastndb._core.backends import AssignBackend, resolve_backend
+from fastndb._core.backends import AssignBackend, lloyd_pass, resolve_backend
 from fastndb._core.checks import check_int, check_nonnegative, check_seed
 from fastndb._core.collectives import Collective, SingleProcess, resolve_collective
 from fastndb._core.features import rescale, to_float, unit_scale
@@ -38,7 +39,7 @@ from fastndb._core.inputs import as_batches, concatenate, value_range_of
 from fastndb._core.progress import progress_bar
 from fastndb._core.sampling import SEEDING_SALT, gather_by_position, key_positions, row_keys
 from fastndb._core.sync import host_values
-from fastndb.kernels import bin_counts, lloyd_step, squared_norms
+from fastndb.kernels import squared_norms
 
 logger = logging.getLogger(__name__)
 
@@ -154,12 +155,15 @@ def lloyd(
     with the same centroids; ``labels`` are those of the local rows.
     """
     comm = comm or SingleProcess()
-    k = centroids.shape[0]
+    x_sq = squared_norms(x)  # once per fit, not once per pass
 
-    labels, sq_dist = engine.nearest(x, centroids)
-    first_counts = comm.all_reduce_sum(bin_counts(labels, k))
+    # pass i assigns to centroids c_i and, in the same read of the data, sums the rows per label: the sums that
+    # give c_(i+1). The convergence test compares pass i with pass i-1, so the centroids returned are those the
+    # returned labels were assigned to, and the last pass's sums are simply not used.
+    labels, sq_dist, sums, counts = lloyd_pass(engine, x, centroids, x_sq)
+    sums, counts = comm.all_reduce_sum(sums), comm.all_reduce_sum(counts)
     first = host_values(torch.cat([comm.all_reduce_sum(sq_dist.sum(dtype=torch.float64).view(1)),
-                                   (first_counts == 0).sum().to(torch.float64).view(1)]))
+                                   (counts == 0).sum().to(torch.float64).view(1)]))
     inertia, empty_clusters = first[0], int(first[1])
     converged = False
     n_iter = 0
@@ -167,17 +171,15 @@ def lloyd(
     with bar:
         while n_iter < max_iter:
             n_iter += 1
-            sums, counts = lloyd_step(x, centroids, labels)
-            sums, counts = comm.all_reduce_sum(sums), comm.all_reduce_sum(counts)
             updated = sums / counts.clamp_min(1).to(sums.dtype)[:, None]
             updated = torch.where((counts > 0)[:, None], updated, centroids)
             if empty_clusters:  # known from the previous iteration's read: no extra host wait when there are none
                 updated = _reseed_empty(updated, counts, x, sq_dist, comm)
-            new_labels, sq_dist = engine.nearest(x, updated)
-            new_counts = bin_counts(new_labels, k)
+            new_labels, sq_dist, new_sums, new_counts = lloyd_pass(engine, x, updated, x_sq)
             local = torch.stack([sq_dist.sum(dtype=torch.float64), (new_labels != labels).sum().to(torch.float64)])
             totals = comm.all_reduce_sum(torch.cat([local, new_counts.to(torch.float64)]))
-            read = host_values(torch.cat([totals[:2], (totals[2:] == 0).sum().to(torch.float64).view(1)]))
+            sums, counts = comm.all_reduce_sum(new_sums), totals[2:].to(torch.int64)
+            read = host_values(torch.cat([totals[:2], (counts == 0).sum().to(torch.float64).view(1)]))
             new_inertia, changed, empty_clusters = read[0], int(read[1]), int(read[2])  # the iteration's one read
             centroids, labels = updated, new_labels
             decrease = inertia - new_inertia
@@ -187,7 +189,7 @@ def lloyd(
             if changed == 0 or decrease <= tol * abs(new_inertia):
                 converged = True
                 break
-    counts = comm.all_reduce_sum(bin_counts(labels, k))  # the last iteration's counts: no host read
+    # ``counts`` are the last pass's global counts, those of ``labels``
     centroids = comm.broadcast(centroids)  # identical already (same reduced sums); made bit-identical regardless
     return KMeansResult(centroids, labels, counts, inertia, n_iter, converged, engine.name)
 
@@ -210,7 +212,7 @@ def fit_kmeans(
         where = f" over {comm.world_size} ranks" if comm.world_size > 1 else ""
         raise ValueError(f"k: expected at most as many clusters as samples ({total}{where}), got k={k}")
     if init_size is None:
-        init_size = min(total, 100 * k)
+        init_size = min(total, max(20 * k, 4096))
     init_size = min(check_int(init_size, "init_size", minimum=k), total)
     seeds = seed_centroids(data, k, seed=seed, init_size=init_size, comm=comm)
     result = lloyd(data, seeds, engine, max_iter=max_iter, tol=tol, progress=progress, comm=comm)
@@ -262,7 +264,8 @@ def kmeans(
         tol: stop when ``(J_prev - J) <= tol * J`` for the inertia ``J`` of consecutive iterations.
         backend: assignment engine, ``"auto"`` | ``"torch"`` | ``"faiss"`` | ``"cuml"`` (see
             :mod:`fastndb._core.backends`).
-        init_size: points used for k-means++ seeding (default ``min(N, 100 k)``).
+        init_size: points used for k-means++ seeding (default ``min(N, max(20 k, 4096))``: each
+            k-means++ step reads the whole sample, so seeding costs ``k * init_size`` skinny products).
         progress: show a tqdm bar over iterations (``None``: only on a terminal with tqdm installed).
         distributed: ``None`` (default): when ``torch.distributed`` is initialised with several processes, ``x``
             is this rank's shard and the clustering runs over the union of the shards (see below); ``True``:
