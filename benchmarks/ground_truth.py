@@ -41,6 +41,13 @@ GENERATORS = {"GAN": {"width": 128, "pack": 1}, "weak D": {"width": 16, "pack": 
 
 def train(protocol: Protocol, *, width: int, pack: int, seed: int, steps: int, batch: int = 256) -> nn.Module:
     """A 2-D GAN on ``protocol``; the discriminator sees ``pack`` samples at once (PacGAN)."""
+    checkpoints = train_checkpoints(protocol, width=width, pack=pack, seed=seed, steps=steps, batch=batch, every=steps)
+    return list(checkpoints)[-1][1]
+
+
+def train_checkpoints(protocol: Protocol, *, width: int, pack: int, seed: int, steps: int, every: int,
+                      batch: int = 256):
+    """:func:`train`, yielding ``(step, generator)`` every ``every`` steps (the same run whatever ``every`` is)."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         generator = nn.Sequential(nn.Linear(2, 128), nn.ReLU(), nn.Linear(128, 128), nn.ReLU(), nn.Linear(128, 128),
@@ -65,7 +72,8 @@ def train(protocol: Protocol, *, width: int, pack: int, seed: int, steps: int, b
         opt_g.zero_grad()
         g_loss.backward()
         opt_g.step()
-    return generator
+        if (step + 1) % every == 0:
+            yield step + 1, generator
 
 
 def spearman(x: list[float], y: list[float]) -> tuple[float, float, float]:

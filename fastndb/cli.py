@@ -115,13 +115,13 @@ def _options(args: argparse.Namespace) -> dict[str, Any]:
     return {**options, "progress": _progress(args)}
 
 
-def _with_bins(options: dict[str, Any], num_real: int) -> dict[str, Any]:
-    """The options with K from the number of real samples when ``--num-bins`` was not given."""
+def _with_bins(options: dict[str, Any], num_real: int, num_fake: int | None = None) -> dict[str, Any]:
+    """The options with K from the sample sizes when ``--num-bins`` was not given."""
     from fastndb._core.options import default_num_bins
 
     if options["num_bins"] is not None:
         return options
-    return {**options, "num_bins": default_num_bins(num_real, options["holdout_fraction"], options["mode"])}
+    return {**options, "num_bins": default_num_bins(num_real, options["holdout_fraction"], options["mode"], num_fake)}
 
 
 def _stored_reference(spec: str) -> Any:
@@ -161,7 +161,7 @@ def _score(args: argparse.Namespace) -> int:
     options = _options(args)
     NDB(**{**options, "num_bins": options["num_bins"] or 2})  # options first: a bad one fails before files are read
     real, fake = _load(args.real, args), _load(args.fake, args)
-    ndb = NDB(**_with_bins(options, real.shape[0]))
+    ndb = NDB(**_with_bins(options, real.shape[0], fake.shape[0]))
     source = "fitted"
     if args.cache:
         material = cache.key_material(real, ndb.options)
@@ -423,8 +423,9 @@ def _demo(args: argparse.Namespace) -> int:
           f"seed {config.seed}, device {args.device}")
     num_bins = args.num_bins
     bins_text = f"K={num_bins} bins" if num_bins else f"K = min({defaults['max_bins']}, N/40) bins"
-    print(f"monitor: NDB with {bins_text} on 2000 samples per epoch; "
-          f"collapse = NDB/K > {args.threshold} for 2 epochs after 3 warm-up epochs\n")
+    print(f"monitor: NDB with {bins_text} on 2000 samples per epoch; mode dropping = an emptied bin (p < alpha/K, "
+          f"under a quarter of its real share) or NDB/K > {args.threshold}, 2 epochs in a row after 3 warm-up "
+          f"epochs\n")
     if args.features:
         print(f"NDB also in the {args.features} feature space, same K: its NDB/K and JS next to the pixels'\n")
     print(demo.format_epoch_header(args.features), flush=True)
@@ -434,8 +435,11 @@ def _demo(args: argparse.Namespace) -> int:
         second_feature=args.features,
         progress=None, on_epoch=lambda record: print(demo.format_epoch(record), flush=True),  # bars on a terminal
     )
-    verdict = (f"mode collapse flagged at epoch {result.collapsed_at}" if result.collapsed_at is not None
-               else "no mode collapse flagged")
+    last = result.records[-1]
+    verdict = (f"missing modes flagged at epoch {result.collapsed_at}: {last.emptied_bins} of "
+               f"{result.monitor.ndb.num_bins} bins emptied at the last epoch (regions of the real data the generator "
+               f"(nearly) never samples; docs/monitor.md says what this means and what it does not)"
+               if result.collapsed_at is not None else "no missing modes flagged")
     print(f"\n{verdict}; sample grids, curves.png and history.json in {args.out}/")
     print(f"chance level at these sample sizes (a generator that samples like the data): NDB/K about "
           f"{result.monitor.null_ndb_ratio:.2f}, JS about {result.monitor.null_js:.4f}, coverage about "

@@ -75,7 +75,7 @@ class CollapseCallback(_pl.Callback):
         finally:
             pl_module.train(was_training)
         stats = self.monitor.observe(samples, epoch)
-        scalars = {f"fastndb/{k}": float(v) for k, v in stats.items()}
+        scalars = {f"fastndb/{k}": float(v) for k, v in stats.items() if not isinstance(v, str)}  # not the signal text
         self.history.append({"epoch": epoch, **scalars})
         for logger in trainer.loggers:
             logger.log_metrics(scalars, step=trainer.global_step)

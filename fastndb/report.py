@@ -35,6 +35,7 @@ from fastndb._core.inputs import as_batches, check_same_library, concatenate
 from fastndb._core.optional import require
 from fastndb._core.options import DEFAULT_BINS_RULE, default_num_bins
 from fastndb._core.results import BirthdayResult, NDBResult, PRDCResult
+from fastndb._core.signals import COVERAGE_SIGMAS, coverage_shortfall, missing_mode_bins
 
 
 def binomial_tail(count: int, trials: int, p: float) -> float:
@@ -233,7 +234,7 @@ def verdict(ndb: NDBResult, coverage: PRDCResult | None, duplicates: int | None,
              f"of the histograms: p = {ndb.p_value:.3g}"]
     # one bin beyond the multiple-testing level (alpha / K, Holm's first step: family-wise error at most alpha) is
     # a missing mode too: the count's tail cannot see one strongly under-filled bin among many
-    beyond = int(((ndb.p_values < ndb.alpha / ndb.num_bins) & (ndb.z < 0)).sum())
+    beyond = missing_mode_bins(ndb)
     lines.insert(1, f"{beyond} under-filled bin(s) beyond the multiple-testing level alpha / K = "
                     f"{ndb.alpha / ndb.num_bins:.2g} (family-wise error at most alpha)")
     findings = []
@@ -247,11 +248,10 @@ def verdict(ndb: NDBResult, coverage: PRDCResult | None, duplicates: int | None,
         findings.append(f"JS {js_ratio:.0f} times its chance level")
     if coverage is not None:
         null = coverage.expected_null_coverage
-        spread = math.sqrt(max(null * (1 - null), 1e-12) / coverage.num_real)
         lines.append(f"coverage {coverage.coverage:.3f} (by chance {null:.3f}), recall {coverage.recall:.3f}, "
                      f"precision {coverage.precision:.3f}, density {coverage.density:.3f} (k = {coverage.nearest_k}, "
                      f"{coverage.num_real} real, {coverage.num_fake} fake samples)")
-        if null - coverage.coverage > 3 * spread:
+        if coverage_shortfall(coverage) > COVERAGE_SIGMAS:
             findings.append(f"coverage {coverage.coverage:.2f} against {null:.2f} by chance")
     if duplicates is not None:
         lines.append(f"birthday test: {duplicates} near-duplicate pairs among {num_pairs_samples} fake samples, "
@@ -391,7 +391,7 @@ def build(
     real_x, fake_x = concatenate(real_batches), concatenate(fake_batches)
     if num_bins is None:
         num_bins = default_num_bins(real_x.shape[0], options.get("holdout_fraction", 0.5),
-                                    options.get("mode", "holdout"))
+                                    options.get("mode", "holdout"), fake_x.shape[0])
     ndb = fastndb.NDB(num_bins, **options).fit(real_x, distributed=False)
     result = ndb.score(fake_x)
     timings = {"NDB (fit and score)": time.perf_counter() - start}

@@ -92,6 +92,22 @@ def test_monitor_flags_collapse_after_warmup_and_patience():
     assert monitor.observe(healthy, 6)["num_duplicates"] <= monitor.observe(collapsed, 7)["num_duplicates"]
 
 
+def test_monitor_flags_partial_mode_dropping_that_ndb_k_misses():
+    """One of 8 modes missing: NDB/K stays far below 0.8 (the old rule never fired), its emptied bins show it; a
+    generator that samples like the data raises no sign."""
+    modes = torch.from_numpy(gaussian_mixture(4000, 16, num_modes=8, seed=0))
+    monitor = CollapseMonitor(modes, num_samples=2000, birthday_samples=500, warmup=1, patience=2, value_range=None)
+    assert monitor.ndb.num_bins == 100  # the library's default rule: min(100, N / 40)
+    healthy = [torch.from_numpy(gaussian_mixture(2000, 16, num_modes=8, seed=s)) for s in (1, 2, 3)]
+    dropped = [torch.from_numpy(gaussian_mixture(2000, 16, num_modes=8, seed=s, keep_modes=7)) for s in (4, 5)]
+    records = [monitor.observe(x, epoch) for epoch, x in enumerate([*healthy, *dropped], start=1)]
+    assert [r["signal"] for r in records[:3]] == ["", "", ""] and not records[2]["collapsed"]
+    assert all(r["ndb_ratio"] < 0.5 for r in records[3:])  # far below the near-total-collapse threshold
+    assert all(r["emptied_bins"] >= 1 and r["signal"] == "emptied bin" for r in records[3:])
+    assert all(r["coverage_shortfall"] > 3 for r in records[3:])  # recorded, and it sees the drop too
+    assert monitor.collapsed_at == 5
+
+
 def idx_bytes(pixels: np.ndarray) -> bytes:
     """An IDX image file (magic 0x803, uint8, big-endian sizes) holding ``pixels (N, H, W)``."""
     return (0x803).to_bytes(4, "big") + b"".join(v.to_bytes(4, "big") for v in pixels.shape) + pixels.tobytes()
@@ -121,11 +137,12 @@ def test_demo_command_prints_a_row_per_epoch(tmp_path, capsys):
     out = capsys.readouterr().out
     assert code == 0
     rows = [line for line in out.splitlines() if line.strip()[:1].isdigit()]
-    assert len(rows) == 2 and "NDB/K" in out and "no mode collapse flagged" in out
+    assert len(rows) == 2 and "NDB/K" in out and "no missing modes flagged" in out
     assert (tmp_path / "curves.png").exists()
-    # chance levels: K = 20 bins, about 900 held-out digits, 2000 samples: (K - 1) / 8 * (1/900 + 1/2000)
+    # chance levels: K = min(100, 1797 / 40) = 44 bins, about 900 held-out digits, 2000 samples:
+    # (K - 1) / 8 * (1/900 + 1/2000)
     history = json.loads((tmp_path / "history.json").read_text())
-    assert history["null_ndb_ratio"] == 0.05 and 0.0037 < history["null_js"] < 0.0040
+    assert history["null_ndb_ratio"] == 0.05 and 0.0085 < history["null_js"] < 0.0089
     assert f"NDB/K about 0.05, JS about {history['null_js']:.4f}" in out
 
 

@@ -26,8 +26,8 @@ from fastndb._core.results import NDBResult
 from fastndb.demo.training import CollapseMonitor, EpochRecord, GANConfig, TrainingResult, train_gan
 
 # defaults of ``fastndb demo``: a few CPU minutes on the bundled digits; with ``--data``, the full-size setting of
-# the PyTorch DCGAN example (width 64, 25 epochs of full passes) and NDB's usual K = 100 where N allows it
-DIGITS_DEFAULTS = {"epochs": 8, "steps_per_epoch": 150, "width": 32, "max_bins": 20}
+# the PyTorch DCGAN example (width 64, 25 epochs of full passes); K = min(100, N / 40) for both, the library's rule
+DIGITS_DEFAULTS = {"epochs": 8, "steps_per_epoch": 150, "width": 32, "max_bins": 100}
 FULL_SIZE_DEFAULTS = {"epochs": 25, "steps_per_epoch": None, "width": 64, "max_bins": 100}
 
 
@@ -184,7 +184,7 @@ def format_epoch_header(second: str | None = None) -> str:
     """Header of the per-epoch table the demo prints (with a second feature space's NDB/K and JS, if named)."""
     extra = "" if second is None else f" {second[:6] + ' NDB/K':>12} {'JS':>7}"
     return (f"{'epoch':>5} {'D loss':>7} {'G loss':>7} {'NDB':>4} {'NDB/K':>6} {'JS':>7}{extra} {'cover':>5} "
-            f"{'dup pairs':>9} {'collapse':>8} {'s':>5}")
+            f"{'dup pairs':>9} {'emptied':>7} {'flag':>7} {'s':>5}")
 
 
 def format_epoch(record: EpochRecord) -> str:
@@ -192,5 +192,5 @@ def format_epoch(record: EpochRecord) -> str:
     no_second_space = math.isnan(record.feature_ndb_ratio)
     extra = "" if no_second_space else f" {record.feature_ndb_ratio:>12.2f} {record.feature_js:>7.4f}"
     return (f"{record.epoch:>5} {record.d_loss:>7.3f} {record.g_loss:>7.3f} {record.ndb:>4} {record.ndb_ratio:>6.2f} "
-            f"{record.js:>7.4f}{extra} {record.coverage:>5.2f} {record.num_duplicates:>9} "
-            f"{'FLAGGED' if record.collapsed else '-':>8} {record.seconds:>5.1f}")
+            f"{record.js:>7.4f}{extra} {record.coverage:>5.2f} {record.num_duplicates:>9} {record.emptied_bins:>7} "
+            f"{'FLAGGED' if record.collapsed else '-':>7} {record.seconds:>5.1f}")

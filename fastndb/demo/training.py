@@ -3,8 +3,11 @@
 :class:`CollapseMonitor` fits NDB bins once on the real images and, each epoch, streams the generator's samples
 into them (:meth:`NDB.score <fastndb.NDB.score>` on the samples' device: no host copy of the samples, only K
 counts and a few scalars come back), runs the birthday test on a subset with a threshold taken from real data,
-and flags collapse when NDB/K stays above ``threshold`` for ``patience`` epochs in a row after ``warmup``
-epochs.
+and flags mode dropping when an epoch shows a sign of missing modes (:mod:`fastndb._core.signals`: an *emptied*
+bin, under-filled beyond ``alpha / K`` and holding less than a quarter of its real share, or NDB/K above
+``threshold``) for ``patience`` epochs in a row after ``warmup`` epochs. The rule was re-derived from samplers
+and generators whose captured modes are known (``benchmarks/monitor_rule.py``; docs/monitor.md gives its
+measured false-alarm and detection rates).
 
 :func:`train_gan` is the standard DCGAN loop (Adam, lr 2e-4, betas (0.5, 0.999), binary cross-entropy) with the
 options of the label experiments: a share of the discriminator's labels flipped (``label_flip``), one-sided label
@@ -28,8 +31,10 @@ from fastndb import NDB
 from fastndb._core.birthday import birthday, duplicate_threshold
 from fastndb._core.checks import check_int, check_open_unit
 from fastndb._core.coverage import _subset, prdc
+from fastndb._core.options import default_num_bins
 from fastndb._core.progress import progress_bar
 from fastndb._core.results import NDBResult
+from fastndb._core.signals import coverage_shortfall, emptied_bins, missing_mode_bins
 from fastndb._core.statistics import expected_null_coverage, expected_null_js
 from fastndb.demo.models import Discriminator, Generator, sample
 
@@ -55,6 +60,10 @@ class EpochRecord:
     feature_js: float = math.nan
     recall: float = math.nan
     coverage: float = math.nan
+    missing_bins: int = -1
+    emptied_bins: int = -1
+    coverage_shortfall: float = math.nan
+    signal: str = ""
 
     def to_dict(self) -> dict:
         """Fields as a dict."""
@@ -66,13 +75,18 @@ class CollapseMonitor:
 
     Args:
         real: real images ``(N, C, H, W)`` in the generator's value range, on the device to score on.
-        num_bins: NDB bins ``K``; ``None``: ``min(20, N // 40)`` (at least 2), so that the held-out half of the real
-            images gives about 20 or more per bin, where the per-bin z-test is reliable.
-        alpha: per-bin level; under the null NDB/K is about ``alpha``.
-        threshold: NDB/K above which an epoch counts towards collapse: between what healthy and collapsed runs
-            reach (docs/monitor.md gives the measured levels). NDB/K measures any mismatch, so a poor or untrained
-            generator scores high too: read it with the duplicate count and with JS against :attr:`null_js`.
-        patience: epochs in a row above ``threshold`` before :attr:`collapsed_at` is set.
+        num_bins: NDB bins ``K``; ``None``: ``min(100, N // 40, num_samples // 20)`` (at least 2; the library's
+            default rule), so that the held-out half of the real images and the samples give about 20 per bin, where
+            the per-bin z-test is reliable, and
+            K is as large as that allows: NDB sees one missing mode only with about as many bins as modes or more
+            (docs/ground_truth.md).
+        alpha: per-bin level; under the null NDB/K is about ``alpha``, and a bin counts as emptied (a sign of a
+            missing mode) when the samples under-fill it with a p-value below ``alpha / K`` and to less than a
+            quarter of its real share.
+        threshold: NDB/K above which an epoch counts as near-total collapse (the other sign). NDB/K measures
+            any mismatch, so a poor or untrained generator scores high too: read it with the duplicate count and
+            with JS against :attr:`null_js`.
+        patience: epochs in a row with a sign of missing modes before :attr:`collapsed_at` is set.
         warmup: epochs not counted: an untrained generator differs from the data in every bin, which is not
             collapse.
         num_samples: generated samples scored per epoch.
@@ -97,7 +111,7 @@ class CollapseMonitor:
             a healthy generator's JS should fall towards it, a collapsed one stays far above.
         null_coverage: the coverage (``k = 5``, on ``birthday_samples`` real and fake samples; recorded each epoch
             with recall) expected by chance alone, for a generator that samples like the data.
-        collapsed_at: the epoch collapse was flagged, or ``None``.
+        collapsed_at: the epoch mode dropping (partial or total) was flagged, or ``None``.
         last_result: the full :class:`~fastndb.NDBResult` of the latest :meth:`observe` (per-bin shares, z), or
             ``None`` before the first.
     """
@@ -126,7 +140,7 @@ class CollapseMonitor:
         self.birthday_samples = min(check_int(birthday_samples, "birthday_samples", minimum=2), self.num_samples)
         self.seed = seed
         if num_bins is None:
-            num_bins = max(2, min(20, real.shape[0] // 40))
+            num_bins = default_num_bins(real.shape[0], num_fake=self.num_samples)
         self.value_range = value_range
         self.ndb = NDB(num_bins, alpha, seed=seed, value_range=value_range, feature=feature).fit(real,
                                                                                                  distributed=False)
@@ -162,23 +176,33 @@ class CollapseMonitor:
         Returns:
             A dict of plain numbers: ``ndb``, ``ndb_ratio``, ``js``, ``p_value`` (NDB), ``num_duplicates``,
             ``duplicate_rate`` (the birthday test at :attr:`duplicate_threshold`), ``recall``, ``coverage``
-            (``k = 5``; chance level :attr:`null_coverage`), ``collapsed`` (whether collapse has been flagged by
-            now), and with ``second_feature`` also ``feature_ndb_ratio``, ``feature_js``. :attr:`last_result` holds
-            the full NDB result.
+            (``k = 5``; chance level :attr:`null_coverage`), ``missing_bins`` (bins under-filled beyond
+            ``alpha / K``), ``emptied_bins`` (those of them below a quarter of their real share),
+            ``coverage_shortfall`` (standard errors below chance), ``signal`` (the signs of missing modes this epoch
+            shows, comma-separated, empty when none), ``collapsed`` (whether mode dropping has been
+            flagged by now), and with ``second_feature`` also ``feature_ndb_ratio``, ``feature_js``.
+            :attr:`last_result` holds the full NDB result.
         """
         result = self.ndb.score(samples)
         self.last_result = result
         pairs = birthday(samples[: self.birthday_samples], num_pairs=1, threshold=self.duplicate_threshold,
                          value_range=self.value_range, feature=self.feature)
-        counted = epoch > self.warmup
-        self._above = self._above + 1 if counted and result.ndb_ratio > self.threshold else 0
-        if self._above >= self.patience and self.collapsed_at is None:
-            self.collapsed_at = epoch
         covered = prdc(self._coverage_real, samples[: self.birthday_samples], nearest_k=self.nearest_k,
                        value_range=self.value_range, feature=self.feature)
+        missing, emptied, short = missing_mode_bins(result), emptied_bins(result), coverage_shortfall(covered)
+        # the rule re-derived from known modes (benchmarks/monitor_rule.py): an emptied bin or near-total collapse;
+        # coverage is recorded but not part of it (on images it did not follow the true modes)
+        signs = [name for name, present in (("emptied bin", emptied >= 1),
+                                            ("NDB/K above threshold", result.ndb_ratio > self.threshold)) if present]
+        counted = epoch > self.warmup
+        self._above = self._above + 1 if counted and signs else 0
+        if self._above >= self.patience and self.collapsed_at is None:
+            self.collapsed_at = epoch
         stats = {"ndb": result.ndb, "ndb_ratio": result.ndb_ratio, "js": result.js, "p_value": result.p_value,
                  "num_duplicates": int(pairs.num_duplicates or 0), "duplicate_rate": float(pairs.duplicate_rate or 0),
-                 "recall": covered.recall, "coverage": covered.coverage, "collapsed": self.collapsed_at is not None}
+                 "recall": covered.recall, "coverage": covered.coverage, "missing_bins": missing,
+                 "emptied_bins": emptied, "coverage_shortfall": short, "signal": ", ".join(signs),
+                 "collapsed": self.collapsed_at is not None}
         if self.second is not None:
             second = self.second.score(samples)
             stats.update(feature_ndb_ratio=second.ndb_ratio, feature_js=second.js)
@@ -323,7 +347,9 @@ def train_gan(
                 duplicate_rate=stats.get("duplicate_rate", math.nan), collapsed=stats.get("collapsed", False),
                 seconds=time.perf_counter() - start, feature_ndb_ratio=stats.get("feature_ndb_ratio", math.nan),
                 feature_js=stats.get("feature_js", math.nan), recall=stats.get("recall", math.nan),
-                coverage=stats.get("coverage", math.nan),
+                coverage=stats.get("coverage", math.nan), missing_bins=stats.get("missing_bins", -1),
+                emptied_bins=stats.get("emptied_bins", -1),
+                coverage_shortfall=stats.get("coverage_shortfall", math.nan), signal=stats.get("signal", ""),
             )
             records.append(record)
             logger.info("epoch %d: %s", epoch, record)
