@@ -15,7 +15,8 @@ Generators (the project's DCGAN, :mod:`fastndb.demo.models`, 28 x 28 x 3, latent
 
 * ``DCGAN``: discriminator width 32;
 * ``weak D``: discriminator width 8, a quarter of the generator's (PacGAN Table 3's collapse-prone setting);
-* ``PacDCGAN2``: the plain DCGAN whose discriminator judges 2 samples at once (6 channels; PacGAN's fix).
+* ``PacDCGAN2``: the plain DCGAN whose discriminator judges 2 samples at once (6 channels; PacGAN's fix);
+* ``weak D PacDCGAN2``: packing on the weak discriminator (PacGAN Table 3's PacDCGAN2 row).
 
 At 10 checkpoints of each run: true modes captured and KL; NDB/K at K = 100 and 400 (bins fitted once on
 20,000 real stacked digits, holdout design), JS at K = 400, the one-bin missing-mode signal (an under-filled bin
@@ -47,7 +48,7 @@ from fastndb.demo.models import Discriminator, Generator, sample
 
 OUT = Path(__file__).resolve().parent / "results"
 GENERATORS = {"DCGAN": {"d_width": 32, "pack": 1}, "weak D": {"d_width": 8, "pack": 1},
-              "PacDCGAN2": {"d_width": 32, "pack": 2}}
+              "PacDCGAN2": {"d_width": 32, "pack": 2}, "weak D PacDCGAN2": {"d_width": 8, "pack": 2}}
 SIZE, LATENT, G_WIDTH, BATCH = 28, 100, 32, 64
 BIN_SIZES = (100, 400)
 
@@ -117,15 +118,21 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     parser.add_argument("--steps", type=int, default=2400)
     parser.add_argument("--quick", action="store_true", help="1 seed, 600 steps")
+    parser.add_argument("--generators", nargs="+", choices=list(GENERATORS), default=list(GENERATORS))
     parser.add_argument("--part", help="write only this part (e.g. one seed per process), merged by --merge")
-    parser.add_argument("--merge", nargs="+", metavar="PART", help="merge the saved parts into the results")
+    parser.add_argument("--merge", nargs="+", metavar="PART",
+                        help="merge the saved parts into the results ('saved': the runs already in them)")
     args = parser.parse_args()
     if args.merge:
-        parts = [json.loads((OUT / f"stacked_digits.part{p}.json").read_text()) for p in args.merge]
-        saved = {**parts[0], "seeds": sorted(s for p in parts for s in p["seeds"]),
-                 "seconds": max(p["seconds"] for p in parts), "runs": [r for p in parts for r in p["runs"]]}
+        parts = [json.loads((OUT / ("stacked_digits.json" if p == "saved" else f"stacked_digits.part{p}.json"))
+                            .read_text()) for p in args.merge]  # "saved": the runs merged before
+        before = [p for name, p in zip(args.merge, parts, strict=True) if name == "saved"]
+        new = [p for name, p in zip(args.merge, parts, strict=True) if name != "saved"]
+        seconds = sum(p["seconds"] for p in before) + max((p["seconds"] for p in new), default=0.0)  # parallel
+        saved = {**parts[0], "seeds": sorted({s for p in parts for s in p["seeds"]}), "seconds": seconds,
+                 "runs": [r for p in parts for r in p["runs"]]}
         saved["runs"].sort(key=lambda r: (list(GENERATORS).index(r["generator"]), r["seed"]))
-        saved["parallel_parts"] = len(parts)
+        saved["parallel_parts"] = max(p.get("parallel_parts", 1) for p in parts)
         (OUT / "stacked_digits.json").write_text(json.dumps(saved, indent=1))
         (OUT / "stacked_digits.txt").write_text(table(saved) + "\n")
         figure(saved, OUT / "stacked_digits.png")
@@ -150,6 +157,8 @@ def main() -> None:
           f"bins fitted in {time.perf_counter() - start:.0f} s", flush=True)
     runs = []
     for name, spec in GENERATORS.items():
+        if name not in args.generators:
+            continue
         for seed in args.seeds:
             began = time.perf_counter()
             trajectory = []
@@ -219,7 +228,7 @@ def figure(saved: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     k_high = saved["bin_sizes"][-1]
-    colours = dict(zip(GENERATORS, ("tab:blue", "tab:red", "tab:green"), strict=True))
+    colours = dict(zip(GENERATORS, ("tab:blue", "tab:red", "tab:green", "tab:purple"), strict=True))
     panels = (("modes", "true modes captured (of 1000)"), (f"ndb_k{k_high}", f"NDB/K at K = {k_high}"),
               (f"missing_k{k_high}", f"missing-mode bins (p < alpha/K) at K = {k_high}"),
               ("duplicates", "birthday duplicate pairs in 1,000 (+1)"))
