@@ -116,10 +116,14 @@ def _nearest_blocks(x: Tensor, centroids: Tensor, centroid_sq_norms: Tensor | No
     c_sq = squared_norms(centroids) if centroid_sq_norms is None else centroid_sq_norms
     c_t = centroids.t().contiguous()
     rows = max(1, chunk_rows or default_chunk_rows(n, k, x.device, x.shape[1]))
-    scores = torch.empty((min(rows, n), k), dtype=x.dtype, device=x.device)  # one score buffer for all chunks
+    # one score buffer for all chunks; not when autograd records (out= is not differentiable, and the kernels stay
+    # differentiable in x and the centroids for callers who want that)
+    tracked = torch.is_grad_enabled() and (x.requires_grad or centroids.requires_grad)
+    scores = None if tracked else torch.empty((min(rows, n), k), dtype=x.dtype, device=x.device)
     for start in range(0, n, rows):
         block = x[start : start + rows]
-        block_scores = torch.addmm(c_sq, block, c_t, beta=1, alpha=-2, out=scores[: block.shape[0]])
+        out = None if scores is None else scores[: block.shape[0]]
+        block_scores = torch.addmm(c_sq, block, c_t, beta=1, alpha=-2, out=out)
         best, arg = block_scores.min(dim=1)
         yield start, block, best, arg
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from fastndb.kernels import assign_and_sum, lloyd_step, nearest_centroid, squared_norms
+from fastndb.kernels import assign_and_sum, lloyd_step, nearest_centroid, nearest_labels, squared_norms
 
 
 def brute_force(x, c):
@@ -107,3 +107,18 @@ def test_precomputed_norms_give_the_same_distances():
     x_sq = squared_norms(x)
     assert torch.equal(nearest_centroid(x, c, x_sq_norms=x_sq)[1], nearest_centroid(x, c)[1])
     assert torch.equal(assign_and_sum(x, c, x_sq_norms=x_sq)[1], nearest_centroid(x, c)[1])
+
+
+def test_kernels_stay_differentiable_and_work_on_inference_tensors():
+    g = torch.Generator().manual_seed(5)
+    x = torch.randn(300, 6, generator=g, requires_grad=True)
+    c = torch.randn(4, 6, generator=g)
+    _, d2 = nearest_centroid(x, c, chunk_rows=64)
+    d2.sum().backward()
+    exact = x.detach().clone().requires_grad_()
+    ((exact[:, None] - c[None]) ** 2).sum(-1).min(1).values.sum().backward()
+    torch.testing.assert_close(x.grad, exact.grad, rtol=1e-4, atol=1e-4)
+    with torch.inference_mode():
+        y = torch.randn(100, 6, generator=g)
+    labels, _, sums, counts = assign_and_sum(y, c)
+    assert torch.equal(labels, nearest_labels(y, c)) and int(counts.sum()) == 100
