@@ -7,7 +7,7 @@ import torch
 
 from fastndb.bench import copy_bandwidth, cpu_name, gemm_rate, sync, timed
 
-__all__ = ["copy_bandwidth", "cpu_name", "digits_like", "gemm_rate", "peak_rss_during", "sync", "timed"]
+__all__ = ["copy_bandwidth", "cpu_name", "digits_like", "gemm_rate", "peak_memory_during", "sync", "timed"]
 
 
 def digits_like(n: int, *, size: int = 28, noise: float = 0.1, seed: int = 0):
@@ -51,7 +51,7 @@ def _heap_in_use():
     return read
 
 
-def peak_rss_during(fn):
+def peak_memory_during(fn):
     """``(result, peak extra bytes)`` of ``fn()``: the C heap in use (glibc's ``mallinfo2``; elsewhere the resident
     set) sampled every 2 ms in a thread, minus its value before the call. Buffers that live under 2 ms can be
     missed, so the figure is a lower bound of the peak."""

@@ -30,7 +30,7 @@ import warnings
 from pathlib import Path
 
 import torch
-from _common import cpu_name, gemm_rate, peak_rss_during
+from _common import cpu_name, gemm_rate, peak_memory_during
 
 import fastndb
 
@@ -76,7 +76,7 @@ def measure(op: str, n: int, d: int, k: int, fitted: dict) -> dict:
     start = time.perf_counter()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # max_iter=5 by design
-        _, extra = peak_rss_during(call)
+        _, extra = peak_memory_during(call)
     seconds = time.perf_counter() - start
     return {"op": op, "n": n, "d": d, "k": k, "seconds": seconds, "peak_extra_bytes": extra,
             "input_bytes": n * d * 4 * (2 if op == "coverage" else 1), "flops": flops(op, n, d, k)}

@@ -26,9 +26,8 @@ def default_chunk_rows(num_rows: int, num_centroids: int, device: torch.device, 
     """Rows per chunk: blocks that stay in cache on CPU, large ones bounded in bytes on GPU.
 
     On the CPU the chunk is the power of two nearest below ``4 MiB / (4 D)`` rows, clamped to ``[1024, 4096]``:
-    measured on a 2-core AMD EPYC with MKL (``benchmarks/bench_lloyd.py``), 1024 rows at ``D = 784`` keep the
-    assignment GEMM at its best rate and leave the block in cache for the update that follows it; 256-row blocks
-    lose ~15% to per-call overhead and 4096-row blocks at ``D = 784`` fall out of cache for the update.
+    measured on a 2-core AMD EPYC with MKL (one fused Lloyd pass at 50,000 x 784, K = 100; docs/speed.md), 1024 rows
+    at ``D = 784`` were fastest: 256-row blocks ran 25% slower (per-call overhead), 512 and 2048 rows 3-6% slower.
 
     Example:
         >>> default_chunk_rows(10**6, 100, torch.device("cpu"), dim=784)
@@ -128,6 +127,22 @@ def _nearest_blocks(x: Tensor, centroids: Tensor, centroid_sq_norms: Tensor | No
         yield start, block, best, arg
 
 
+def _assign_pass(x: Tensor, centroids: Tensor, centroid_sq_norms: Tensor | None, x_sq_norms: Tensor | None,
+                 chunk_rows: int | None, sums: Tensor | None = None, method: str = "index_add"
+                 ) -> tuple[Tensor, Tensor]:
+    """Labels and squared distances of every row; with ``sums``, each chunk also summed into it while in cache."""
+    n = x.shape[0]
+    labels = torch.empty(n, dtype=torch.int64, device=x.device)
+    best_scores = torch.empty(n, dtype=x.dtype, device=x.device)
+    for start, block, best, arg in _nearest_blocks(x, centroids, centroid_sq_norms, chunk_rows):
+        labels[start : start + block.shape[0]] = arg
+        best_scores[start : start + block.shape[0]] = best
+        if sums is not None:
+            _accumulate(sums, block, arg, method)
+    x_sq = squared_norms(x) if x_sq_norms is None else x_sq_norms
+    return labels, best_scores.add_(x_sq).clamp_min_(0)
+
+
 def nearest_centroid(
     x: Tensor,
     centroids: Tensor,
@@ -155,14 +170,7 @@ def nearest_centroid(
         >>> labels.tolist(), [round(v, 3) for v in d2.tolist()]  # the expansion is exact only up to rounding
         ([0, 0, 1], [0.0, 8.0, 2.0])
     """
-    n = x.shape[0]
-    labels = torch.empty(n, dtype=torch.int64, device=x.device)
-    best_scores = torch.empty(n, dtype=x.dtype, device=x.device)
-    for start, block, best, arg in _nearest_blocks(x, centroids, centroid_sq_norms, chunk_rows):
-        labels[start : start + block.shape[0]] = arg
-        best_scores[start : start + block.shape[0]] = best
-    x_sq = squared_norms(x) if x_sq_norms is None else x_sq_norms
-    return labels, best_scores.add_(x_sq).clamp_min_(0)
+    return _assign_pass(x, centroids, centroid_sq_norms, x_sq_norms, chunk_rows)
 
 
 def nearest_labels(x: Tensor, centroids: Tensor, *, chunk_rows: int | None = None) -> Tensor:
@@ -210,17 +218,9 @@ def assign_and_sum(
         >>> labels.tolist(), sums.tolist(), counts.tolist()
         ([0, 0, 1], [[1.0], [9.0]], [2, 1])
     """
-    n, k = x.shape[0], centroids.shape[0]
-    method = _update_method(method, x)
-    labels = torch.empty(n, dtype=torch.int64, device=x.device)
-    best_scores = torch.empty(n, dtype=x.dtype, device=x.device)
     sums = torch.zeros_like(centroids, dtype=x.dtype)
-    for start, block, best, arg in _nearest_blocks(x, centroids, None, chunk_rows):
-        labels[start : start + block.shape[0]] = arg
-        best_scores[start : start + block.shape[0]] = best
-        _accumulate(sums, block, arg, method)
-    x_sq = squared_norms(x) if x_sq_norms is None else x_sq_norms
-    return labels, best_scores.add_(x_sq).clamp_min_(0), sums, bin_counts(labels, k)
+    labels, sq_dist = _assign_pass(x, centroids, None, x_sq_norms, chunk_rows, sums, _update_method(method, x))
+    return labels, sq_dist, sums, bin_counts(labels, centroids.shape[0])
 
 
 _UPDATE_CHUNK_ELEMENTS = 2**24  # one-hot rows x K per GEMM chunk of the CUDA update (64 MiB in float32)
