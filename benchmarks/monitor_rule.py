@@ -41,6 +41,7 @@ from ground_truth import GENERATORS, train_checkpoints
 
 import fastndb
 from fastndb._core.signals import emptied_bins, missing_mode_bins
+from fastndb._core.verdict import decide
 from fastndb.demo.ground_truth import GRID, RING, mode_statistics
 
 OUT = Path(__file__).resolve().parent / "results"
@@ -53,7 +54,20 @@ SIGNALS = {
     "bin or cov": lambda c: c["missing_bins"] >= 1 or c["coverage_shortfall"] > 3,
     "emptied or ndb": lambda c: c["emptied_bins"] >= 1 or c["ndb_ratio"] > 0.8,
     "bin or cov or ndb": lambda c: c["missing_bins"] >= 1 or c["coverage_shortfall"] > 3 or c["ndb_ratio"] > 0.8,
+    # the verdict of issue 24 (the monitor's rule since): differs beyond chance and the missing mass's 95% interval
+    # above the tolerance
+    "verdict missing, tolerance 1% (the monitor's default)": lambda c: c["differs"] and c["missing_low"] > 0.01,
+    "verdict missing, tolerance 2%": lambda c: c["differs"] and c["missing_low"] > 0.02,
+    "verdict missing, tolerance 5%": lambda c: c["differs"] and c["missing_low"] > 0.05,
 }
+MONITOR_RULE = "verdict missing, tolerance 1% (the monitor's default)"
+
+
+def verdict_fields(result, covered) -> dict:
+    """The verdict's numbers at one checkpoint (coverage in the combined test; no birthday test here)."""
+    verdict = decide(result, coverage=covered)
+    return {"differs": verdict.differs, "missing_estimate": result.missing.estimate,
+            "missing_low": result.missing.low, "missing_high": result.missing.high}
 
 
 def shortfall(coverage: float, null: float, num_real: int) -> float:
@@ -85,7 +99,8 @@ def two_d_runs(seeds: list[int], steps: int) -> list[dict]:
                         "dropping": truth.modes_captured < protocol.num_modes, "ndb_ratio": result.ndb_ratio,
                         "missing_bins": missing_mode_bins(result), "emptied_bins": emptied_bins(result),
                         "coverage": covered.coverage, "null_coverage": covered.expected_null_coverage,
-                        "coverage_shortfall": shortfall(covered.coverage, covered.expected_null_coverage, 500)})
+                        "coverage_shortfall": shortfall(covered.coverage, covered.expected_null_coverage, 500),
+                        **verdict_fields(result, covered)})
                 runs.append({"data": protocol.name, "generator": name, "seed": seed, "num_modes": protocol.num_modes,
                              "trajectory": trajectory, "seconds": time.perf_counter() - began})
                 print(f"{protocol.name}, {name}, seed {seed}: modes per checkpoint "
@@ -98,7 +113,8 @@ def checkpoint(result, covered, modes: int, dropping: bool, step: int) -> dict:
     return {"step": step, "modes": modes, "dropping": dropping, "ndb_ratio": result.ndb_ratio,
             "missing_bins": missing_mode_bins(result), "emptied_bins": emptied_bins(result),
             "coverage": covered.coverage, "null_coverage": covered.expected_null_coverage,
-            "coverage_shortfall": shortfall(covered.coverage, covered.expected_null_coverage, covered.num_real)}
+            "coverage_shortfall": shortfall(covered.coverage, covered.expected_null_coverage, covered.num_real),
+            **verdict_fields(result, covered)}
 
 
 def oracle_runs(num_runs: int) -> list[dict]:
@@ -154,11 +170,15 @@ def stacked_runs(path: Path) -> list[dict]:
     floor = 0.95 * saved["real"]["modes"]
     runs = []
     for run in saved["runs"]:
+        if "differs_k100" not in run["trajectory"][0]:  # saved before the verdict existed: rerun stacked_digits.py
+            continue
         trajectory = [{"step": c["step"], "modes": c["modes"], "dropping": c["modes"] < floor,
                        "ndb_ratio": c["ndb_k100"], "missing_bins": c["missing_k100"], "emptied_bins": c["emptied_k100"],
                        "coverage": c["coverage"],
                        "null_coverage": c["null_coverage"],
-                       "coverage_shortfall": shortfall(c["coverage"], c["null_coverage"], c["num_real_coverage"])}
+                       "coverage_shortfall": shortfall(c["coverage"], c["null_coverage"], c["num_real_coverage"]),
+                       "differs": c["differs_k100"], "missing_estimate": c["missing_k100_estimate"],
+                       "missing_low": c["missing_k100_low"], "missing_high": c["missing_k100_high"]}
                       for c in run["trajectory"]]
         runs.append({"data": "stacked digits", "generator": run["generator"], "seed": run["seed"],
                      "num_modes": 1000, "trajectory": trajectory})
@@ -198,10 +218,25 @@ def evaluate(runs: list[dict]) -> list[dict]:
                     if flag is not None and flag >= first_drop:
                         detected += 1
                         delays.append(flag - first_drop)
-            rows.append({"rule": name, "patience": patience, "healthy_runs": healthy,
-                         "false_alarms": false_alarms, "collapsing_runs": collapsing, "detected": detected,
-                         "median_delay": statistics.median(delays) if delays else None,
-                         "healthy_checkpoints": checkpoint_healthy, "signal_on_healthy_checkpoints": checkpoint_fp})
+            row = {"rule": name, "patience": patience, "healthy_runs": healthy,
+                   "false_alarms": false_alarms, "collapsing_runs": collapsing, "detected": detected,
+                   "median_delay": statistics.median(delays) if delays else None,
+                   "healthy_checkpoints": checkpoint_healthy, "signal_on_healthy_checkpoints": checkpoint_fp}
+            for share in (0.05, 0.10):  # runs that come to miss at least this share of the mass in dropped modes
+                runs_at, found, waits = 0, 0, []
+                for run in runs:
+                    first = next((i for i, c in enumerate(run["trajectory"])
+                                  if i >= WARMUP and 1 - c["modes"] / run["num_modes"] >= share), None)
+                    if first is None:
+                        continue
+                    runs_at += 1
+                    flag = first_flag(run["trajectory"], signal, patience)
+                    if flag is not None and flag >= first:
+                        found += 1
+                        waits.append(flag - first)
+                row[f"runs_{share:g}"], row[f"detected_{share:g}"] = runs_at, found
+                row[f"median_delay_{share:g}"] = statistics.median(waits) if waits else None
+            rows.append(row)
     return rows
 
 
@@ -231,21 +266,26 @@ def main() -> None:
              f"seeds {args.seeds}, {args.steps} steps; {len(stacked)} trained stacked digits; {len(oracles)} oracle "
              f"samplers), {CHECKPOINTS} checkpoints each, warm-up {WARMUP}; {machine}", "",
              "| runs | rule | patience | false alarms (healthy runs) | signal on healthy checkpoints | detected "
-             "(collapsing runs) | median delay (checkpoints) |", "| --- | --- | --- | --- | --- | --- | --- |"]
+             "(collapsing runs) | median delay (checkpoints) | detected, >= 5% of the mass in dropped modes (delay) | "
+             "detected, >= 10% (delay) |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    shown = lambda d: "" if d is None else f"{d:g}"  # noqa: E731
     for r in rows:
-        delay = "" if r["median_delay"] is None else f"{r['median_delay']:g}"
         lines.append(f"| {r['group']} | {r['rule']} | {r['patience']} | {r['false_alarms']} / {r['healthy_runs']} | "
                      f"{r['signal_on_healthy_checkpoints']} / {r['healthy_checkpoints']} | "
-                     f"{r['detected']} / {r['collapsing_runs']} | {delay} |")
-    lines += ["", "| data | generator | seed | modes per checkpoint | flagged at (the monitor's rule: emptied or ndb, "
-              "patience 2) |",
-              "| --- | --- | --- | --- | --- |"]
-    rule = SIGNALS["emptied or ndb"]
+                     f"{r['detected']} / {r['collapsing_runs']} | {shown(r['median_delay'])} | "
+                     f"{r['detected_0.05']} / {r['runs_0.05']} ({shown(r['median_delay_0.05'])}) | "
+                     f"{r['detected_0.1']} / {r['runs_0.1']} ({shown(r['median_delay_0.1'])}) |")
+    lines += ["", "| data | generator | seed | modes per checkpoint | missing mass per checkpoint (%) | flagged at "
+              "(old rule: emptied or ndb, patience 2) | flagged at (the verdict, tolerance 1%, patience 2) |",
+              "| --- | --- | --- | --- | --- | --- | --- |"]
     for run in two_d + stacked:
-        flag = first_flag(run["trajectory"], rule, 2)
+        old = first_flag(run["trajectory"], SIGNALS["emptied or ndb"], 2)
+        new = first_flag(run["trajectory"], SIGNALS[MONITOR_RULE], 2)
+        masses = " ".join(f"{100 * max(c['missing_estimate'], 0):.0f}" for c in run["trajectory"])
         lines.append(f"| {run['data']} | {run['generator']} | {run['seed']} | "
                      f"{' '.join(str(c['modes']) for c in run['trajectory'])} / {run['num_modes']} | "
-                     f"{'' if flag is None else flag + 1} |")
+                     f"{masses} | "
+                     f"{'' if old is None else old + 1} | {'' if new is None else new + 1} |")
     (OUT / f"{name}.txt").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

@@ -43,6 +43,7 @@ from torch import nn
 import fastndb
 from fastndb._core.digits_net import digits_dataset, load_digits_net
 from fastndb._core.signals import emptied_bins, missing_mode_bins
+from fastndb._core.verdict import compare_duplicates, decide
 from fastndb.demo.ground_truth import stacked_digits, stacked_mode_statistics
 from fastndb.demo.models import Discriminator, Generator, sample
 
@@ -110,6 +111,14 @@ def evaluate(generator: nn.Module, bins: dict, real_small: torch.Tensor, thresho
                num_real_coverage=covered.num_real)
     pairs = fastndb.birthday(fake[:1000], num_pairs=1, threshold=threshold, value_range=(-1, 1))
     row["duplicates"] = int(pairs.num_duplicates or 0)
+    # the verdict of issue 24 at K = 100, as the monitor reads it (coverage and duplicates against real ones)
+    real_pairs = fastndb.birthday(real_small, num_pairs=1, threshold=threshold, value_range=(-1, 1))
+    result = bins[100].score(flat)
+    verdict = decide(result, coverage=covered,
+                     duplicates=compare_duplicates(pairs, int(real_pairs.num_duplicates or 0), real_small.shape[0]))
+    row.update(differs_k100=verdict.differs, missing_k100_estimate=result.missing.estimate,
+               missing_k100_low=result.missing.low, missing_k100_high=result.missing.high,
+               decision_k100=verdict.decision)
     return row
 
 

@@ -21,14 +21,16 @@ from fastndb._api import cache_info, clear_cache, score
 from fastndb._core.bins import FittedBins
 from fastndb._core.birthday import birthday, duplicate_threshold
 from fastndb._core.coverage import prdc
+from fastndb._core.effects import detectable_missing_mass, missing_mass
 from fastndb._core.elbow import ElbowResult, elbow
 from fastndb._core.extractors import NAMES as FEATURE_NAMES
 from fastndb._core.extractors import Extractor, extractor
 from fastndb._core.kmeans import KMeansResult, kmeans
 from fastndb._core.options import OPTION_NAMES, BinOptions, TestOptions
 from fastndb._core.references import Reference, list_references, load_reference, remove_reference, save_reference
-from fastndb._core.results import BirthdayResult, NDBResult, PRDCResult
+from fastndb._core.results import BirthdayResult, MissingMass, NDBResult, PRDCResult
 from fastndb._core.statistics import compare_histograms, expected_null_js
+from fastndb._core.verdict import DuplicateComparison, Verdict, compare_duplicates, decide
 from fastndb._ndb import NDB, NotFittedError
 
 __version__ = "0.1.0"
@@ -39,20 +41,26 @@ __all__ = [
     "OPTION_NAMES",
     "BinOptions",
     "BirthdayResult",
+    "DuplicateComparison",
     "ElbowResult",
     "Extractor",
     "FittedBins",
     "KMeansResult",
+    "MissingMass",
     "NDBResult",
     "NotFittedError",
     "PRDCResult",
     "Reference",
     "TestOptions",
+    "Verdict",
     "__version__",
     "birthday",
     "cache_info",
     "clear_cache",
+    "compare_duplicates",
     "compare_histograms",
+    "decide",
+    "detectable_missing_mass",
     "duplicate_threshold",
     "elbow",
     "expected_null_js",
@@ -60,6 +68,7 @@ __all__ = [
     "kmeans",
     "list_references",
     "load_reference",
+    "missing_mass",
     "prdc",
     "remove_reference",
     "save_reference",

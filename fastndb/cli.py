@@ -191,16 +191,23 @@ def _score(args: argparse.Namespace) -> int:
 
 def _report_score(args: argparse.Namespace, result: Any, num_real: int, source: str, coverage: Any = None) -> int:
     if args.json:
+        from fastndb.report import verdict
+
         payload = result.to_dict(python=True)
         if coverage is not None:
             payload["prdc"] = {**coverage.scores(), "nearest_k": coverage.nearest_k, "num_real": coverage.num_real,
                                "num_fake": coverage.num_fake, "inclusive": coverage.inclusive,
-                               "expected_null_coverage": coverage.expected_null_coverage}
+                               "expected_null_coverage": coverage.expected_null_coverage,
+                               **{f"{name}_interval": getattr(coverage, f"{name}_interval")
+                                  for name in ("precision", "recall", "density", "coverage")},
+                               "coverage_p_value": coverage.coverage_p_value}
+        decided = verdict(result, coverage)
+        payload["verdict"] = {key: value for key, value in decided.to_dict(python=True).items() if key != "missing"}
         _print_json(payload)
     else:
         from fastndb.report import verdict
 
-        print(verdict(result, coverage, None, None, None)[0])
+        print(verdict(result, coverage))
         z, different = result.z.cpu(), result.different.cpu()
         over = [i for i in range(result.num_bins) if bool(different[i]) and float(z[i]) > 0]
         under = [i for i in range(result.num_bins) if bool(different[i]) and float(z[i]) < 0]
@@ -212,8 +219,11 @@ def _report_score(args: argparse.Namespace, result: Any, num_real: int, source: 
         print(f"over-represented bins (more fake than real): {len(over)} {_bin_list(over)}")
         print(f"under-represented bins (fewer fake than real): {len(under)} {_bin_list(under)}")
         if coverage is not None:
-            print(f"precision {coverage.precision:.3f}, recall {coverage.recall:.3f}, density {coverage.density:.3f}, "
-                  f"coverage {coverage.coverage:.3f} (k = {coverage.nearest_k}, on {coverage.num_real} real and "
+            shown = lambda name: f"{getattr(coverage, name):.3f}" + (  # noqa: E731
+                "" if getattr(coverage, f"{name}_interval") is None
+                else " ({:.3f}-{:.3f})".format(*getattr(coverage, f"{name}_interval")))
+            print(f"precision {shown('precision')}, recall {shown('recall')}, density {shown('density')}, "
+                  f"coverage {shown('coverage')} (k = {coverage.nearest_k}, on {coverage.num_real} real and "
                   f"{coverage.num_fake} fake samples; by chance, fake drawn like real: coverage about "
                   f"{coverage.expected_null_coverage:.3f}, density about 1)")
         print(f"real {num_real} ({result.num_real} for the reference counts), fake {result.num_fake}; "
@@ -278,8 +288,10 @@ def _birthday(args: argparse.Namespace) -> int:
             print(f"  {label(i)} {label(j)}  {d:.6g}")
         if result.num_duplicates is not None:
             low, high = result.support_interval
+            rate_low, rate_high = result.duplicate_rate_interval
             print(f"duplicates: {result.num_duplicates} pairs at distance <= {threshold:.6g} "
-                  f"(share of all pairs {result.duplicate_rate:.3g})")
+                  f"(share of all pairs {result.duplicate_rate:.3g}, {result.confidence:.0%} interval "
+                  f"{rate_low:.3g} to {rate_high:.3g})")
             print(f"support estimate: {result.support_estimate:.4g} "
                   f"({result.confidence:.0%} interval {low:.4g} to {high:.4g})")
     if args.grid:
@@ -291,10 +303,11 @@ def _birthday(args: argparse.Namespace) -> int:
 
 
 def _fit(args: argparse.Namespace) -> int:
+    from fastndb._core.options import TEST_OPTION_NAMES
     from fastndb._core.references import save_reference
 
     options = _options(args)
-    for name in ("alpha", "correction", "z_threshold"):  # test options apply when scoring, not to stored bins
+    for name in TEST_OPTION_NAMES:  # test options apply when scoring, not to stored bins
         options.pop(name)
     real = _load(args.real, args)
     reference = save_reference(args.name, real, overwrite=args.overwrite, **_with_bins(options, real.shape[0]))
@@ -423,23 +436,25 @@ def _demo(args: argparse.Namespace) -> int:
           f"seed {config.seed}, device {args.device}")
     num_bins = args.num_bins
     bins_text = f"K={num_bins} bins" if num_bins else f"K = min({defaults['max_bins']}, N/40) bins"
-    print(f"monitor: NDB with {bins_text} on 2000 samples per epoch; mode dropping = an emptied bin (p < alpha/K, "
-          f"under a quarter of its real share) or NDB/K > {args.threshold}, 2 epochs in a row after 3 warm-up "
-          f"epochs\n")
+    print(f"monitor: NDB with {bins_text} on 2000 samples per epoch; mode dropping = the verdict 'missing' (the "
+          f"samples differ beyond chance and the missing mass's 95% interval lies above the tolerance of "
+          f"{100 * args.tolerance:g}%), 2 epochs in a row after 3 warm-up epochs\n")
     if args.features:
         print(f"NDB also in the {args.features} feature space, same K: its NDB/K and JS next to the pixels'\n")
     print(demo.format_epoch_header(args.features), flush=True)
     result = demo.run_dcgan_demo(
         data=args.data, digit=args.digit, image_size=args.image_size, device=args.device, out_dir=args.out,
-        config=config, num_bins=num_bins, threshold=args.threshold, drop_digits=tuple(args.drop_digits or ()),
+        config=config, num_bins=num_bins, tolerance=args.tolerance, drop_digits=tuple(args.drop_digits or ()),
         second_feature=args.features,
         progress=None, on_epoch=lambda record: print(demo.format_epoch(record), flush=True),  # bars on a terminal
     )
     last = result.records[-1]
-    verdict = (f"missing modes flagged at epoch {result.collapsed_at}: {last.emptied_bins} of "
-               f"{result.monitor.ndb.num_bins} bins emptied at the last epoch (regions of the real data the generator "
-               f"(nearly) never samples; docs/monitor.md says what this means and what it does not)"
-               if result.collapsed_at is not None else "no missing modes flagged")
+    missing = (f"{100 * max(last.missing_mass, 0):.1f}% ({100 * last.missing_low:.1f}-{100 * last.missing_high:.1f}%)"
+               f" of the real data in regions the generator under-fills at the last epoch, {last.emptied_bins} of "
+               f"{result.monitor.ndb.num_bins} bins emptied")
+    verdict = (f"missing modes flagged at epoch {result.collapsed_at}: {missing} (docs/monitor.md says what this "
+               f"means and what it does not)" if result.collapsed_at is not None
+               else f"no missing modes flagged: {missing}, verdict '{last.decision}'")
     print(f"\n{verdict}; sample grids, curves.png and history.json in {args.out}/")
     print(f"chance level at these sample sizes (a generator that samples like the data): NDB/K about "
           f"{result.monitor.null_ndb_ratio:.2f}, JS about {result.monitor.null_js:.4f}, coverage about "
@@ -478,7 +493,7 @@ def _num_bins(text: str) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from fastndb._core.options import cli_flags, option_defaults, option_flag
+    from fastndb._core.options import TEST_OPTION_NAMES, cli_flags, option_defaults, option_flag
 
     _DEFAULTS.update({**option_defaults(), "num_bins": None})  # the command line takes K from the data
     parser = argparse.ArgumentParser(prog="fastndb", description="Mode-collapse tests for generative models.")
@@ -548,9 +563,9 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--name", required=True, help="the reference's name (letters, digits, '.', '_', '-')")
     fit.add_argument("--overwrite", action="store_true", help="replace a reference of that name")
     for flag, settings in cli_flags(bins_from_data=True):
-        if settings["dest"] not in ("alpha", "correction", "z_threshold"):
+        if settings["dest"] not in TEST_OPTION_NAMES:
             fit.add_argument(flag, **settings)
-    fit.set_defaults(run=_fit, alpha=None, correction=None, z_threshold=None)
+    fit.set_defaults(run=_fit, **dict.fromkeys(TEST_OPTION_NAMES))
 
     report = commands.add_parser("report", parents=[common, weights], help="one HTML (or Markdown) page: the verdict "
                                  "against chance, the bins, the flagged bins' examples, the closest pairs",
@@ -620,8 +635,9 @@ def build_parser() -> argparse.ArgumentParser:
                       help="also score NDB in this feature space, next to pixels (digits: the shipped network)")
     demo.add_argument("--data", help="MNIST/Fashion-MNIST IDX file, image folder or array file instead of digits")
     demo.add_argument("--image-size", type=int, choices=(28, 32, 64), default=32, help="image edge (default: 32)")
-    demo.add_argument("--threshold", type=_probability, default=0.8,
-                      help="NDB/K that counts as collapse (default: 0.8)")
+    demo.add_argument("--tolerance", type=float, default=0.01,
+                      help="missing mass accepted: an epoch counts as mode dropping when its verdict is 'missing' "
+                           "(the missing mass's 95%% interval above this; default: 0.01)")
     demo.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N (default: cpu)")
     demo.add_argument("--out", default="fastndb-demo",
                       help="folder for sample grids and curves (default: fastndb-demo)")

@@ -36,7 +36,7 @@ class CollapseCallback(_pl.Callback):
         every_n_epochs: how often to look.
         images: also log the bin plot and a sample grid to loggers that draw (needs matplotlib for the plot).
         **monitor_options: :class:`~fastndb.demo.training.CollapseMonitor`'s options (``num_bins``,
-            ``value_range``, ``feature``, ``num_samples``, ``threshold``, ...).
+            ``value_range``, ``feature``, ``num_samples``, ``tolerance``, ...).
 
     Attributes:
         monitor: the monitor (after training started).
@@ -75,8 +75,9 @@ class CollapseCallback(_pl.Callback):
         finally:
             pl_module.train(was_training)
         stats = self.monitor.observe(samples, epoch)
-        scalars = {f"fastndb/{k}": float(v) for k, v in stats.items() if not isinstance(v, str)}  # not the signal text
-        self.history.append({"epoch": epoch, **scalars})
+        scalars = {f"fastndb/{k}": float(v) for k, v in stats.items() if not isinstance(v, str)}  # not the texts
+        scalars["fastndb/decided_missing"] = float(stats["decision"] == "missing")  # the verdict, as a number
+        self.history.append({"epoch": epoch, **scalars, "decision": stats["decision"]})
         for logger in trainer.loggers:
             logger.log_metrics(scalars, step=trainer.global_step)
             if self.images:

@@ -257,11 +257,14 @@ def training_curves(
     collapsed_at: int | None = None,
     null_level: float | None = None,
     null_coverage: float | None = None,
+    tolerance: float | None = None,
     ax: Any = None,
 ) -> tuple[Any, Any]:
-    """Per epoch, on separate axes that cannot be misread: NDB/K (with the collapse threshold, the flagged epoch and
-    its chance level ``null_level``), the birthday duplicate rate, coverage (with ``null_coverage``, when the
-    records hold it) and the two losses (when they hold them); each legend outside its axes' data.
+    """Per epoch, on separate axes that cannot be misread: the missing mass with its 95% band and ``tolerance``
+    (when the records hold ``missing_mass``, ``missing_low``, ``missing_high``), NDB/K (with the collapse
+    threshold, the flagged epoch and its chance level ``null_level``), the birthday duplicate rate, coverage (with
+    ``null_coverage``, when the records hold it) and the two losses (when they hold them); each legend outside its
+    axes' data.
 
     ``ax`` is ignored (several axes are drawn); returns ``(fig, axes)``.
 
@@ -277,12 +280,24 @@ def training_curves(
     plt = require("matplotlib.pyplot", "plotting")
     epochs = [r["epoch"] for r in records]
     has = lambda key: all(key in r and r[key] == r[key] for r in records)  # noqa: E731  (present and not NaN)
-    panels = ["ndb", "duplicates"] + (["coverage"] if has("coverage") else []) + \
+    panels = (["missing"] if has("missing_mass") and has("missing_low") and has("missing_high") else []) + \
+        ["ndb", "duplicates"] + (["coverage"] if has("coverage") else []) + \
         (["losses"] if has("d_loss") and has("g_loss") else [])
     fig, axes = plt.subplots(len(panels), 1, figsize=(7.0, 1.9 * len(panels) + 0.6), sharex=True, squeeze=False)
     axes = [row[0] for row in axes]
     for panel, axis in zip(panels, axes, strict=True):
-        if panel == "ndb":
+        if panel == "missing":
+            axis.fill_between(epochs, [100 * r["missing_low"] for r in records],
+                              [100 * r["missing_high"] for r in records], color="tab:orange", alpha=0.25,
+                              label="95% interval")
+            axis.plot(epochs, [100 * max(r["missing_mass"], 0.0) for r in records], marker="o", color="tab:orange",
+                      label="missing mass")
+            if tolerance is not None:
+                axis.axhline(100 * tolerance, color="tab:red", linestyle="--", linewidth=1,
+                             label=f"tolerance {100 * tolerance:g}%")
+            axis.set_ylim(bottom=0)
+            axis.set_ylabel("missing (% of data)")
+        elif panel == "ndb":
             axis.plot(epochs, [r["ndb_ratio"] for r in records], marker="o", label="NDB/K")
             if threshold is not None:
                 axis.axhline(threshold, color="tab:red", linestyle="--", linewidth=1, label=f"collapse at {threshold}")
@@ -307,7 +322,7 @@ def training_curves(
             axis.set_ylabel("loss")
         if collapsed_at is not None:
             axis.axvline(collapsed_at, color="tab:red", linewidth=1,
-                         label=f"flagged at epoch {collapsed_at}" if panel == "ndb" else None)
+                         label=f"flagged at epoch {collapsed_at}" if panel == panels[0] else None)
         axis.legend(fontsize="x-small", loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
         axis.grid(alpha=0.3)
     axes[-1].set_xlabel("epoch")

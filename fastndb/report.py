@@ -6,12 +6,13 @@ closest pairs, the settings. One self-contained HTML file (inline images, no net
 
 Needs matplotlib for the pictures (``pip install fastndb[plot]``); the Markdown form needs nothing.
 
-What the verdict says, and on what: NDB against the ``alpha K`` bins expected to differ by chance (with the
-binomial tail of seeing that many, as if the bins were independent), JS against its chance level, coverage against
-the coverage a generator that samples like the data would get, and the birthday test's duplicate count against the
-count of as many real samples at the same threshold. The headline lists what is beyond chance (the rules are in
-:func:`verdict`): under- and over-filled bins, low coverage, duplicates. "No sign" does not prove the absence of
-collapse: each number is measured at these sample sizes and in this feature space.
+What the verdict says, and on what (:mod:`fastndb._core.verdict`): one test of "the generator samples like the
+data" that combines NDB's count, the strongest bin, the histograms (JS's chi-square test), the missing mass,
+coverage below its chance level and the duplicates against as many real samples' (Bonferroni: false alarms at most
+alpha), and a decision graded by size: how much of the real data lies in regions the generator under-fills, with
+its 95% interval, against a ``tolerance``: "missing" (beyond it with confidence), "within tolerance" or
+"inconclusive" (with the sample size that would decide). Each number is measured at these sample sizes, at the
+resolution of the bins and in this feature space.
 """
 
 from __future__ import annotations
@@ -35,17 +36,13 @@ from fastndb._core.inputs import as_batches, check_same_library, concatenate
 from fastndb._core.optional import require
 from fastndb._core.options import DEFAULT_BINS_RULE, default_num_bins
 from fastndb._core.results import BirthdayResult, NDBResult, PRDCResult
-from fastndb._core.signals import COVERAGE_SIGMAS, coverage_shortfall, missing_mode_bins
-
-
-def binomial_tail(count: int, trials: int, p: float) -> float:
-    """``P(X >= count)`` for ``X ~ Binomial(trials, p)``.
-
-    Example:
-        >>> round(binomial_tail(3, 20, 0.05), 4)
-        0.0755
-    """
-    return min(1.0, sum(math.comb(trials, j) * p**j * (1 - p) ** (trials - j) for j in range(count, trials + 1)))
+from fastndb._core.verdict import (
+    DuplicateComparison,
+    Verdict,
+    compare_duplicates,
+    decide,
+    duplicate_permutation_test,
+)
 
 
 @dataclass(frozen=True)
@@ -75,7 +72,7 @@ class Report:
     """What :func:`build` found (see the module docstring); :meth:`to_html`, :meth:`to_markdown`, :meth:`save`.
 
     Attributes:
-        verdict: the headline and the lines under it.
+        verdict: the headline and the lines under it (``decision``'s, as text).
         ndb: the :class:`~fastndb.NDBResult`.
         coverage: the :class:`~fastndb.PRDCResult` (``None`` when skipped).
         birthday: the :class:`~fastndb.BirthdayResult` of the fake samples (``None`` when skipped).
@@ -85,6 +82,8 @@ class Report:
         settings: options, sizes, versions and timings.
         real_names, fake_names: file names of the samples, when they came from files.
         images: PNG pictures by name (``bins``, ``bin-<k>``, ``pairs``), empty without matplotlib.
+        decision: the :class:`~fastndb._core.verdict.Verdict` behind ``verdict``.
+        duplicates: the fake-against-real duplicate comparison (``None`` without the birthday test).
         examples_as_images: whether the examples were shown as images.
     """
 
@@ -101,6 +100,8 @@ class Report:
     images: dict[str, bytes] = field(default_factory=dict)
     examples_as_images: bool = False
     example_values: dict[str, list[list[float]]] = field(default_factory=dict)
+    decision: Verdict | None = None
+    duplicates: DuplicateComparison | None = None
 
     # ----------------------------------------------------------------------------------------------- text
     def _name(self, real: bool, index: int) -> str:
@@ -147,12 +148,14 @@ class Report:
                 return ""
             return f'<img alt="{esc(alt)}" src="data:image/png;base64,{base64.b64encode(data).decode()}">'
 
-        verdict_class = "ok" if self.verdict[0].startswith("No ") else "bad"
+        decision = self.decision.decision if self.decision is not None else ""
+        verdict_class = {"missing": "bad", "within tolerance": "ok"}.get(decision, "unsure")
         parts = [
             "<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">', "<title>fastndb report</title>",
             "<style>body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}"
             "h1{font-size:1.4em}.verdict{font-size:1.25em;padding:.6em 1em;border-radius:6px}"
-            ".ok{background:#e6f4ea}.bad{background:#fce8e6}table{border-collapse:collapse;margin:.5em 0}"
+            ".ok{background:#e6f4ea}.bad{background:#fce8e6}.unsure{background:#fef7e0}"
+            "table{border-collapse:collapse;margin:.5em 0}"
             "td,th{border:1px solid #ccc;padding:.25em .6em;text-align:left;font-size:.9em}"
             "img{max-width:100%}.bin{margin:1.2em 0;border-top:1px solid #ddd;padding-top:.6em}"
             ".none{color:#a00;font-weight:bold}</style></head><body>",
@@ -216,53 +219,11 @@ class Report:
 
 
 # ------------------------------------------------------------------------------------------------- building
-def verdict(ndb: NDBResult, coverage: PRDCResult | None, duplicates: int | None, null_duplicates: int | None,
-             num_pairs_samples: int | None) -> list[str]:
-    """The headline and its lines. Beyond chance means: NDB's binomial tail below 0.01; an under-filled bin with a
-    p-value below alpha / K (one missing mode among many bins, which the count cannot see); JS above 3 times its
-    chance level; coverage more than 3 binomial standard errors below its chance level (coverage indicators are
-    not independent, so this is a guide, not a test); more than 3 times the real samples' duplicates."""
-    tail = binomial_tail(ndb.ndb, ndb.num_bins, ndb.alpha)
-    under = int((ndb.different & (ndb.z < 0)).sum())
-    over = ndb.ndb - under
-    empty = int(((ndb.fake_counts == 0) & (ndb.real_counts > 0) & ndb.different).sum())
-    js_ratio = ndb.js / ndb.expected_null_js if ndb.expected_null_js > 0 else float("inf")
-    far_ndb = ndb.ndb > ndb.expected_false_positives and tail < 0.01
-    lines = [f"NDB: {ndb.ndb} of {ndb.num_bins} bins differ, about {ndb.expected_false_positives:.1f} by chance "
-             f"(chance of {ndb.ndb} or more: {tail:.2g}); {under} under-filled ({empty} empty), {over} over-filled",
-             f"JS: {ndb.js:.4g}, {js_ratio:.1f} times its chance level {ndb.expected_null_js:.2g}; chi-square test "
-             f"of the histograms: p = {ndb.p_value:.3g}"]
-    # one bin beyond the multiple-testing level (alpha / K, Holm's first step: family-wise error at most alpha) is
-    # a missing mode too: the count's tail cannot see one strongly under-filled bin among many
-    beyond = missing_mode_bins(ndb)
-    lines.insert(1, f"{beyond} under-filled bin(s) beyond the multiple-testing level alpha / K = "
-                    f"{ndb.alpha / ndb.num_bins:.2g} (family-wise error at most alpha)")
-    findings = []
-    if beyond and not (far_ndb and under):
-        findings.append(f"{beyond} bin(s) under-filled beyond the multiple-testing level")
-    if far_ndb and under:
-        findings.append(f"{under} bins under-filled" + (f", {empty} of them empty" if empty else ""))
-    if far_ndb and over:
-        findings.append(f"{over} bins over-filled")
-    if js_ratio > 3 and not far_ndb:
-        findings.append(f"JS {js_ratio:.0f} times its chance level")
-    if coverage is not None:
-        null = coverage.expected_null_coverage
-        lines.append(f"coverage {coverage.coverage:.3f} (by chance {null:.3f}), recall {coverage.recall:.3f}, "
-                     f"precision {coverage.precision:.3f}, density {coverage.density:.3f} (k = {coverage.nearest_k}, "
-                     f"{coverage.num_real} real, {coverage.num_fake} fake samples)")
-        if coverage_shortfall(coverage) > COVERAGE_SIGMAS:
-            findings.append(f"coverage {coverage.coverage:.2f} against {null:.2f} by chance")
-    if duplicates is not None:
-        lines.append(f"birthday test: {duplicates} near-duplicate pairs among {num_pairs_samples} fake samples, "
-                     f"{null_duplicates} among as many real samples at the same threshold")
-        if null_duplicates is not None and duplicates > 3 * max(null_duplicates, 1):
-            findings.append(f"{duplicates} near-duplicate pairs against {null_duplicates} in real data")
-    if findings:
-        headline = "Different from the real data: " + "; ".join(findings) + "."
-    else:
-        headline = "No sign of missing modes or duplicates beyond chance at these sample sizes."
-    return [headline, *lines]
+def verdict(ndb: NDBResult, coverage: PRDCResult | None = None, duplicates: DuplicateComparison | None = None, *,
+            tolerance: float | None = None) -> Verdict:
+    """The report's verdict: :func:`fastndb._core.verdict.decide` (one calibrated test, graded by the missing
+    mass against ``tolerance``), defined once and read by the CLI and the monitor too."""
+    return decide(ndb, coverage=coverage, duplicates=duplicates, tolerance=tolerance)
 
 
 def _is_images(x: Tensor) -> bool:
@@ -370,15 +331,16 @@ def build(
         coverage_samples: samples of each set for the coverage metrics (``None``: skip them).
         nearest_k: ``k`` of the coverage metrics.
         pictures: draw the pictures (needs matplotlib).
-        **options: the options of ``fastndb.score`` (``alpha``, ``seed``, ``value_range``, ``feature``, ...).
+        **options: the options of ``fastndb.score`` (``alpha``, ``tolerance``, ``seed``, ``value_range``,
+            ``feature``, ...).
 
     Example:
         >>> import torch
         >>> g = torch.Generator().manual_seed(0)
         >>> real, fake = torch.randn(2000, 6, generator=g), torch.randn(1000, 6, generator=g)
         >>> report = build(real, fake, pictures=False, birthday_samples=None, coverage_samples=None)
-        >>> report.verdict[0]
-        'No sign of missing modes or duplicates beyond chance at these sample sizes.'
+        >>> report.decision.decision, report.decision.differs
+        ('inconclusive', False)
     """
     import fastndb
 
@@ -403,7 +365,7 @@ def build(
         coverage = prdc(real_x, fake_x, nearest_k=nearest_k, feature=feature, value_range=value_range,
                         num_samples=coverage_samples, seed=ndb.seed)
         timings["coverage metrics"] = time.perf_counter() - began
-    pairs = null_duplicates = None
+    pairs = null_duplicates = duplicates = None
     size = None
     if birthday_samples is not None:
         began = time.perf_counter()
@@ -413,6 +375,9 @@ def build(
         pairs = fastndb.birthday(fake_x[:size], threshold=threshold, value_range=value_range, feature=feature)
         null_duplicates = fastndb.birthday(real_x[-size:], threshold=threshold, value_range=value_range,
                                            feature=feature).num_duplicates
+        null_samples = real_x[-size:]
+        duplicates = compare_duplicates(pairs, null_duplicates, size, permutation_p=duplicate_permutation_test(
+            fake_x[:size], null_samples, threshold, seed=ndb.seed, value_range=value_range, feature=feature))
         timings["birthday test"] = time.perf_counter() - began
 
     flagged, not_shown = flagged_bins(ndb, result, real_x, fake_x, examples=examples, max_flagged=max_flagged)
@@ -448,6 +413,7 @@ def build(
         "python": platform.python_version(), "device": str(real_x.device),
         **{f"time: {k}": f"{v:.2f} s" for k, v in timings.items()},
     }
-    lines = verdict(result, coverage, None if pairs is None else pairs.num_duplicates, null_duplicates, size)
-    return Report(lines, result, coverage, pairs, null_duplicates, flagged, not_shown,
-                  settings, names, fake_names, images, as_images and pictures, values)
+    decision = verdict(result, coverage, duplicates)
+    return Report([decision.headline, *decision.lines], result, coverage, pairs, null_duplicates, flagged,
+                  not_shown, settings, names, fake_names, images, as_images and pictures, values, decision,
+                  duplicates)

@@ -13,6 +13,7 @@ import torch
 
 import fastndb
 from fastndb.demo.synthetic import gaussian_mixture
+from fastndb.report import verdict
 
 PIL_Image = pytest.importorskip("PIL.Image")
 
@@ -52,16 +53,21 @@ def _png_ok(path) -> None:
 
 def test_score_json_equals_the_api_for_every_file_form(files):
     root, real, fake, _ = files
-    expected = fastndb.score(real, fake, num_bins=16, seed=2, correction="holm", cache=False).to_dict(python=True)
+    result = fastndb.score(real, fake, num_bins=16, seed=2, correction="holm", cache=False)
+    expected = result.to_dict(python=True)
     coverage = fastndb.prdc(real, fake, nearest_k=5, num_samples=10_000, seed=2)
+    decided = verdict(result, coverage).to_dict(python=True)
+    decided.pop("missing")
     for real_arg, fake_arg in [("real.npy", "fake.npy"), ("both.npz:real", "both.npz:fake"), ("real.pt", "fake.pt:fake")]:
         out = run("score", real_arg, fake_arg, "--num-bins", "16", "--seed", "2", "--correction", "holm", "--json",
                   cwd=root)
         assert out.returncode == 0, out.stderr
         payload = json.loads(out.stdout)
         prdc = payload.pop("prdc")
+        assert payload.pop("verdict") == decided  # the verdict the report and the monitor read
         assert payload == expected
         assert {k: prdc[k] for k in coverage.scores()} == coverage.scores()
+        assert tuple(prdc["coverage_interval"]) == coverage.coverage_interval
         assert prdc["expected_null_coverage"] == coverage.expected_null_coverage and prdc["nearest_k"] == 5
 
 
@@ -71,7 +77,8 @@ def test_score_prints_the_coverage_metrics_and_can_skip_them(files):
               cwd=root)
     expected = fastndb.prdc(real, fake, nearest_k=3, num_samples=500)
     assert out.returncode == 0, out.stderr
-    assert f"precision {expected.precision:.3f}, recall {expected.recall:.3f}" in out.stdout
+    low, high = expected.precision_interval
+    assert f"precision {expected.precision:.3f} ({low:.3f}-{high:.3f}), recall {expected.recall:.3f}" in out.stdout
     assert "k = 3, on 500 real and 500 fake samples" in out.stdout and "coverage about" in out.stdout
     skipped = run("score", "real.npy", "fake.npy", "--num-bins", "16", "--prdc-samples", "0", "--json", cwd=root)
     assert "prdc" not in json.loads(skipped.stdout)

@@ -17,7 +17,7 @@ from tests.conftest import mixture
 # one valid, non-default value per option (value_range needs data in that range: the data below lie in [-9, 9])
 NON_DEFAULT = {"num_bins": 6, "mode": "original", "seed": 3, "holdout_fraction": 0.4, "whitening": True,
                "max_dims": 3, "max_iter": 50, "tol": 1e-3, "backend": "torch", "value_range": (-9.0, 9.0),
-               "feature": torch.nn.Flatten(), "alpha": 0.01, "correction": "holm", "z_threshold": None,
+               "feature": torch.nn.Flatten(), "alpha": 0.01, "correction": "holm", "z_threshold": None, "tolerance": 0.05,
                "progress": False}
 
 

@@ -40,7 +40,10 @@ def test_the_numbers_are_the_apis(digits_report):
     assert built.coverage.scores() == fastndb.prdc(real, fake, num_samples=5000).scores()
     threshold = fastndb.duplicate_threshold(real, num_samples=len(fake))
     assert built.birthday.num_duplicates == fastndb.birthday(fake, threshold=threshold).num_duplicates
-    assert built.verdict[0].startswith("Different from the real data") and "under-filled" in built.verdict[0]
+    assert built.decision.decision == "missing" and built.decision.differs  # digits 3 and 8 dropped: 20% of the data
+    assert built.verdict[0].startswith("Missing modes: about") and "region(s) are empty" in built.verdict[0]
+    assert built.decision.missing.low > 0.05 and built.decision.missing == expected.missing
+    assert built.duplicates is not None and built.decision.tests["duplicates"] == built.duplicates.p_value
     flagged = [b.index for b in built.flagged]
     z = expected.z.abs()
     assert flagged == sorted(flagged, key=lambda i: -float(z[i]))  # most different first
@@ -78,7 +81,8 @@ def test_the_default_k_follows_the_number_of_real_samples():
     real = torch.from_numpy(mixture(1200, 4, seed=0))
     built = report.build(real, real[:600], pictures=False, birthday_samples=None, coverage_samples=None)
     assert built.ndb.num_bins == 30 and "min(100, N/40)" in built.settings["default K rule"]
-    assert built.verdict[0].startswith("No sign")
+    assert not built.decision.differs and built.decision.decision != "missing"
+    assert built.verdict[0].startswith(("No difference beyond chance", "Nothing missing beyond the tolerance"))
 
 
 def test_the_command_line_writes_html_and_markdown(tmp_path):
@@ -92,7 +96,7 @@ def test_the_command_line_writes_html_and_markdown(tmp_path):
                               str(tmp_path / "fake.npy"), "-o", str(tmp_path / f"r.{fmt}"), "--format", fmt,
                               "--num-bins", "20"], capture_output=True, text=True, timeout=300)
         assert out.returncode == 0, out.stderr
-        assert out.stdout.startswith("Different from the real data") and (tmp_path / f"r.{fmt}").exists()
+        assert out.stdout.startswith("Missing modes: about") and (tmp_path / f"r.{fmt}").exists()
 
 
 def _browser() -> str | None:
@@ -154,7 +158,8 @@ def test_one_missing_mode_among_many_bins_is_reported():
     missing = report.build(real, GRID.sample(2000, seed=2, weights=weights), num_bins=25, pictures=False,
                            birthday_samples=None, coverage_samples=None)
     assert missing.ndb.ndb <= 3  # the count alone is near chance (about 1.25 of 25 bins) ...
-    assert missing.verdict[0].startswith("Different") and "multiple-testing level" in missing.verdict[0]  # ... not the bin
+    assert missing.decision.decision == "missing" and "1 region(s) are empty" in missing.verdict[0]  # ... not the bin
+    assert missing.decision.missing.low <= 1 / 25 <= missing.decision.missing.high  # one mode of 25: 4% missing
     full = report.build(real, GRID.sample(2000, seed=3), num_bins=25, pictures=False, birthday_samples=None,
                         coverage_samples=None)
-    assert full.verdict[0].startswith("No sign")
+    assert not full.decision.differs and full.decision.decision != "missing"

@@ -93,17 +93,18 @@ def test_monitor_flags_collapse_after_warmup_and_patience():
 
 
 def test_monitor_flags_partial_mode_dropping_that_ndb_k_misses():
-    """One of 8 modes missing: NDB/K stays far below 0.8 (the old rule never fired), its emptied bins show it; a
-    generator that samples like the data raises no sign."""
+    """One of 8 modes missing (12.5% of the data): NDB/K stays far below 0.8, the verdict decides "missing" with
+    the mode's mass inside the interval; a generator that samples like the data is never decided "missing"."""
     modes = torch.from_numpy(gaussian_mixture(4000, 16, num_modes=8, seed=0))
     monitor = CollapseMonitor(modes, num_samples=2000, birthday_samples=500, warmup=1, patience=2, value_range=None)
     assert monitor.ndb.num_bins == 100  # the library's default rule: min(100, N / 40)
     healthy = [torch.from_numpy(gaussian_mixture(2000, 16, num_modes=8, seed=s)) for s in (1, 2, 3)]
     dropped = [torch.from_numpy(gaussian_mixture(2000, 16, num_modes=8, seed=s, keep_modes=7)) for s in (4, 5)]
     records = [monitor.observe(x, epoch) for epoch, x in enumerate([*healthy, *dropped], start=1)]
-    assert [r["signal"] for r in records[:3]] == ["", "", ""] and not records[2]["collapsed"]
-    assert all(r["ndb_ratio"] < 0.5 for r in records[3:])  # far below the near-total-collapse threshold
-    assert all(r["emptied_bins"] >= 1 and r["signal"] == "emptied bin" for r in records[3:])
+    assert all(r["decision"] != "missing" for r in records[:3]) and not records[2]["collapsed"]
+    assert all(r["ndb_ratio"] < 0.5 for r in records[3:])  # NDB/K alone would not see it
+    assert all(r["emptied_bins"] >= 1 and r["decision"] == r["signal"] == "missing" for r in records[3:])
+    assert all(r["missing_low"] <= 1 / 8 <= r["missing_high"] for r in records[3:])
     assert all(r["coverage_shortfall"] > 3 for r in records[3:])  # recorded, and it sees the drop too
     assert monitor.collapsed_at == 5
 

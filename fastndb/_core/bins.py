@@ -298,6 +298,7 @@ def compare_counts(bins: FittedBins, fake_counts: Tensor, test: TestOptions) -> 
     result = compare_histograms(
         real_counts, fake_counts, alpha=test.alpha, correction=test.correction, z_threshold=test.z_threshold,
         mode=bins.mode, precision=matmul_precision(bins.centroids.dtype, fake_counts.device),
+        tolerance=test.tolerance,
     )
     smallest = min(result.num_real, result.num_fake)
     if smallest < _MIN_MEAN_COUNT * result.num_bins:

@@ -237,18 +237,20 @@ def birthday(
     if unit != 1.0 and metric == "l2":
         distances = distances / unit
 
-    num_duplicates = duplicate_rate = support = interval = None
+    num_duplicates = duplicate_rate = support = interval = rate_interval = None
     if threshold is not None:
         num_duplicates = identical if identical is not None else int(found.num_below)  # type: ignore[arg-type]
         duplicate_rate = num_duplicates / total_pairs
         low, high = poisson_interval(num_duplicates, confidence)
         support = total_pairs / num_duplicates if num_duplicates else math.inf
         interval = (total_pairs / high, total_pairs / low if low > 0 else math.inf)
+        rate_interval = (low / total_pairs, min(high / total_pairs, 1.0))
     logger.info("birthday: s=%d, %d duplicate pairs at threshold %s (%s)", s, num_duplicates or 0, threshold, metric)
     return BirthdayResult(
         pairs=pairs, distances=distances, metric=metric, num_samples=s, threshold=threshold,
         num_duplicates=num_duplicates, duplicate_rate=duplicate_rate, support_estimate=support,
         support_interval=interval, confidence=confidence, precision=matmul_precision(x.dtype, x.device),
+        duplicate_rate_interval=rate_interval,
     )
 
 

@@ -115,6 +115,8 @@ class TestOptions:
         alpha: per-bin significance level in ``(0, 1)``.
         correction: ``None`` | ``"holm"`` | ``"bh"`` multiple-testing correction of the per-bin p-values.
         z_threshold: flag bins with ``|z| > z_threshold`` instead of ``p < alpha`` (the original's option).
+        tolerance: the missing mass accepted, in ``[0, 1)``: the verdict says "missing" only when the missing
+            mass's interval lies above it (:mod:`fastndb._core.verdict`).
     """
 
     __test__ = False  # not a pytest test class
@@ -124,6 +126,8 @@ class TestOptions:
     z_threshold: float | None = _option(
         None, "flag |z| > this instead of p < alpha (the original's option)", type=float
     )
+    tolerance: float = _option(0.01, "missing mass accepted: 'missing' only when its interval lies above this",
+                               type=float)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "alpha", check_open_unit(self.alpha, "alpha"))
@@ -136,6 +140,9 @@ class TestOptions:
                 f"replaces the p-value rule that the correction adjusts"
             )
         object.__setattr__(self, "z_threshold", threshold)
+        from fastndb._core.verdict import check_tolerance
+
+        object.__setattr__(self, "tolerance", check_tolerance(self.tolerance))
 
 
 BIN_OPTION_NAMES = tuple(f.name for f in fields(BinOptions))

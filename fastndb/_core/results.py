@@ -17,6 +17,60 @@ def fields_as_dict(result: object, *, python: bool = False) -> dict:
 
 
 @dataclass(frozen=True)
+class MissingMass:
+    r"""How much of the real mass the generator under-fills, over the bins: :math:`\theta = \sum_k (r_k - f_k)_+`,
+    the total-variation distance of the two bin histograms (what is missing in some bins is in excess in others).
+
+    What it means: the share of the real data that lies in regions (bins) the generator fills less than the data
+    does, corrected for sampling noise (:mod:`fastndb._core.effects`); 0.19 reads "about 19% of the real data is in
+    regions the generator under-fills". What it does not mean: it is measured at the resolution of the bins (a
+    mode smaller than a bin, or a deficit spread thinly over many bins, is not seen: the estimate is then low), in
+    the chosen feature space, and it says nothing about sample quality inside the filled regions.
+
+    Attributes:
+        estimate: the chance-corrected estimate :math:`\hat\theta` (it can be slightly below 0 when nothing is
+            missing: an unbiased estimate near 0 must be).
+        low, high: its interval at ``confidence`` (``low`` is 0 unless the estimate is beyond chance).
+        confidence: level of the intervals.
+        p_value: test of "nothing is missing" (fake drawn like real): the share of null histograms (drawn from the
+            pooled shares) with an estimate at least as large.
+        chance_sd: the estimate's standard deviation when nothing is missing, at these sizes.
+        plug_in: the raw :math:`\sum_k (\hat r_k - \hat f_k)_+`, biased upwards by noise.
+        plug_in_chance: ``plug_in``'s mean when nothing is missing (its chance level).
+        emptied_mass: the real share in emptied bins (under-filled beyond ``alpha / K`` and below a quarter of the
+            real share): the part that points at dropped modes rather than shifted ones.
+        emptied_low, emptied_high: its Wilson interval.
+        emptied_bins: how many bins are emptied.
+        affected_bins: bins the estimator found under- or over-filled against the common fill ratio.
+        num_bins, num_real, num_fake: ``K``, :math:`n_r`, :math:`n_f`.
+    """
+
+    estimate: float
+    low: float
+    high: float
+    confidence: float
+    p_value: float
+    chance_sd: float
+    plug_in: float
+    plug_in_chance: float
+    emptied_mass: float
+    emptied_low: float
+    emptied_high: float
+    emptied_bins: int
+    affected_bins: int
+    num_bins: int
+    num_real: int
+    num_fake: int
+
+    def to_dict(self, *, python: bool = False) -> dict:
+        """Fields as a dict (already plain Python values)."""
+        return fields_as_dict(self, python=python)
+
+    def __str__(self) -> str:
+        return f"{100 * max(self.estimate, 0):.1f}% ({100 * self.low:.1f}-{100 * self.high:.1f}%)"
+
+
+@dataclass(frozen=True)
 class NDBResult:
     """The NDB comparison of a fake sample's bin histogram against the real one.
 
@@ -58,6 +112,17 @@ class NDBResult:
         mode: ``"holdout"`` or ``"original"``: how the reference proportions were obtained.
         precision: arithmetic of the bin assignment, e.g. ``"float32"``, ``"float64"``, or a note that TF32 /
             reduced-precision matmul was allowed (which can move near-tie samples between bins).
+        missing: how much of the real mass the generator under-fills, with its interval and chance level
+            (:class:`MissingMass`); the effect size to read first.
+        ndb_p_value: the chance of as many bins below ``alpha`` (uncorrected per-bin rule) when fake is drawn like
+            real, from the missing mass's null draws (histograms drawn from the pooled shares): NDB's count as a
+            test, without assuming the bins independent.
+        strongest_p_value: the chance, on the same draws, of a smallest per-bin p-value at least as small as the
+            observed one (Westfall and Young's min-p): the strongest bin as a test over all ``K``.
+        tolerance: the missing mass the verdict accepts (:class:`TestOptions`).
+        difference: ``(K,)`` float64 ``fake_proportions - real_proportions`` (negative: under-filled).
+        difference_low, difference_high: ``(K,)`` float64, its 95% interval per bin (Newcombe's hybrid score
+            interval, :func:`~fastndb._core.effects.bin_differences`).
     """
 
     ndb: int
@@ -84,20 +149,30 @@ class NDBResult:
     p_value: float
     mode: str
     precision: str
+    missing: MissingMass | None = None
+    ndb_p_value: float | None = None
+    strongest_p_value: float | None = None
+    tolerance: float = 0.01
+    difference: Tensor | None = None
+    difference_low: Tensor | None = None
+    difference_high: Tensor | None = None
 
     def to_dict(self, *, python: bool = False) -> dict:
-        """Fields as a dict.
+        """Fields as a dict (``missing`` as its own dict).
 
         Args:
             python: convert tensors to lists (JSON-ready) instead of keeping them as tensors.
         """
-        return fields_as_dict(self, python=python)
+        out = fields_as_dict(self, python=python)
+        out["missing"] = None if self.missing is None else self.missing.to_dict(python=python)
+        return out
 
     def __repr__(self) -> str:
         return (
             f"NDBResult(ndb={self.ndb}, ndb_ratio={self.ndb_ratio:.4f}, js={self.js:.6f}, num_bins={self.num_bins}, "
             f"alpha={self.alpha}, expected_false_positives={self.expected_false_positives:.2f}, "
-            f"p_value={self.p_value:.4g}, num_real={self.num_real}, num_fake={self.num_fake}, mode={self.mode!r})"
+            f"p_value={self.p_value:.4g}, missing={self.missing}, num_real={self.num_real}, "
+            f"num_fake={self.num_fake}, mode={self.mode!r})"
         )
 
 
@@ -124,8 +199,11 @@ class BirthdayResult:
         duplicate_rate: ``num_duplicates / (s (s - 1) / 2)``, the share of pairs that are duplicates, or ``None``.
         support_estimate: :math:`s (s - 1) / (2 C)` (``inf`` when ``C = 0``), or ``None``.
         support_interval: ``(low, high)`` from the exact Poisson interval of ``C`` at ``confidence``, or ``None``.
-        confidence: level of ``support_interval``.
+        confidence: level of ``support_interval`` and ``duplicate_rate_interval``.
         precision: arithmetic of the candidate search (distances themselves are always recomputed in float64).
+        duplicate_rate_interval: ``(low, high)`` of ``duplicate_rate`` from the exact (Garwood) Poisson interval
+            of the count, or ``None``. Pairs sharing a sample are not independent (a cluster of ``c`` copies makes
+            ``c (c - 1) / 2`` pairs), so when duplicates come in clusters the interval is too narrow.
     """
 
     pairs: Tensor
@@ -139,6 +217,7 @@ class BirthdayResult:
     support_interval: tuple[float, float] | None
     confidence: float
     precision: str
+    duplicate_rate_interval: tuple[float, float] | None = None
 
     def to_dict(self, *, python: bool = False) -> dict:
         """Fields as a dict (``python=True``: tensors as lists, JSON-ready)."""
@@ -213,6 +292,13 @@ class PRDCResult:
         fake_realistic: ``(M,)`` bool: this fake sample lies in some real sample's ball (precision).
         fake_density: ``(M,)`` int64: how many real balls hold this fake sample (density, times ``k``).
         precision_mode: arithmetic of the candidate search (every boundary case is re-tested in float64).
+        precision_interval, recall_interval, density_interval, coverage_interval: ``(low, high)`` at
+            ``confidence``, by subsampling (:func:`~fastndb._core.coverage.subset_scores`: the four numbers on
+            ``interval_subsets`` disjoint pairs of subsets, their spread scaled to the full sizes, a Student
+            interval), or ``None`` when the samples are too few for two subsets.
+        coverage_se: the standard error behind ``coverage_interval`` (``None`` without it).
+        interval_subsets: ``G``, the number of disjoint subsets (0: no intervals).
+        confidence: level of the intervals.
     """
 
     precision: float
@@ -230,6 +316,13 @@ class PRDCResult:
     fake_realistic: Tensor
     fake_density: Tensor
     precision_mode: str
+    precision_interval: tuple[float, float] | None = None
+    recall_interval: tuple[float, float] | None = None
+    density_interval: tuple[float, float] | None = None
+    coverage_interval: tuple[float, float] | None = None
+    coverage_se: float | None = None
+    interval_subsets: int = 0
+    confidence: float = 0.95
 
     def to_dict(self, *, python: bool = False) -> dict:
         """Fields as a dict (``python=True``: tensors as lists, JSON-ready)."""
@@ -242,6 +335,18 @@ class PRDCResult:
         from fastndb._core.statistics import expected_null_coverage
 
         return expected_null_coverage(self.nearest_k, self.num_real, self.num_fake)
+
+    @property
+    def coverage_p_value(self) -> float | None:
+        """One-sided p-value of "coverage is at its chance level" against "below it":
+        :math:`F_{G-1}((c - c_0) / \\mathrm{se})`, the Student distribution function on the ``G - 1`` degrees of
+        freedom of the subsampling standard error (``None`` without intervals)."""
+        if self.coverage_se is None:
+            return None
+        from fastndb._core.coverage import student_cdf
+
+        t = (self.coverage - self.expected_null_coverage) / max(self.coverage_se, 1e-12)
+        return student_cdf(t, self.interval_subsets - 1)
 
     def scores(self) -> dict:
         """The four numbers alone."""

@@ -17,6 +17,7 @@ is over-represented among fake samples). A bin with :math:`\bar p \in \{0, 1\}` 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 from torch import Tensor
@@ -200,6 +201,8 @@ def compare_histograms(
     z_threshold: float | None = None,
     mode: str = "holdout",
     precision: str = "not recorded",
+    seed: int = 0,
+    tolerance: float = 0.01,
 ) -> NDBResult:
     """All NDB statistics of a real and a fake bin histogram.
 
@@ -212,6 +215,8 @@ def compare_histograms(
         mode: recorded in the result.
         precision: arithmetic of the assignment that produced the counts, recorded in the result (the caller
             knows it; this function only sees counts).
+        seed: seed of the missing mass's null draws (:func:`~fastndb._core.effects.missing_mass`).
+        tolerance: recorded in the result, for the verdict.
 
     Example:
         >>> result = compare_histograms(torch.tensor([500, 500]), torch.tensor([700, 300]), alpha=0.05)
@@ -227,14 +232,19 @@ def compare_histograms(
     real_proportions = real_counts.to(torch.float64) / n_r64
     fake_proportions = fake_counts.to(torch.float64) / n_f64
     chi2_t, dof_t, p_value_t = _chi2(real_counts, fake_counts)
-    scalars = torch.stack([n_r.to(torch.float64), n_f.to(torch.float64), different.sum().to(torch.float64),
+    from fastndb._core.effects import bin_differences, mass_from_values, missing_mass_values
+
+    mass_values = missing_mass_values(real_counts, fake_counts.to(real_counts.device), alpha=alpha, seed=seed)
+    scalars = torch.cat([torch.stack([n_r.to(torch.float64), n_f.to(torch.float64), different.sum().to(torch.float64),
                            js_divergence(real_proportions, fake_proportions), chi2_t, dof_t.to(torch.float64),
-                           p_value_t])
-    num_real_f, num_fake_f, ndb_f, js, chi2, dof_f, p_value = host_values(scalars)  # the one host read
+                           p_value_t]), mass_values])
+    values = host_values(scalars)  # the one host read
+    num_real_f, num_fake_f, ndb_f, js, chi2, dof_f, p_value = values[:7]
     num_real, num_fake, ndb, chi2_dof = int(num_real_f), int(num_fake_f), int(ndb_f), int(dof_f)
     for name, total in (("real_counts", num_real), ("fake_counts", num_fake)):
         if total <= 0:
             raise ValueError(f"{name}: expected counts with a positive total, got a total of {total}")
+    difference, difference_low, difference_high = bin_differences(real_counts, fake_counts)
     return NDBResult(
         ndb=ndb,
         ndb_ratio=ndb / num_bins,
@@ -260,6 +270,13 @@ def compare_histograms(
         p_value=p_value,
         mode=mode,
         precision=precision,
+        missing=mass_from_values(values[7:23]) if num_real > 0 and num_fake > 0 else None,
+        ndb_p_value=values[23],
+        strongest_p_value=values[24],
+        tolerance=tolerance,
+        difference=difference,
+        difference_low=difference_low,
+        difference_high=difference_high,
     )
 
 
@@ -299,3 +316,72 @@ def poisson_interval(count: int, confidence: float = 0.95) -> tuple[float, float
     lower = 0.0 if count == 0 else _gammainc_inverse(float(count), tail)
     upper = _gammainc_inverse(float(count) + 1.0, 1.0 - tail)
     return lower, upper
+
+
+def _binomial_upper_tail(count: int, trials: int, p: float) -> float:
+    """``P(X >= count)`` for ``X ~ Binomial(trials, p)``: exact (log-space terms) up to 5,000 trials, the
+    continuity-corrected normal approximation beyond."""
+    if count <= 0:
+        return 1.0
+    if count > trials or p <= 0:
+        return 0.0
+    if p >= 1:
+        return 1.0
+    if trials > 5000:
+        sd = math.sqrt(trials * p * (1 - p))
+        return 0.5 * math.erfc((count - 0.5 - trials * p) / (sd * math.sqrt(2)))
+    log_p, log_q = math.log(p), math.log1p(-p)
+    base = math.lgamma(trials + 1)
+    terms = [base - math.lgamma(j + 1) - math.lgamma(trials - j + 1) + j * log_p + (trials - j) * log_q
+             for j in range(count, trials + 1)]
+    top = max(terms)
+    return min(1.0, math.exp(top) * sum(math.exp(t - top) for t in terms))
+
+
+def _clopper_pearson(count: int, trials: int, confidence: float) -> tuple[float, float]:
+    """Exact (Clopper-Pearson) interval of a binomial share, by bisection on the binomial tails."""
+    tail = (1 - confidence) / 2
+
+    def solve(target: Callable[[float], float]) -> float:
+        low, high = 0.0, 1.0
+        for _ in range(60):
+            middle = (low + high) / 2
+            if target(middle) < 0:
+                low = middle
+            else:
+                high = middle
+        return (low + high) / 2
+
+    lower = 0.0 if count == 0 else solve(lambda p: _binomial_upper_tail(count, trials, p) - tail)
+    upper = 1.0 if count == trials else solve(lambda p: tail - (1 - _binomial_upper_tail(count + 1, trials, p)))
+    return lower, upper
+
+
+def compare_rates(count: int, exposure: float, reference_count: int, reference_exposure: float, *,
+                  confidence: float = 0.95) -> tuple[float, float, float, float]:
+    r"""Exact conditional test that a Poisson count's rate exceeds a reference count's, with the ratio's interval.
+
+    Given :math:`n = c + c_0`, :math:`c \sim \mathrm{Binomial}(n, \pi)` with
+    :math:`\pi = \rho E / (\rho E + E_0)` for the rate ratio :math:`\rho` and exposures :math:`E, E_0` (here:
+    the numbers of pairs). The one-sided p-value of :math:`\rho \le 1` is :math:`P(X \ge c)` at :math:`\rho = 1`;
+    the ratio's interval maps the Clopper-Pearson interval :math:`[\pi_l, \pi_u]` of :math:`\pi` through
+    :math:`\rho = \pi E_0 / ((1 - \pi) E)`.
+
+    Returns:
+        ``(p_value, ratio, ratio_low, ratio_high)``; the ratio is ``inf`` when the reference count is 0 and
+        ``nan`` when both are.
+
+    Example:
+        >>> p, ratio, low, high = compare_rates(5, 1.0, 0, 1.0)
+        >>> round(p, 4), ratio, round(low, 3), high  # five pairs against none: 0.5 ** 5
+        (0.0312, inf, 0.916, inf)
+    """
+    n = count + reference_count
+    if n == 0:
+        return 1.0, math.nan, 0.0, math.inf
+    share = exposure / (exposure + reference_exposure)
+    p_value = _binomial_upper_tail(count, n, share)
+    low_pi, high_pi = _clopper_pearson(count, n, confidence)
+    to_ratio = lambda pi: math.inf if pi >= 1 else pi * reference_exposure / ((1 - pi) * exposure)  # noqa: E731
+    ratio = math.inf if reference_count == 0 else (count / exposure) / (reference_count / reference_exposure)
+    return p_value, ratio, to_ratio(low_pi), to_ratio(high_pi)

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from fastndb import NDB
 from fastndb._core.optional import require
 from fastndb._core.results import NDBResult
+from fastndb._core.verdict import DEFAULT_TOLERANCE
 from fastndb.demo.training import CollapseMonitor, EpochRecord, GANConfig, TrainingResult, train_gan
 
 # defaults of ``fastndb demo``: a few CPU minutes on the bundled digits; with ``--data``, the full-size setting of
@@ -153,7 +154,7 @@ def run_dcgan_demo(
     out_dir: str | Path | None = "fastndb-demo",
     config: GANConfig | None = None,
     num_bins: int | None = None,
-    threshold: float = 0.8,
+    tolerance: float = DEFAULT_TOLERANCE,
     progress: bool | None = None,
     on_epoch: Callable[[EpochRecord], None] | None = None,
     drop_digits: tuple[int, ...] = (),
@@ -175,7 +176,7 @@ def run_dcgan_demo(
                            width=defaults["width"])
     if num_bins is None:
         num_bins = max(2, min(defaults["max_bins"], real.shape[0] // 40))
-    monitor = CollapseMonitor(real, num_bins=num_bins, threshold=threshold, seed=config.seed,
+    monitor = CollapseMonitor(real, num_bins=num_bins, tolerance=tolerance, seed=config.seed,
                               second_feature=second_feature)
     return train_gan(train, config, monitor=monitor, out_dir=out_dir, progress=progress, on_epoch=on_epoch)
 
@@ -184,7 +185,7 @@ def format_epoch_header(second: str | None = None) -> str:
     """Header of the per-epoch table the demo prints (with a second feature space's NDB/K and JS, if named)."""
     extra = "" if second is None else f" {second[:6] + ' NDB/K':>12} {'JS':>7}"
     return (f"{'epoch':>5} {'D loss':>7} {'G loss':>7} {'NDB':>4} {'NDB/K':>6} {'JS':>7}{extra} {'cover':>5} "
-            f"{'dup pairs':>9} {'emptied':>7} {'flag':>7} {'s':>5}")
+            f"{'dup pairs':>9} {'emptied':>7} {'missing (95% interval)':>22} {'verdict':>16} {'flag':>7} {'s':>5}")
 
 
 def format_epoch(record: EpochRecord) -> str:
@@ -193,4 +194,12 @@ def format_epoch(record: EpochRecord) -> str:
     extra = "" if no_second_space else f" {record.feature_ndb_ratio:>12.2f} {record.feature_js:>7.4f}"
     return (f"{record.epoch:>5} {record.d_loss:>7.3f} {record.g_loss:>7.3f} {record.ndb:>4} {record.ndb_ratio:>6.2f} "
             f"{record.js:>7.4f}{extra} {record.coverage:>5.2f} {record.num_duplicates:>9} {record.emptied_bins:>7} "
-            f"{'FLAGGED' if record.collapsed else '-':>7} {record.seconds:>5.1f}")
+            f"{_missing_text(record):>22} {record.decision or '-':>16} {'FLAGGED' if record.collapsed else '-':>7} "
+            f"{record.seconds:>5.1f}")
+
+
+def _missing_text(record: EpochRecord) -> str:
+    if math.isnan(record.missing_mass):
+        return "-"
+    return (f"{100 * max(record.missing_mass, 0):.1f}% ({100 * record.missing_low:.1f}-"
+            f"{100 * record.missing_high:.1f}%)")

@@ -3,11 +3,10 @@
 :class:`CollapseMonitor` fits NDB bins once on the real images and, each epoch, streams the generator's samples
 into them (:meth:`NDB.score <fastndb.NDB.score>` on the samples' device: no host copy of the samples, only K
 counts and a few scalars come back), runs the birthday test on a subset with a threshold taken from real data,
-and flags mode dropping when an epoch shows a sign of missing modes (:mod:`fastndb._core.signals`: an *emptied*
-bin, under-filled beyond ``alpha / K`` and holding less than a quarter of its real share, or NDB/K above
-``threshold``) for ``patience`` epochs in a row after ``warmup`` epochs. The rule was re-derived from samplers
-and generators whose captured modes are known (``benchmarks/monitor_rule.py``; docs/monitor.md gives its
-measured false-alarm and detection rates).
+and flags mode dropping when an epoch's verdict (:func:`fastndb._core.verdict.decide`, the report's: a calibrated
+test that the samples differ, and the missing mass's 95% interval above ``tolerance``) is ``"missing"`` for
+``patience`` epochs in a row after ``warmup`` epochs. docs/monitor.md gives its measured false-alarm and
+detection rates on samplers and generators whose captured modes are known (``benchmarks/monitor_rule.py``).
 
 :func:`train_gan` is the standard DCGAN loop (Adam, lr 2e-4, betas (0.5, 0.999), binary cross-entropy) with the
 options of the label experiments: a share of the discriminator's labels flipped (``label_flip``), one-sided label
@@ -29,13 +28,21 @@ from torch import Tensor, nn
 
 from fastndb import NDB
 from fastndb._core.birthday import birthday, duplicate_threshold
-from fastndb._core.checks import check_int, check_open_unit
+from fastndb._core.checks import check_int
 from fastndb._core.coverage import _subset, prdc
 from fastndb._core.options import default_num_bins
 from fastndb._core.progress import progress_bar
 from fastndb._core.results import NDBResult
 from fastndb._core.signals import coverage_shortfall, emptied_bins, missing_mode_bins
 from fastndb._core.statistics import expected_null_coverage, expected_null_js
+from fastndb._core.verdict import (
+    DEFAULT_TOLERANCE,
+    Verdict,
+    check_tolerance,
+    compare_duplicates,
+    decide,
+    duplicate_permutation_test,
+)
 from fastndb.demo.models import Discriminator, Generator, sample
 
 logger = logging.getLogger(__name__)
@@ -64,6 +71,10 @@ class EpochRecord:
     emptied_bins: int = -1
     coverage_shortfall: float = math.nan
     signal: str = ""
+    missing_mass: float = math.nan
+    missing_low: float = math.nan
+    missing_high: float = math.nan
+    decision: str = ""
 
     def to_dict(self) -> dict:
         """Fields as a dict."""
@@ -83,10 +94,11 @@ class CollapseMonitor:
         alpha: per-bin level; under the null NDB/K is about ``alpha``, and a bin counts as emptied (a sign of a
             missing mode) when the samples under-fill it with a p-value below ``alpha / K`` and to less than a
             quarter of its real share.
-        threshold: NDB/K above which an epoch counts as near-total collapse (the other sign). NDB/K measures
-            any mismatch, so a poor or untrained generator scores high too: read it with the duplicate count and
-            with JS against :attr:`null_js`.
-        patience: epochs in a row with a sign of missing modes before :attr:`collapsed_at` is set.
+        tolerance: the missing mass accepted: an epoch counts towards mode dropping when its verdict
+            (:func:`fastndb._core.verdict.decide`, the report's) is ``"missing"``: the samples differ from the data
+            beyond chance (one calibrated test over NDB, the strongest bin, JS, coverage and the duplicates) and the
+            missing mass's 95% interval lies above ``tolerance``.
+        patience: epochs in a row decided ``"missing"`` before :attr:`collapsed_at` is set.
         warmup: epochs not counted: an untrained generator differs from the data in every bin, which is not
             collapse.
         num_samples: generated samples scored per epoch.
@@ -122,7 +134,7 @@ class CollapseMonitor:
         *,
         num_bins: int | None = None,
         alpha: float = 0.05,
-        threshold: float = 0.8,
+        tolerance: float = DEFAULT_TOLERANCE,
         patience: int = 2,
         warmup: int = 3,
         num_samples: int = 2000,
@@ -133,7 +145,7 @@ class CollapseMonitor:
         second_feature: object = None,
         seed: int = 0,
     ) -> None:
-        self.threshold = check_open_unit(threshold, "threshold")
+        self.tolerance = check_tolerance(tolerance)
         self.patience = check_int(patience, "patience", minimum=1)
         self.warmup = check_int(warmup, "warmup", minimum=0)
         self.num_samples = check_int(num_samples, "num_samples", minimum=2)
@@ -142,8 +154,8 @@ class CollapseMonitor:
         if num_bins is None:
             num_bins = default_num_bins(real.shape[0], num_fake=self.num_samples)
         self.value_range = value_range
-        self.ndb = NDB(num_bins, alpha, seed=seed, value_range=value_range, feature=feature).fit(real,
-                                                                                                 distributed=False)
+        self.ndb = NDB(num_bins, alpha, seed=seed, value_range=value_range, feature=feature,
+                       tolerance=self.tolerance).fit(real, distributed=False)
         self.feature = self.ndb.options.feature  # resolved once (a name loads its network once)
         self.duplicate_threshold = duplicate_threshold(real, quantile=quantile,
                                                        num_samples=min(self.birthday_samples, real.shape[0]),
@@ -160,6 +172,10 @@ class CollapseMonitor:
         self._coverage_real = _subset(real, self.birthday_samples, seed)
         self.nearest_k = 5
         self.null_coverage = expected_null_coverage(self.nearest_k, self._coverage_real.shape[0], self.birthday_samples)
+        # the duplicates of as many real samples at the same threshold: the level the generator's are tested against
+        self.real_duplicates = int(birthday(self._coverage_real, num_pairs=1, threshold=self.duplicate_threshold,
+                                            value_range=value_range, feature=self.feature).num_duplicates or 0)
+        self.last_verdict: Verdict | None = None
         self.collapsed_at: int | None = None
         self.last_result: NDBResult | None = None
         self._above = 0
@@ -178,10 +194,11 @@ class CollapseMonitor:
             ``duplicate_rate`` (the birthday test at :attr:`duplicate_threshold`), ``recall``, ``coverage``
             (``k = 5``; chance level :attr:`null_coverage`), ``missing_bins`` (bins under-filled beyond
             ``alpha / K``), ``emptied_bins`` (those of them below a quarter of their real share),
-            ``coverage_shortfall`` (standard errors below chance), ``signal`` (the signs of missing modes this epoch
-            shows, comma-separated, empty when none), ``collapsed`` (whether mode dropping has been
-            flagged by now), and with ``second_feature`` also ``feature_ndb_ratio``, ``feature_js``.
-            :attr:`last_result` holds the full NDB result.
+            ``coverage_shortfall`` (standard errors below chance), ``missing_mass``, ``missing_low``,
+            ``missing_high`` (the missing mass and its 95% interval), ``decision`` (the verdict: ``"missing"``,
+            ``"within tolerance"`` or ``"inconclusive"``; also as ``signal``), ``collapsed`` (whether mode dropping
+            has been flagged by now), and with ``second_feature`` also ``feature_ndb_ratio``, ``feature_js``.
+            :attr:`last_result` holds the full NDB result, :attr:`last_verdict` the verdict.
         """
         result = self.ndb.score(samples)
         self.last_result = result
@@ -190,18 +207,24 @@ class CollapseMonitor:
         covered = prdc(self._coverage_real, samples[: self.birthday_samples], nearest_k=self.nearest_k,
                        value_range=self.value_range, feature=self.feature)
         missing, emptied, short = missing_mode_bins(result), emptied_bins(result), coverage_shortfall(covered)
-        # the rule re-derived from known modes (benchmarks/monitor_rule.py): an emptied bin or near-total collapse;
-        # coverage is recorded but not part of it (on images it did not follow the true modes)
-        signs = [name for name, present in (("emptied bin", emptied >= 1),
-                                            ("NDB/K above threshold", result.ndb_ratio > self.threshold)) if present]
+        fake_subset = samples[: self.birthday_samples]
+        permutation_p = duplicate_permutation_test(fake_subset, self._coverage_real, self.duplicate_threshold,
+                                                   seed=self.seed + epoch, value_range=self.value_range,
+                                                   feature=self.feature)
+        duplicates = compare_duplicates(pairs, self.real_duplicates, self._coverage_real.shape[0],
+                                        permutation_p=permutation_p)
+        verdict = decide(result, coverage=covered, duplicates=duplicates, tolerance=self.tolerance)
+        self.last_verdict = verdict
         counted = epoch > self.warmup
-        self._above = self._above + 1 if counted and signs else 0
+        self._above = self._above + 1 if counted and verdict.flagged else 0
         if self._above >= self.patience and self.collapsed_at is None:
             self.collapsed_at = epoch
         stats = {"ndb": result.ndb, "ndb_ratio": result.ndb_ratio, "js": result.js, "p_value": result.p_value,
                  "num_duplicates": int(pairs.num_duplicates or 0), "duplicate_rate": float(pairs.duplicate_rate or 0),
                  "recall": covered.recall, "coverage": covered.coverage, "missing_bins": missing,
-                 "emptied_bins": emptied, "coverage_shortfall": short, "signal": ", ".join(signs),
+                 "emptied_bins": emptied, "coverage_shortfall": short, "signal": verdict.decision,
+                 "missing_mass": result.missing.estimate, "missing_low": result.missing.low,
+                 "missing_high": result.missing.high, "decision": verdict.decision,
                  "collapsed": self.collapsed_at is not None}
         if self.second is not None:
             second = self.second.score(samples)
@@ -350,6 +373,8 @@ def train_gan(
                 coverage=stats.get("coverage", math.nan), missing_bins=stats.get("missing_bins", -1),
                 emptied_bins=stats.get("emptied_bins", -1),
                 coverage_shortfall=stats.get("coverage_shortfall", math.nan), signal=stats.get("signal", ""),
+                missing_mass=stats.get("missing_mass", math.nan), missing_low=stats.get("missing_low", math.nan),
+                missing_high=stats.get("missing_high", math.nan), decision=stats.get("decision", ""),
             )
             records.append(record)
             logger.info("epoch %d: %s", epoch, record)
@@ -396,7 +421,7 @@ def _save_curves(records: list[EpochRecord], monitor: CollapseMonitor, collapsed
                  path: Path) -> Path:
     from fastndb import plot
 
-    fig, _ = plot.training_curves([r.to_dict() for r in records], threshold=monitor.threshold,
+    fig, _ = plot.training_curves([r.to_dict() for r in records], tolerance=monitor.tolerance,
                                   collapsed_at=collapsed_at, null_level=monitor.null_ndb_ratio,
                                   null_coverage=monitor.null_coverage)
     fig.savefig(path, dpi=100)
