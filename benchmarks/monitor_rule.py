@@ -59,6 +59,7 @@ SIGNALS = {
     "verdict missing, tolerance 1% (the monitor's default)": lambda c: c["differs"] and c["missing_low"] > 0.01,
     "verdict missing, tolerance 2%": lambda c: c["differs"] and c["missing_low"] > 0.02,
     "verdict missing, tolerance 5%": lambda c: c["differs"] and c["missing_low"] > 0.05,
+    "verdict missing, tolerance 25%": lambda c: c["differs"] and c["missing_low"] > 0.25,
 }
 MONITOR_RULE = "verdict missing, tolerance 1% (the monitor's default)"
 

@@ -112,17 +112,17 @@ def test_duplicate_rate_interval_is_garwoods():
     assert result.num_duplicates == 6 and result.duplicate_rate_interval == pytest.approx((low / pairs, high / pairs))
 
 
-def test_coverage_metrics_carry_subsampling_intervals():
+def test_coverage_metrics_carry_jackknife_intervals():
     stats = pytest.importorskip("scipy.stats")
     from fastndb._core.coverage import student_quantile
 
     assert student_quantile(0.975, 19) == pytest.approx(stats.t.ppf(0.975, 19), abs=1e-4)
     g = torch.Generator().manual_seed(0)
     out = fastndb.prdc(torch.randn(1500, 6, generator=g), torch.randn(1500, 6, generator=g))
-    assert out.interval_subsets == 15 and out.confidence == 0.95  # at least 100 samples a side per subset
+    assert out.interval_subsets == 10 and out.confidence == 0.95
     for name in ("precision", "recall", "density", "coverage"):
         low, high = getattr(out, f"{name}_interval")
-        assert low <= getattr(out, name) <= high and high - low < 0.15
+        assert low <= getattr(out, name) <= high and high - low < (0.3 if name == "density" else 0.15)
     assert 0.05 < out.coverage_p_value < 0.95 or abs(out.coverage - out.expected_null_coverage) < 0.03
     tiny = fastndb.prdc(torch.randn(30, 2, generator=g), torch.randn(30, 2, generator=g))
     assert tiny.coverage_interval is None and tiny.coverage_p_value is None and tiny.interval_subsets == 0
@@ -132,15 +132,30 @@ def test_coverage_metrics_carry_subsampling_intervals():
     assert half.coverage_interval[1] < out.expected_null_coverage and half.coverage_p_value < 1e-6
 
 
+def test_jackknife_replicates_are_the_metrics_without_one_group():
+    from fastndb._core.coverage import jackknife_scores
+
+    g = torch.Generator().manual_seed(1)
+    x, y = torch.randn(300, 3, generator=g, dtype=torch.float64), torch.randn(200, 3, generator=g, dtype=torch.float64)
+    rows = jackknife_scores(x, y, nearest_k=5, inclusive=False, groups=4, seed=7)
+    generator = torch.Generator().manual_seed(7)
+    real_group = torch.randperm(300, generator=generator) % 4
+    fake_group = torch.randperm(200, generator=generator) % 4
+    for group in range(4):
+        direct = fastndb.prdc(x[real_group != group], y[fake_group != group], subsets=0)
+        assert rows[group].tolist() == pytest.approx([direct.precision, direct.recall, direct.density,
+                                                      direct.coverage], abs=1e-12)
+
+
 def test_coverage_interval_covers_the_null_expectation():
-    """Under the null the expected coverage is known exactly: 40 draws, the interval holds it in at least 34."""
+    """Under the null the expected coverage is known exactly: 30 draws, the interval holds it in at least 26."""
     hits = 0
-    for seed in range(40):
+    for seed in range(30):
         g = torch.Generator().manual_seed(100 + seed)
-        out = fastndb.prdc(torch.randn(800, 4, generator=g), torch.randn(800, 4, generator=g), seed=seed)
+        out = fastndb.prdc(torch.randn(500, 4, generator=g), torch.randn(500, 4, generator=g), seed=seed)
         low, high = out.coverage_interval
         hits += low <= out.expected_null_coverage <= high
-    assert hits >= 34, hits
+    assert hits >= 26, hits
 
 
 def test_detectable_mass_falls_with_the_sample_size_and_rises_with_the_tolerance():

@@ -293,11 +293,11 @@ class PRDCResult:
         fake_density: ``(M,)`` int64: how many real balls hold this fake sample (density, times ``k``).
         precision_mode: arithmetic of the candidate search (every boundary case is re-tested in float64).
         precision_interval, recall_interval, density_interval, coverage_interval: ``(low, high)`` at
-            ``confidence``, by subsampling (:func:`~fastndb._core.coverage.subset_scores`: the four numbers on
-            ``interval_subsets`` disjoint pairs of subsets, their spread scaled to the full sizes, a Student
-            interval), or ``None`` when the samples are too few for two subsets.
+            ``confidence``, by the delete-a-group jackknife (:func:`~fastndb._core.coverage.jackknife_scores`:
+            the four numbers recomputed ``interval_subsets`` times, each time without one group of either set; a
+            Student interval), or ``None`` when the samples are too few.
         coverage_se: the standard error behind ``coverage_interval`` (``None`` without it).
-        interval_subsets: ``G``, the number of disjoint subsets (0: no intervals).
+        interval_subsets: ``G``, the number of jackknife groups (0: no intervals).
         confidence: level of the intervals.
     """
 
@@ -340,7 +340,7 @@ class PRDCResult:
     def coverage_p_value(self) -> float | None:
         """One-sided p-value of "coverage is at its chance level" against "below it":
         :math:`F_{G-1}((c - c_0) / \\mathrm{se})`, the Student distribution function on the ``G - 1`` degrees of
-        freedom of the subsampling standard error (``None`` without intervals)."""
+        freedom of the jackknife standard error (``None`` without intervals)."""
         if self.coverage_se is None:
             return None
         from fastndb._core.coverage import student_cdf
