@@ -4,6 +4,7 @@
     python benchmarks/effect_sizes.py pipeline   # the same through k-means bins on Gaussian mixtures (tens of min)
     python benchmarks/effect_sizes.py coverage   # the subsampling intervals of coverage/recall/precision/density
     python benchmarks/effect_sizes.py null       # false alarms of the old and the new headline over null splits
+    python benchmarks/effect_sizes.py duplicates # the duplicate rate's interval and the duplicate tests, null
     python benchmarks/effect_sizes.py all
 
 ``counts``: bin histograms drawn from known shares (``K`` bins with Gamma(10) shares, the spread of k-means bins
@@ -305,8 +306,44 @@ def null_section(splits: int) -> dict:
     return {"results": results, "lines": lines}
 
 
+def duplicates_section(draws: int) -> dict:
+    """The duplicate rate's Garwood interval and the duplicate tests under the null: samples are draws from
+    ``atoms`` far-apart points (jitter far below the threshold), uniform or Zipf-weighted (clusters of copies), so
+    the true duplicate rate is exactly :math:`\\sum_a w_a^2`."""
+    s_size, atoms, dim = 500, 5000, 8
+    centres = torch.randn(atoms, dim, generator=torch.Generator().manual_seed(1)) * 100
+    lines = ["", f"duplicates among {s_size} samples drawn from {atoms} atoms in {dim}-D (jitter 1e-3, threshold 0.1), "
+             f"{draws} draws; fake and real drawn alike (the null)", "",
+             "| atom weights | true rate | mean count | Garwood interval covers the rate | Poisson test p < 0.05 | "
+             "permutation test p < 0.05 |", "| --- | --- | --- | --- | --- | --- |"]
+    results = {}
+    for label, weights in (("uniform", torch.ones(atoms, dtype=torch.float64)),
+                           ("Zipf (clusters of copies)", 1.0 / torch.arange(1, atoms + 1, dtype=torch.float64))):
+        weights = weights / weights.sum()
+        truth = float((weights**2).sum())
+        covered = poisson_rejects = permutation_rejects = 0
+        counts = []
+        for d in range(draws):
+            g = torch.Generator().manual_seed(20_000 + d)
+            fake, real = (centres[torch.multinomial(weights, s_size, replacement=True, generator=g)]
+                          + 1e-3 * torch.randn(s_size, dim, generator=g) for _ in range(2))
+            fb, rb = fastndb.birthday(fake, threshold=0.1), fastndb.birthday(real, threshold=0.1)
+            low, high = fb.duplicate_rate_interval
+            covered += low <= truth <= high
+            counts.append(fb.num_duplicates)
+            poisson_rejects += compare_duplicates(fb, rb.num_duplicates, s_size).p_value < 0.05
+            permutation_rejects += duplicate_permutation_test(fake, real, 0.1, seed=d, draws=999) < 0.05
+        row = {"truth": truth, "mean_count": float(np.mean(counts)), "covered": covered / draws,
+               "poisson_rejects": poisson_rejects / draws, "permutation_rejects": permutation_rejects / draws}
+        results[label] = row
+        lines.append(f"| {label} | {truth:.3g} | {row['mean_count']:.1f} | {100 * row['covered']:.1f}% | "
+                     f"{100 * row['poisson_rejects']:.1f}% | {100 * row['permutation_rejects']:.1f}% |")
+        print(lines[-1], flush=True)
+    return {"results": results, "lines": lines}
+
+
 SECTIONS = {"counts": counts_section, "pipeline": pipeline_section, "coverage": coverage_section,
-            "null": null_section}
+            "null": null_section, "duplicates": duplicates_section}
 
 
 def main() -> None:
@@ -316,7 +353,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(int(os.environ.get("BENCH_THREADS", 1)))
     for name in SECTIONS if args.section == "all" else (args.section,):
-        draws = args.draws or {"null": 200, "coverage": 200}.get(name, 500)
+        draws = args.draws or {"null": 200, "coverage": 200, "duplicates": 300}.get(name, 500)
         began = time.perf_counter()
         out = SECTIONS[name](draws)
         header = f"effect sizes, section {name}: {machine()}; {time.perf_counter() - began:.0f} s; {' '.join(sys.argv)}"
