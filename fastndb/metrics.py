@@ -81,7 +81,27 @@ def _agreed_shard(local: Tensor | None, comm: Collective, device: torch.device) 
     return torch.empty((0, features), dtype=dtype, device=device) if local is None else local.to(dtype)
 
 
-class NDBMetric(_torchmetrics.Metric):
+class NotReadyError(AttributeError, ValueError):
+    """An attribute that exists only after ``compute()`` (``bins``, ``result``, ``samples``) was read before it.
+
+    An ``AttributeError``, so that ``hasattr(metric, "bins")`` is ``False`` and ``getattr(metric, "bins", None)``
+    returns ``None`` as introspection (Lightning, ``torch.jit``) expects, and a ``ValueError`` as before."""
+
+
+class _ReadyAttributes:
+    """Keeps the informative message of a property that is not ready: ``nn.Module.__getattr__`` would otherwise
+    replace it with a bare "has no attribute" when the property raises ``AttributeError``."""
+
+    _not_ready: dict[str, str] = {}
+
+    def __getattr__(self, name: str) -> Any:
+        message = type(self)._not_ready.get(name)
+        if message is not None:
+            raise NotReadyError(message)
+        return super().__getattr__(name)  # type: ignore[misc]
+
+
+class NDBMetric(_ReadyAttributes, _torchmetrics.Metric):
     """NDB (number of statistically different bins) as a ``torchmetrics.Metric``.
 
     Usage follows ``FrechetInceptionDistance``: ``update(imgs, real=True)`` with real samples,
@@ -142,6 +162,9 @@ class NDBMetric(_torchmetrics.Metric):
 
     fake_counts: Tensor
 
+    _not_ready = {"bins": "bins: not fitted yet; call compute() after update(imgs, real=True)",
+                  "result": "result: call compute() first"}
+
     def __init__(
         self,
         num_bins: int = 100,
@@ -196,7 +219,7 @@ class NDBMetric(_torchmetrics.Metric):
     def bins(self) -> FittedBins:
         """The fitted bins (after the first ``compute()``, or those passed in)."""
         if self._bins is None:
-            raise ValueError("bins: not fitted yet; call compute() after update(imgs, real=True)")
+            raise NotReadyError(self._not_ready["bins"])
         return self._bins
 
     @property
@@ -355,7 +378,7 @@ class NDBMetric(_torchmetrics.Metric):
     def result(self) -> NDBResult:
         """The full :class:`~fastndb.NDBResult` of the last ``compute()``."""
         if self._result is None:
-            raise ValueError("result: call compute() first")
+            raise NotReadyError(self._not_ready["result"])
         return self._result
 
     # ------------------------------------------------------------------- state
@@ -422,7 +445,7 @@ class NDBMetric(_torchmetrics.Metric):
         return plot.metric_history(list(val), key="ndb_ratio", ax=ax)
 
 
-class BirthdayMetric(_torchmetrics.Metric):
+class BirthdayMetric(_ReadyAttributes, _torchmetrics.Metric):
     """The birthday-paradox test (:func:`fastndb.birthday`) as a ``torchmetrics.Metric``.
 
     ``update(samples)`` offers generated samples; at most ``num_samples`` are kept per process (a uniform sample
@@ -463,6 +486,8 @@ class BirthdayMetric(_torchmetrics.Metric):
     higher_is_better = True  # a larger support estimate is better
     is_differentiable = False
     full_state_update = False
+
+    _not_ready = {"result": "result: call compute() first", "samples": "samples: call compute() first"}
 
     def __init__(
         self,
@@ -534,14 +559,14 @@ class BirthdayMetric(_torchmetrics.Metric):
     def result(self) -> BirthdayResult:
         """The full :class:`~fastndb.BirthdayResult` of the last ``compute()``."""
         if self._result is None:
-            raise ValueError("result: call compute() first")
+            raise NotReadyError(self._not_ready["result"])
         return self._result
 
     @property
     def samples(self) -> Tensor:
         """The samples the last ``compute()`` tested (what :attr:`result`'s indices refer to)."""
         if self._samples is None:
-            raise ValueError("samples: call compute() first")
+            raise NotReadyError(self._not_ready["samples"])
         return self._samples
 
     def reset(self) -> None:
@@ -567,7 +592,7 @@ class BirthdayMetric(_torchmetrics.Metric):
         return plot.birthday_pairs(self.samples, self.result, ax=ax)
 
 
-class PRDCMetric(_torchmetrics.Metric):
+class PRDCMetric(_ReadyAttributes, _torchmetrics.Metric):
     """Precision, recall, density and coverage (:func:`fastndb.prdc`) as a ``torchmetrics.Metric``.
 
     Used like :class:`NDBMetric`: ``update(imgs, real=True)``, ``update(imgs, real=False)``, ``compute()``. The
@@ -610,6 +635,8 @@ class PRDCMetric(_torchmetrics.Metric):
     higher_is_better = True
     is_differentiable = False
     full_state_update = False
+
+    _not_ready = {"result": "result: call compute() first"}
 
     def __init__(
         self,
@@ -715,7 +742,7 @@ class PRDCMetric(_torchmetrics.Metric):
     def result(self) -> Any:
         """The full :class:`~fastndb.PRDCResult` of the last ``compute()``."""
         if self._result is None:
-            raise ValueError("result: call compute() first")
+            raise NotReadyError(self._not_ready["result"])
         return self._result
 
     def reset(self) -> None:

@@ -328,3 +328,26 @@ def test_loaded_checkpoint_computes_without_a_torchmetrics_warning(data):
         warnings.simplefilter("error")
         got = restored.compute()
     assert torch.equal(got["ndb"], expected["ndb"]) and torch.equal(got["js"], expected["js"])
+
+
+def test_attributes_that_need_compute_raise_attribute_errors_with_their_message():
+    """Issue 25 item 6: ``hasattr``/``getattr(..., None)`` work before compute(), and the message says what to do
+    (an ``AttributeError`` from a property would otherwise be replaced by nn.Module's bare one)."""
+    from fastndb.metrics import BirthdayMetric, NDBMetric, NotReadyError, PRDCMetric
+
+    for metric, names in ((NDBMetric(num_bins=4), ("bins", "result")), (BirthdayMetric(num_samples=8),
+                                                                         ("result", "samples")),
+                          (PRDCMetric(), ("result",))):
+        for name in names:
+            assert not hasattr(metric, name) and getattr(metric, name, None) is None
+            with pytest.raises(NotReadyError, match=rf"{name}: .*compute\(\)"):
+                getattr(metric, name)
+            with pytest.raises(ValueError):  # still a ValueError, as before
+                getattr(metric, name)
+        with pytest.raises(AttributeError, match="no attribute 'nonexistent'"):
+            metric.nonexistent  # noqa: B018
+    metric = NDBMetric(num_bins=4)
+    metric.update(torch.randn(400, 3), real=True)
+    metric.update(torch.randn(200, 3), real=False)
+    metric.compute()
+    assert hasattr(metric, "bins") and hasattr(metric, "result") and metric.result.missing is not None
