@@ -93,7 +93,7 @@ def k_rule(seeds: int = 20) -> None:
     samples, and the full mixture (the false-alarm rate), for 500 and 2,000 fake samples. Two rules: "count", NDB's
     binomial tail below 0.01 with an under-filled bin among the flagged ones; "one bin", an under-filled bin whose
     p-value is below alpha / K (the first step of Holm's correction: family-wise error at most alpha)."""
-    from fastndb.report import binomial_tail
+    from fastndb._core.verdict import binomial_tail
 
     lines = [f"one dropped mode: detection (and false alarms with nothing dropped) over {seeds} seeds; real 20,000 "
              f"(holdout: 10,000 reference). Rule 'count': binomial tail of NDB < 0.01 and an under-filled bin flagged; "

@@ -37,6 +37,8 @@ import torch
 from torch import Tensor
 
 from fastndb._core.results import MissingMass
+from fastndb._core.signals import EMPTIED_SHARE
+from fastndb._core.statistics import two_proportion_z_test
 from fastndb._core.sync import host_values
 
 AFFECTED_Z = 2.5  # |z| beyond which a bin counts as affected (emptied, under- or over-filled)
@@ -93,14 +95,6 @@ def two_group_fit(real_counts: Tensor, fake_counts: Tensor, *, affected_z: float
     sigma = torch.sqrt(pooled * (1 - pooled) * (1 / n_r + 1 / n_f))
     correction = _phi(affected_z) * sigma.sum(-1)
     return raw - correction, raw, fitted, real_shares, affected
-
-
-def _multinomial_counts(shares: Tensor, total: int, draws: int, generator: torch.Generator | None) -> Tensor:
-    """``(draws, K)`` multinomial counts of ``total`` samples over ``shares`` (``(K,)``), on their device."""
-    k = shares.numel()
-    picks = torch.multinomial(shares.clamp_min(0).expand(draws, k), total, replacement=True, generator=generator)
-    counts = torch.zeros(draws, k, dtype=torch.float64, device=shares.device)
-    return counts.scatter_add_(1, picks, torch.ones_like(picks, dtype=torch.float64))
 
 
 def _poisson_histograms(shares: Tensor, total: Tensor, draws: int, generator: torch.Generator) -> Tensor:
@@ -214,12 +208,9 @@ def missing_mass(real_counts: Tensor, fake_counts: Tensor, *, confidence: float 
 
 
 def _bin_p_values(r: Tensor, f: Tensor) -> Tensor:
-    """Per-bin two-sided pooled two-proportion p-values of ``(..., K)`` histograms (rows with their own totals)."""
-    n_r, n_f = r.sum(-1, keepdim=True).clamp_min(1), f.sum(-1, keepdim=True).clamp_min(1)
-    pooled = (r + f) / (n_r + n_f)
-    se = torch.sqrt(pooled * (1 - pooled) * (1 / n_r + 1 / n_f))
-    z = torch.where(se > 0, (f / n_f - r / n_r) / torch.where(se > 0, se, 1.0), 0.0)
-    return torch.special.erfc(z.abs() / math.sqrt(2.0))
+    """Per-bin two-sided p-values of :func:`~fastndb._core.statistics.two_proportion_z_test` for ``(..., K)``
+    histograms, each row with its own totals."""
+    return two_proportion_z_test(r, r.sum(-1, keepdim=True).clamp_min(1), f, f.sum(-1, keepdim=True).clamp_min(1))[1]
 
 
 def missing_mass_values(real_counts: Tensor, fake_counts: Tensor, *, confidence: float = 0.95,
@@ -256,7 +247,7 @@ def missing_mass_values(real_counts: Tensor, fake_counts: Tensor, *, confidence:
     high = _score_solve(estimate, under_fake, n_r, n_f, chance_sd, z, +1.0).clamp(0, 1)
     # the real mass of emptied bins: under-filled beyond alpha / K and below a quarter of the real share
     p_bins = _bin_p_values(r, f)
-    emptied = (p_bins < alpha / k) & (fake_shares < real_shares) & (fake_shares < 0.25 * real_shares)
+    emptied = (p_bins < alpha / k) & (fake_shares < real_shares) & (fake_shares < EMPTIED_SHARE * real_shares)
     emptied_count = torch.where(emptied, r, 0.0).sum()
     emptied_low, emptied_high = wilson_interval(emptied_count, n_r, z)
     null_bins, data_bins = _bin_p_values(null_r, null_f), _bin_p_values(r, f)

@@ -36,7 +36,7 @@ from torch import Tensor
 
 from fastndb._core.effects import detectable_missing_mass, missing_mass, samples_factor
 from fastndb._core.results import BirthdayResult, MissingMass, NDBResult, PRDCResult, fields_as_dict
-from fastndb._core.statistics import compare_rates
+from fastndb._core.statistics import _binomial_upper_tail, compare_rates
 from fastndb._core.sync import host_values
 
 DEFAULT_TOLERANCE = 0.01  # TestOptions' default; docs/statistics.md has the measurements behind it
@@ -50,7 +50,7 @@ def binomial_tail(count: int, trials: int, p: float) -> float:
         >>> round(binomial_tail(3, 20, 0.05), 4)
         0.0755
     """
-    return min(1.0, sum(math.comb(trials, j) * p**j * (1 - p) ** (trials - j) for j in range(count, trials + 1)))
+    return _binomial_upper_tail(count, trials, p)
 
 
 @dataclass(frozen=True)
