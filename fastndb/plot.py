@@ -101,6 +101,35 @@ def metric_history(values: list[dict], *, key: str = "ndb_ratio", ax: Any = None
     return fig, ax
 
 
+def prdc_scores(result: Any, *, ax: Any = None) -> tuple[Any, Any]:
+    """Precision, recall, density and coverage of a :class:`~fastndb.PRDCResult` as bars, with their intervals
+    where the result has them.
+
+    Example:
+        >>> import torch, fastndb, fastndb.plot
+        >>> g = torch.Generator().manual_seed(0)
+        >>> result = fastndb.prdc(torch.randn(200, 4, generator=g), torch.randn(200, 4, generator=g))
+        >>> fig, ax = fastndb.plot.prdc_scores(result)
+        >>> len(ax.patches)
+        4
+    """
+    fig, ax = _figure_and_axes(ax, (4.5, 3.0))
+    names = ("precision", "recall", "density", "coverage")
+    values = [float(getattr(result, name)) for name in names]
+    intervals = [getattr(result, f"{name}_interval", None) for name in names]
+    errors = None
+    if all(interval is not None for interval in intervals):
+        lows = [v - lo for v, (lo, _) in zip(values, intervals, strict=True)]
+        highs = [hi - v for v, (_, hi) in zip(values, intervals, strict=True)]
+        errors = [lows, highs]
+    ax.bar(names, values, yerr=errors, capsize=4, color="#4c72b0")
+    ax.axhline(1.0, color="grey", linewidth=0.8, linestyle="--")
+    ax.set_ylabel("value")
+    ax.set_title(f"k = {result.nearest_k}, {result.num_real} real, {result.num_fake} fake")
+    fig.tight_layout()
+    return fig, ax
+
+
 def _image_shape(samples: Tensor, image_shape: tuple[int, ...] | None) -> tuple[int, int, int]:
     """``(C, H, W)`` of one sample: given, from the samples' own shape, or from a square ``D``."""
     if image_shape is None:

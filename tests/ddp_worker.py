@@ -18,7 +18,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import fastndb  # noqa: E402
 from fastndb.metrics import BirthdayMetric, NDBMetric, PRDCMetric  # noqa: E402
-from tests.ddp_data import fake_shards, feature_net, real_shards  # noqa: E402
+from tests.ddp_data import fake_shards, feature_net, real_shards, real_union  # noqa: E402
 
 
 def main() -> None:
@@ -74,6 +74,20 @@ def main() -> None:
     if fake.shape[0]:
         lonely.update(fake, real=False)
     out["lonely"] = {"values": lonely.compute(), "centroids": lonely.bins.centroids}
+
+    # the real side up front: every rank fits the same whole set once; fake counts summed by torchmetrics' sync
+    fixed = NDBMetric(num_bins=16, seed=5, real=real_union())
+    for start in range(0, fake.shape[0], 250):
+        fixed.update(fake[start : start + 250], real=False)
+    out["fixed"] = {"values": fixed.compute(), "fake_counts": fixed.result.fake_counts}
+    # ranks given different real sets (their own shards) as a fixed reference: refused on every rank
+    differing = NDBMetric(num_bins=16, seed=5, real=real)
+    differing.update(fake if fake.shape[0] else real[:10], real=False)
+    try:
+        differing.compute()
+        out["differing"] = None
+    except ValueError as err:
+        out["differing"] = str(err)
 
     # the birthday metric gathers the kept samples of all ranks
     birthday_metric = BirthdayMetric(num_samples=5000, threshold=3.1)

@@ -188,6 +188,7 @@ def test_the_metric_equals_the_function_and_round_trips():
     expected = fastndb.prdc(real, fake, nearest_k=4)
     assert {k: float(v) for k, v in out.items()} == expected.scores()
     again = PRDCMetric(nearest_k=4)
+    metric.persistent(True)
     again.load_state_dict(metric.state_dict())
     assert {k: float(v) for k, v in again.compute().items()} == expected.scores()
     metric.reset()  # real samples kept: fake again

@@ -147,3 +147,14 @@ def test_prdc_metric_under_ddp_equals_one_process_on_the_union(ranks, name, cap)
     expected = single.compute()
     for rank in ranks:
         assert all(torch.equal(rank[name][k], expected[k]) for k in expected), (rank[name], expected)
+
+
+def test_metric_with_the_real_side_up_front_under_ddp(ranks):
+    """Issue 25: NDBMetric(real=...) on every rank equals one process; counts summed by torchmetrics' own sync."""
+    single = NDBMetric(num_bins=16, seed=5, real=real_union())
+    single.update(fake_union(), real=False)
+    expected = single.compute()
+    for rank in ranks:
+        assert all(torch.equal(rank["fixed"]["values"][k], expected[k]) for k in expected)
+        assert torch.equal(rank["fixed"]["fake_counts"], single.result.fake_counts)
+        assert rank["differing"] is not None and "the ranks' fixed references differ" in rank["differing"]

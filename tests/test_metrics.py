@@ -116,6 +116,7 @@ def test_state_dict_and_pickle_round_trips_before_and_after_fitting(data):
     after.update(fake[600:], real=False)
 
     for original in (before, after):
+        original.persistent(True)  # torchmetrics' default is False: nothing in the state dict
         restored = NDBMetric(num_bins=K, seed=2)
         buffer = io.BytesIO()
         torch.save(original.state_dict(), buffer)
@@ -139,19 +140,17 @@ def test_real_samples_are_capped_by_content(data):
     capped.update(fake, real=False)
     capped.compute()
     assert capped.bins.num_fit + capped.bins.num_reference == 700
-    assert capped.buffered_samples == {"real": 0, "fake": 0}
+    assert capped.buffered_samples == {"real": 700, "fake": 700}  # kept: a later real batch may refit
 
 
 def test_memory_stays_flat_over_a_million_fake_samples(data):
     real, _ = data
-    metric = NDBMetric(num_bins=K)
-    metric.update(real, real=True)
+    metric = NDBMetric(num_bins=K, real=real)  # the real side up front: fake samples become counts on arrival
     metric.update(torch.from_numpy(mixture(100, 16, seed=5)), real=False)
-    metric.compute()  # the bins exist from here on
+    metric.compute()
 
     def state_bytes() -> int:
-        tensors = [v for v in metric.metric_state.values()]
-        return sum(t.numel() * t.element_size() for t in tensors) + metric.buffered_nbytes
+        return metric.fake_counts.numel() * metric.fake_counts.element_size() + metric.buffered_nbytes
 
     size_after_fit = state_bytes()
     assert size_after_fit == K * 8  # K int64 counts, nothing else
@@ -163,13 +162,22 @@ def test_memory_stays_flat_over_a_million_fake_samples(data):
     assert int(metric.fake_counts.sum()) == 100 + 1_000_000
 
 
-def test_forward_updates_and_returns_none(data):
+def test_forward_accumulates_and_returns_the_batch_value(data):
+    """Issue 25 item 4: forward accumulates like update and returns the metric of the batch alone."""
     real, fake = data
     metric = NDBMetric(num_bins=K)
     assert metric(real, real=True) is None
-    assert metric(fake, real=False) is None
+    assert metric(fake, real=False) is None  # no bins yet: nothing to compare the batch with
     assert metric.buffered_samples == {"real": real.shape[0], "fake": fake.shape[0]}
-    assert int(metric.compute()["ndb"]) == fastndb.NDB(K).fit(real).score(fake).ndb
+    ndb = fastndb.NDB(K).fit(real)
+    assert int(metric.compute()["ndb"]) == ndb.score(fake).ndb
+    batch = metric(fake[:400], real=False)
+    expected = ndb.score(fake[:400])
+    assert int(batch["ndb"]) == expected.ndb and float(batch["js"]) == expected.js
+    assert int(metric.compute()["ndb"]) == ndb.score(torch.cat([fake, fake[:400]])).ndb  # and it accumulated
+    fixed = NDBMetric(bins=ndb)
+    first = fixed(fake[:600], real=False)
+    assert int(first["ndb"]) == ndb.score(fake[:600]).ndb and fixed.forward(real, real=True) is None
 
 
 def test_inputs_and_errors(data):
@@ -274,6 +282,7 @@ def test_birthday_metric_equals_the_function_and_ignores_batching():
     assert capped.samples.shape == (300, 6)
 
     restored = BirthdayMetric(num_samples=300, threshold=1e-6)
+    capped.persistent(True)
     restored.load_state_dict(capped.state_dict())
     assert _values_equal(restored.compute(), capped.compute())
     assert _values_equal(pickle.loads(pickle.dumps(capped)).compute(), capped.compute())
@@ -321,6 +330,7 @@ def test_loaded_checkpoint_computes_without_a_torchmetrics_warning(data):
     metric.update(real, real=True)
     metric.update(fake, real=False)
     expected = metric.compute()
+    metric.persistent(True)
     restored = NDBMetric(num_bins=K, reset_real_features=False)
     restored.load_state_dict(metric.state_dict())
     assert hasattr(restored, "_update_count") and restored._update_count >= 1

@@ -102,7 +102,7 @@ def test_names_versions_damage_and_overwrite(home):
     with pytest.raises(ValueError, match="has format version 99, this fastndb reads version 1"):
         fastndb.load_reference("r")
     path.write_bytes(b"not a torch file")
-    with pytest.raises(ValueError, match=r"reference 'r': .* cannot be read"):
+    with pytest.raises(ValueError, match=r"reference 'r' \(.*\): cannot be read"):
         fastndb.load_reference("r")
     assert fastndb.list_references() == []  # unreadable files are skipped
     with pytest.raises(FileNotFoundError, match=r"reference 'nope': not found .*references there: r"):
@@ -170,3 +170,74 @@ def test_the_command_line_scores_in_the_digits_feature_space(tmp_path, home):
     weights = _cli("score", str(tmp_path / "real.npy"), str(tmp_path / "fake.npy"), "--weights", "w.pt", home=home)
     assert weights.returncode == 1 and "--weights: give --features NAME too" in weights.stderr
     assert references.reference_dir() == home / "references"
+
+
+# ------------------------------------------------------------ what a reference records, and files that lie (#25, #26)
+def _rewrite(path, change) -> None:
+    entry = torch.load(path, weights_only=True)
+    change(entry)
+    torch.save(entry, path)
+
+
+def test_a_reference_records_the_extractor_and_refuses_features_computed_otherwise(home):
+    real, fake = _data()
+    net = _net()
+    ref = fastndb.save_reference("mix", real, num_bins=8, feature=net)
+    record = ref.extractor
+    assert record["identity"] == ref.feature and record["dtype"] == "torch.float32"
+    assert record["versions"] == {"torch": str(torch.__version__)} and "module's own" in record["preprocessing"]
+    with pytest.raises(ValueError, match=r"computed otherwise \(dtype: 'torch.float32' there, "
+                                         r"'torch.float32 under autocast\(torch.bfloat16\)' here\)"):
+        fastndb.score(fastndb.load_reference("mix"), fake, feature=fastndb.extractor(net, autocast=torch.bfloat16))
+    _rewrite(ref.path, lambda e: e["extractor"].update(preprocessing="resized to 32 x 32"))
+    with pytest.raises(ValueError, match=r"preprocessing: 'resized to 32 x 32' there, \"the module's own"):
+        fastndb.score(fastndb.load_reference("mix"), fake, feature=net)
+    _rewrite(ref.path, lambda e: e["extractor"].update(preprocessing=record["preprocessing"],
+                                                        versions={"torch": "1.0.0"}))
+    with pytest.warns(UserWarning, match=r"other package versions \(torch 1.0.0 there, .* here\)"):
+        got = fastndb.score(fastndb.load_reference("mix"), fake, feature=net)
+    assert got.ndb == fastndb.score(real, fake, num_bins=8, feature=net, cache=False).ndb
+    named = fastndb.save_reference("digits8", torch.rand(400, 64), num_bins=4, feature="digits")
+    assert named.extractor["preprocessing"].startswith("grey") and named.extractor["identity"].startswith("digits@")
+
+
+@pytest.mark.parametrize("damage, message", [
+    (lambda e: e["bins"]["centroids"].__setitem__((0, 0), float("nan")), r"centroids: expected finite values"),
+    (lambda e: e["bins"].pop("real_counts"), r"missing real_counts"),
+    (lambda e: e.pop("options"), r"missing options"),
+    (lambda e: e["bins"].update(real_counts=e["bins"]["real_counts"][:-1]), r"real_counts: expected 6 counts"),
+    (lambda e: e["bins"].update(centroids=torch.randn(6, 17)), r"centroids: expected \(K, 16\) centres"),
+    (lambda e: e["bins"].update(real_counts=e["bins"]["real_counts"] * 2), r"real_counts: expected non-negative counts adding up to num_reference"),
+    (lambda e: e["bins"]["feature_map"].update(scale=torch.zeros(16)), r"feature_map.scale: expected positive"),
+    (lambda e: e.update(num_real="many"), r"num_real: expected an integer"),
+])
+def test_a_damaged_reference_is_refused_naming_the_file_and_the_field(home, damage, message):
+    real, fake = _data()
+    ref = fastndb.save_reference("mix", real, num_bins=6, whitening=True)
+    _rewrite(ref.path, damage)
+    with pytest.raises(ValueError, match=r"reference 'mix' \(.*mix.pt\): " + message):
+        fastndb.load_reference("mix")
+    fastndb.save_reference("good", real, num_bins=6)
+    assert [r.name for r in fastndb.list_references()] == ["good"]  # the damaged one is skipped
+    listed = subprocess.run([sys.executable, "-m", "fastndb", "refs", "--json"], capture_output=True, text=True,
+                            env={**os.environ, "FASTNDB_HOME": str(home)}, timeout=120)
+    assert listed.returncode == 0 and [r["name"] for r in json.loads(listed.stdout)["references"]] == ["good"]
+
+
+def test_a_damaged_cache_entry_is_refitted_not_used(tmp_path):
+    real, fake = _data()
+    np.save(tmp_path / "real.npy", real.numpy())
+    np.save(tmp_path / "fake.npy", fake.numpy())
+
+    def run() -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "fastndb", "score", "real.npy", "fake.npy", "--num-bins", "8",
+                               "--prdc-samples", "0", "--cache", "bins", "--json"], capture_output=True, text=True,
+                              cwd=tmp_path, timeout=300)
+
+    first = run()
+    assert first.returncode == 0, first.stderr
+    (entry,) = (tmp_path / "bins").glob("bins-*.pt")
+    _rewrite(entry, lambda e: e["bins"]["centroids"].fill_(float("nan")))
+    again = run()
+    assert again.returncode == 0 and "centroids: expected finite values" in again.stderr, again.stderr
+    assert json.loads(again.stdout)["ndb"] == json.loads(first.stdout)["ndb"]

@@ -11,6 +11,7 @@ import math
 import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
+from typing import cast
 
 import torch
 from torch import Tensor
@@ -102,13 +103,14 @@ class FittedBins:
         }
 
     @classmethod
-    def from_dict(cls, state: dict) -> FittedBins:
-        """Inverse of :meth:`to_dict`."""
-        return cls(
-            FeatureMap.from_dict(state["feature_map"]), state["centroids"], state["real_counts"],
-            int(state["num_fit"]), int(state["num_reference"]), float(state["inertia"]),
-            str(state.get("mode", "holdout")), state.get("feature"), ValueSummary.from_dict(state.get("input_values")),
-        )
+    def from_dict(cls, state: object, source: str = "bins") -> FittedBins:
+        """Inverse of :meth:`to_dict`, for bins read from a file or a checkpoint: every field is checked (keys, types,
+        shapes, integer counts that add up, finite centres and whitening) before the bins are used.
+
+        Raises:
+            ValueError: anything that :meth:`to_dict` would not have written, naming ``source`` and the field.
+        """
+        return _checked_bins(state, source)
 
     def input_check(self) -> Callable[[ValueSummary, str], None] | None:
         """With an extractor: the check of other samples' own range against the real samples' (refusing ``uint8``
@@ -117,6 +119,79 @@ class FittedBins:
             return None
         reference = self.input_values
         return lambda summary, name: check_value_ranges(reference, summary, reference_name="real", name=name)
+
+
+def _checked_bins(state: object, source: str) -> FittedBins:
+    """:meth:`FittedBins.from_dict` with every field validated (see there)."""
+
+    def bad(field: str, expected: str, got: object) -> ValueError:
+        return ValueError(f"{source}: {field}: expected {expected}, got {got}")
+
+    def tensor(value: object, field: str, dim: int, floating: bool, optional: bool = False) -> Tensor | None:
+        if value is None and optional:
+            return None
+        kind = "floating-point" if floating else "integer"
+        if not isinstance(value, Tensor):
+            raise bad(field, f"a {dim}-d {kind} tensor", type(value).__name__)
+        if value.dim() != dim or value.is_floating_point() != floating or value.is_complex() or \
+                value.dtype == torch.bool:
+            raise bad(field, f"a {dim}-d {kind} tensor", f"shape {tuple(value.shape)} of {value.dtype}")
+        if floating and not bool(torch.isfinite(value).all()):
+            raise bad(field, "finite values", "NaN or infinite values")
+        return value
+
+    def number(value: object, field: str, kind: type) -> float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or (kind is int and isinstance(value, float)):
+            raise bad(field, f"a{'n integer' if kind is int else ' number'}", repr(value))
+        if not math.isfinite(value) or value < 0:
+            raise bad(field, "a finite number >= 0", repr(value))
+        return value
+
+    if not isinstance(state, dict):
+        raise bad("bins", "a dict of the fitted bins", type(state).__name__)
+    missing = [key for key in ("feature_map", "centroids", "real_counts", "num_fit", "num_reference", "inertia")
+               if key not in state]
+    if missing:
+        raise ValueError(f"{source}: missing {', '.join(missing)}: not bins written by fastndb (or a damaged file)")
+    mapping = state["feature_map"]
+    if not isinstance(mapping, dict) or "num_features" not in mapping:
+        raise bad("feature_map", "a dict with num_features", type(mapping).__name__)
+    num_features = int(number(mapping["num_features"], "feature_map.num_features", int))
+    dims = tensor(mapping.get("dims"), "feature_map.dims", 1, False, optional=True)
+    if dims is not None and dims.numel() and (int(dims.min()) < 0 or int(dims.max()) >= num_features):
+        raise bad("feature_map.dims", f"indices in [0, {num_features})", f"[{int(dims.min())}, {int(dims.max())}]")
+    width = num_features if dims is None else dims.numel()
+    for name in ("mean", "scale"):
+        value = tensor(mapping.get(name), f"feature_map.{name}", 1, True, optional=True)
+        if value is not None and value.numel() != width:
+            raise bad(f"feature_map.{name}", f"{width} values (one per feature)", value.numel())
+    if mapping.get("scale") is not None and not bool((mapping["scale"] > 0).all()):
+        raise bad("feature_map.scale", "positive divisors", "values <= 0")
+    centroids = cast(Tensor, tensor(state["centroids"], "centroids", 2, True))
+    counts = cast(Tensor, tensor(state["real_counts"], "real_counts", 1, False))
+    if centroids.shape[0] < 1 or centroids.shape[1] != width:
+        raise bad("centroids", f"(K, {width}) centres for the feature map's {width} features",
+                  f"shape {tuple(centroids.shape)}")
+    if counts.numel() != centroids.shape[0]:
+        raise bad("real_counts", f"{centroids.shape[0]} counts (one per centre)", counts.numel())
+    num_fit = int(number(state["num_fit"], "num_fit", int))
+    num_reference = int(number(state["num_reference"], "num_reference", int))
+    if bool((counts < 0).any()) or int(counts.sum()) != num_reference:
+        raise bad("real_counts", f"non-negative counts adding up to num_reference = {num_reference}",
+                  f"counts adding up to {int(counts.sum())}" if not bool((counts < 0).any()) else "negative counts")
+    mode = state.get("mode", "holdout")
+    if mode not in ("holdout", "original"):
+        raise bad("mode", "'holdout' or 'original'", repr(mode))
+    feature = state.get("feature")
+    if feature is not None and not isinstance(feature, str):
+        raise bad("feature", "None or the extractor's identity (a string)", type(feature).__name__)
+    try:
+        feature_map = FeatureMap.from_dict(mapping)
+        input_values = ValueSummary.from_dict(state.get("input_values"))
+    except (KeyError, TypeError, ValueError, IndexError) as err:
+        raise ValueError(f"{source}: feature_map or input_values: unreadable ({type(err).__name__}: {err})") from err
+    return FittedBins(feature_map, centroids, counts.to(torch.int64), num_fit, num_reference,
+                      float(number(state["inertia"], "inertia", float)), mode, feature, input_values)
 
 
 def merge_summaries(local: ValueSummary | None, comm: Collective, device: torch.device) -> ValueSummary | None:

@@ -123,7 +123,7 @@ def load(directory: Path, material: dict) -> FittedBins | None:
         entry = torch.load(path, map_location="cpu", weights_only=True)
         if entry.get("key") != material:
             raise ValueError("stored key differs")
-        bins = FittedBins.from_dict(entry["bins"])
+        bins = FittedBins.from_dict(entry["bins"], f"bin cache entry {path.name}")
     except Exception as err:  # noqa: BLE001  (any unreadable entry is a miss, never a crash)
         warnings.warn(f"bin cache: ignoring {path} ({err}); refitting", RuntimeWarning, stacklevel=2)
         return None

@@ -48,7 +48,7 @@ from collections.abc import Callable, Iterator
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import Tensor, nn
@@ -414,6 +414,31 @@ class Extractor:
         shape = "" if self.name else hashlib.sha256(repr(module).encode()).hexdigest()[:8] + ":"
         return f"{label}@{shape}{weights_digest(module)}"
 
+    def provenance(self) -> dict:
+        """What a named reference records of its feature space, beyond :meth:`identity`: the preprocessing, the dtype
+        the network computes in, and the versions of the packages that compute it.
+
+        Raises:
+            ValueError: a plain callable (see :meth:`identity`).
+
+        Example:
+            >>> sorted(extractor(torch.nn.Flatten()).provenance())
+            ['dtype', 'identity', 'preprocessing', 'versions']
+        """
+        identity = self.identity()
+        module = cast(nn.Module, self.module)
+        floating = [t.dtype for t in (*module.parameters(), *module.buffers()) if t.is_floating_point()]
+        dtype = str(floating[0] if floating else torch.float32)
+        if self.autocast is not None:
+            dtype += f" under autocast({self.autocast})"
+        versions = {"torch": str(torch.__version__)}
+        entry = NAMES.get(self.name) if self.name is not None else None
+        if entry is not None and entry.package is not None:
+            versions[entry.package] = _package_version(entry.package)
+        preprocessing = (entry.preprocessing if entry is not None else
+                         "the module's own (fastndb applies only the value-range convention)")
+        return {"identity": identity, "preprocessing": preprocessing, "dtype": dtype, "versions": versions}
+
     def label(self) -> str:
         """:meth:`identity`, or for a plain callable its name and address (valid in this process only): what fitted
         bins record of the features they were fitted on."""
@@ -493,6 +518,41 @@ class Extractor:
     def __repr__(self) -> str:
         extra = f", autocast={self.autocast}" if self.autocast is not None else ""
         return f"Extractor({self.description()}, batch_size={self.batch_size}{extra})"
+
+
+def _package_version(module: str) -> str:
+    """The installed version of the package that provides ``module`` (``"unknown"`` if it says none)."""
+    from importlib import metadata
+
+    distribution = {"torch_fidelity": "torch-fidelity", "open_clip": "open_clip_torch"}.get(module, module)
+    try:
+        return metadata.version(distribution)
+    except metadata.PackageNotFoundError:
+        return str(getattr(require(module, "version"), "__version__", "unknown"))
+
+
+def compare_provenance(stored: dict | None, current: dict | None, where: str) -> None:
+    """Refuse features computed otherwise than those ``where`` was fitted on; warn when only versions differ.
+
+    Raises:
+        ValueError: another identity (extractor and weights digest), preprocessing or dtype, naming both sides.
+    """
+    if stored is None or current is None:
+        return
+    differ = [key for key in ("identity", "preprocessing", "dtype") if stored.get(key) != current.get(key)]
+    if differ:
+        shown = "; ".join(f"{key}: {stored.get(key)!r} there, {current.get(key)!r} here" for key in differ)
+        raise ValueError(f"feature: {where} was fitted on features computed otherwise ({shown}); pass the feature= "
+                         f"it was fitted with, or fit it again")
+    versions, mine = stored.get("versions") or {}, current.get("versions") or {}
+    changed = {key: (versions[key], mine.get(key)) for key in versions if versions[key] != mine.get(key)}
+    if changed:
+        import warnings
+
+        shown = ", ".join(f"{key} {old} there, {new} here" for key, (old, new) in changed.items())
+        warnings.warn(f"feature: {where} was fitted with other package versions ({shown}); the same weights and "
+                      f"preprocessing can still round differently: refit it if the scores drift", UserWarning,
+                      stacklevel=3)
 
 
 def extractor(

@@ -9,9 +9,12 @@ Where: ``$FASTNDB_HOME/references/NAME.pt``, by default ``$XDG_CACHE_HOME/fastnd
 ``FASTNDB_HOME``. What: one ``torch.save`` file of plain tensors, numbers and strings (loaded with
 ``weights_only=True``: no code runs), written atomically (temporary file + rename), with a format version: a file of
 another version is refused with a message, never misread. It holds the fitted bins, the bin options they were
-fitted with, the extractor's identity (name or class with a digest of its weights), the number of real samples and
-when it was made. A reference is only scored against in the feature space it was fitted in: another extractor (or
-other weights) is refused, naming both.
+fitted with, the extractor's identity (name or class with a digest of its weights) with its preprocessing, dtype and
+the versions of torch and of the package that provides the network, the number of real samples and when it was made.
+Every field is checked when the file is read. A reference is only scored against in the feature space it was fitted
+in: another extractor, other weights, other preprocessing or another dtype is refused, naming both sides; other
+package versions only warn (the same network can round differently, but refusing would orphan every reference at
+each upgrade).
 """
 
 from __future__ import annotations
@@ -27,7 +30,14 @@ import torch
 
 from fastndb._core.bins import FittedBins
 from fastndb._core.cache import write_atomic
-from fastndb._core.extractors import NAMES, Extractor, extractor, resolve_feature, same_features
+from fastndb._core.extractors import (
+    NAMES,
+    Extractor,
+    compare_provenance,
+    extractor,
+    resolve_feature,
+    same_features,
+)
 from fastndb._core.options import BIN_OPTION_NAMES, TEST_OPTION_NAMES
 
 FORMAT = "fastndb-reference"
@@ -82,6 +92,8 @@ class Reference:
         created: when (ISO 8601, UTC).
         path: its file.
         fastndb: the fastndb version that wrote it.
+        extractor: with ``feature=``, what the features were computed with (:meth:`Extractor.provenance`: identity,
+            preprocessing, dtype, package versions); ``None`` for raw values or a file written before it was kept.
     """
 
     name: str
@@ -91,6 +103,7 @@ class Reference:
     created: str
     path: Path
     fastndb: str
+    extractor: dict | None = None
 
     @property
     def feature(self) -> str | None:
@@ -101,7 +114,7 @@ class Reference:
         """What the reference is, without the bins' tensors (for ``fastndb refs --json``)."""
         return {"name": self.name, "num_bins": self.bins.num_bins, "num_real": self.num_real,
                 "feature": self.feature, "mode": self.bins.mode, "created": self.created, "path": str(self.path),
-                "fastndb": self.fastndb, "options": self.options}
+                "fastndb": self.fastndb, "options": self.options, "extractor": self.extractor}
 
     def resolve_feature(self, feature: object = None) -> Extractor | None:
         """The extractor to score against this reference with: ``feature`` if given, else the named network it was
@@ -120,6 +133,8 @@ class Reference:
             feature = extractor(name)
         resolved = resolve_feature(feature)
         same_features(stored, resolved, f"reference {self.name!r}")
+        if resolved is not None and resolved.module is not None:
+            compare_provenance(self.extractor, resolved.provenance(), f"reference {self.name!r}")
         return resolved
 
     def ndb(self, feature: object = None, **test_options: Any) -> Any:
@@ -147,17 +162,44 @@ class Reference:
 
 
 def _read(path: Path) -> Reference:
+    """The reference in ``path``, every field checked.
+
+    Raises:
+        ValueError: an unreadable file, another format or version, or any field that :func:`save_reference` would
+            not have written (missing keys, non-finite centres, counts that do not match the centres, ...), naming
+            the file and the field.
+    """
+    where = f"reference {path.stem!r} ({path})"
     try:
         entry = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001  (a damaged file is one clear error, never a traceback)
-        raise ValueError(f"reference {path.stem!r}: {path} cannot be read ({type(err).__name__}: {err})") from err
+        raise ValueError(f"{where}: cannot be read ({type(err).__name__}: {str(err).splitlines()[0][:200]})") from err
     if not isinstance(entry, dict) or entry.get("format") != FORMAT:
-        raise ValueError(f"reference {path.stem!r}: {path} is not a fastndb reference")
+        raise ValueError(f"{where}: is not a fastndb reference")
     if entry.get("version") != VERSION:
-        raise ValueError(f"reference {path.stem!r}: {path} has format version {entry.get('version')}, this fastndb "
-                         f"reads version {VERSION}; fit it again with fastndb fit")
-    return Reference(entry["name"], FittedBins.from_dict(entry["bins"]), entry["options"], int(entry["num_real"]),
-                     entry["created"], path, entry["fastndb"])
+        raise ValueError(f"{where}: has format version {entry.get('version')}, this fastndb reads version {VERSION}; "
+                         f"fit it again with fastndb fit")
+    missing = [key for key in ("name", "options", "bins", "num_real", "created", "fastndb") if key not in entry]
+    if missing:
+        raise ValueError(f"{where}: missing {', '.join(missing)} (a damaged file); fit it again with fastndb fit")
+    options, extractor_ = entry["options"], entry.get("extractor")
+    if not isinstance(options, dict) or not set(BIN_OPTION_NAMES) <= set(options):
+        raise ValueError(f"{where}: options: expected the bin options it was fitted with, got "
+                         f"{sorted(options) if isinstance(options, dict) else type(options).__name__}")
+    if extractor_ is not None and (not isinstance(extractor_, dict) or "identity" not in extractor_):
+        raise ValueError(f"{where}: extractor: expected what the features were computed with, got {extractor_!r}")
+    bins = FittedBins.from_dict(entry["bins"], where)
+    num_real = entry["num_real"]
+    if isinstance(num_real, bool) or not isinstance(num_real, int) or num_real < bins.num_reference:
+        raise ValueError(f"{where}: num_real: expected an integer of at least the {bins.num_reference} samples "
+                         f"behind the counts, got {num_real!r}")
+    if options.get("feature") != bins.feature or (extractor_ is not None and extractor_["identity"] != bins.feature):
+        raise ValueError(f"{where}: feature: the options, the bins and the extractor record name different feature "
+                         f"spaces ({options.get('feature')!r}, {bins.feature!r})")
+    if int(options["num_bins"]) != bins.num_bins:
+        raise ValueError(f"{where}: num_bins: the options say {options['num_bins']}, the bins hold {bins.num_bins}")
+    return Reference(str(entry["name"]), bins, options, num_real, str(entry["created"]), path, str(entry["fastndb"]),
+                     extractor_)
 
 
 def save_reference(name: str, real: object, *, overwrite: bool = False, **options: Any) -> Reference:
@@ -199,12 +241,14 @@ def save_reference(name: str, real: object, *, overwrite: bool = False, **option
                         f"not to the stored bins")
     ndb = NDB(**options)
     stored_options = ndb.options.to_dict()  # before the fit: a plain callable is refused without fitting
+    features = ndb.options.feature
+    record = None if features is None else features.provenance()
     ndb.fit(real, distributed=False)
     bins = ndb.bins.to("cpu")
     created = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
     payload = {"format": FORMAT, "version": VERSION, "name": name, "options": stored_options,
                "bins": bins.to_dict(), "num_real": bins.num_fit + (bins.num_reference if bins.mode == "holdout" else 0),
-               "created": created, "fastndb": __version__}
+               "created": created, "fastndb": __version__, "extractor": record}
     write_atomic(path, payload)
     return _read(path)
 

@@ -388,6 +388,64 @@ class SmallestKeyBuffer:
         data[slots] = torch.where(valid[:, None], x[source].to(data.dtype), data[slots])
         old_keys[slots] = torch.where(valid, keys[source], old_keys[slots])
 
+    def known(self, x: Tensor) -> Tensor:
+        """``(b,)`` bool: which rows of ``x`` have the content of a sample offered before (kept or not)."""
+        table = self._copies.keys
+        content = row_keys(x, self.seed, self.salt)
+        if table is None or table.numel() == 0:
+            return torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
+        table = table.to(x.device)
+        slot = torch.searchsorted(table, content).clamp_max_(table.numel() - 1)
+        return table[slot] == content
+
+    def merge(self, other: SmallestKeyBuffer) -> None:
+        """Take in what ``other`` (same seed and salt) was offered, as if its stream had been offered here too: the
+        ``capacity`` smallest keys of both, the copy counts summed. Copies of one sample offered to both buffers are
+        numbered by each on its own (as on the ranks of a distributed job), so they may share a key.
+
+        Raises:
+            ValueError: ``other`` has another seed or salt, or samples with another number of features.
+        """
+        if (other.seed, other.salt) != (self.seed, self.salt):
+            raise ValueError(f"merge: the buffers key samples with seeds {self.seed} and {other.seed}; "
+                             f"only buffers of the same seed can be merged")
+        theirs = other.samples
+        if theirs is not None and other._keys is not None:
+            mine = self.samples
+            if mine is not None and mine.shape[1] != theirs.shape[1]:
+                raise ValueError(f"merge: expected samples with {mine.shape[1]} features like the earlier ones, "
+                                 f"got {theirs.shape[1]}")
+            device = theirs.device if mine is None else mine.device
+            their_keys = other._keys[: other._size].to(device)
+            if mine is None or self._keys is None:
+                data, keys = theirs.to(device).clone(), their_keys.clone()
+            else:
+                dtype = torch.promote_types(mine.dtype, theirs.dtype)
+                data = torch.cat([mine.to(dtype), theirs.to(device, dtype)])
+                keys = torch.cat([self._keys[: self._size], their_keys])
+            if keys.numel() > self.capacity:
+                keep = torch.topk(keys, self.capacity, largest=False).indices
+                data, keys = data.index_select(0, keep), keys.index_select(0, keep)
+            self._data, self._keys, self._size = data, keys, keys.numel()
+        if other._copies.keys is not None and other._copies.counts is not None:
+            device = other._copies.keys.device if self._copies.keys is None else self._copies.keys.device
+            parts = [t for t in (self._copies.keys, other._copies.keys.to(device)) if t is not None]
+            counts = [t for t in (self._copies.counts, other._copies.counts.to(device)) if t is not None]
+            table, inverse = torch.unique(torch.cat(parts), sorted=True, return_inverse=True)
+            self._copies.keys = table
+            self._copies.counts = torch.zeros_like(table).index_add_(0, inverse, torch.cat(counts))
+        self.seen += other.seen
+
+    def shrink(self, capacity: int) -> None:
+        """Keep at most ``capacity`` samples from here on: the smallest keys of those kept, which is what a buffer of
+        that capacity would hold after the same stream."""
+        self.capacity = capacity
+        if self._size > capacity and self._data is not None and self._keys is not None:
+            keep = torch.topk(self._keys[: self._size], capacity, largest=False).indices
+            self._data = self._data.index_select(0, keep)
+            self._keys = self._keys.index_select(0, keep)
+            self._size = capacity
+
     def clear(self) -> None:
         """Drop every sample and free the storage."""
         self.seen = 0
@@ -414,8 +472,8 @@ class SmallestKeyBuffer:
             "copy_counts": None if copies.counts is None else copies.counts.clone(),
         }
 
-    def load_state(self, state: dict) -> None:
-        """Restore a :meth:`state` snapshot."""
+    def load_state(self, state: dict, device: torch.device | None = None) -> None:
+        """Restore a :meth:`state` snapshot (onto ``device``, if given)."""
         self.clear()
         if state["samples"] is not None:
             self._data, self._keys = state["samples"].clone(), state["keys"].clone()
@@ -423,3 +481,6 @@ class SmallestKeyBuffer:
         if state.get("copy_keys") is not None:
             self._copies.keys, self._copies.counts = state["copy_keys"].clone(), state["copy_counts"].clone()
         self.seen = int(state["seen"])
+        self.shrink(self.capacity)  # a snapshot of a larger buffer: what this capacity would have kept
+        if device is not None:
+            self._move(device)
