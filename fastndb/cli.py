@@ -348,12 +348,13 @@ def _report(args: argparse.Namespace) -> int:
 
     options = _options(args)
     num_bins = options.pop("num_bins")
+    chosen = args.format or report.format_of(args.output)
     real, fake = _load(args.real, args), _load(args.fake, args)
     built = report.build(real, fake, num_bins=num_bins, names=sample_names(args.real),
                          fake_names=sample_names(args.fake), examples=args.examples, max_flagged=args.max_flagged,
                          birthday_samples=args.birthday_samples or None, coverage_samples=args.prdc_samples or None,
-                         nearest_k=args.nearest_k, pictures=args.format == "html", **options)
-    path = built.save(args.output, args.format)
+                         nearest_k=args.nearest_k, pictures=chosen == "html", **options)
+    path = built.save(args.output, chosen)
     print(built.verdict[0])
     print(f"wrote {path}")
     return 0
@@ -574,8 +575,9 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("real", help="image folder, .npy, .npz[:name] or .pt[:name]")
     report.add_argument("fake", help="same forms as REAL")
     report.add_argument("-o", "--output", default="report.html", help="the file to write (default: report.html)")
-    report.add_argument("--format", choices=("html", "md"), default="html",
-                        help="html: one self-contained page with pictures; md: Markdown for CI logs (default: html)")
+    report.add_argument("--format", choices=("html", "md"), default=None,
+                        help="html: one self-contained page with pictures; md: Markdown for CI logs (default: from "
+                             "the output's suffix, .md or .markdown for md, else html)")
     for flag, settings in cli_flags(bins_from_data=True):
         report.add_argument(flag, **settings)
     report.add_argument("--examples", type=_positive_int, default=8, help="examples per flagged bin (default: 8)")

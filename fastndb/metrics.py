@@ -126,6 +126,7 @@ class _Metric(_torchmetrics.Metric):
     _not_ready: dict[str, str] = {}
     _integer_states: tuple[str, ...] = ()
     _save_held = False
+    _embedded_with: str | None = None  # the extractor's label when the held features were computed
 
     def __getattr__(self, name: str) -> Any:
         message = type(self)._not_ready.get(name)
@@ -203,6 +204,7 @@ class _Metric(_torchmetrics.Metric):
         for key in self._integer_states:  # restored as the checkpoint held them (on the CPU after map_location)
             setattr(self, key, getattr(self, key).to(self.device))
         if saved is not None:
+            self._embedded_with = self._config().get("feature")  # checked equal to the checkpoint's above
             self._load_held_state(saved)
             if self._has_held():
                 # torchmetrics' private update counter: without it, compute() after loading a checkpoint warns that
@@ -220,6 +222,17 @@ class _Metric(_torchmetrics.Metric):
             this._defaults[key] = this._defaults[key].to(this.device)
             setattr(this, key, getattr(this, key).to(this.device))
         return this
+
+    def _same_network(self, extractor: Any, expected: str | None, remedy: str) -> None:
+        """Refuse a batch that ``extractor`` would embed with other weights than the features or bins this metric
+        holds were computed with (``expected``: their extractor's label; ``None`` when nothing is held)."""
+        label = label_of(extractor)
+        if expected is not None and expected != label:
+            raise ValueError(f"feature: this {type(self).__name__} holds features or bins computed by {expected}, "
+                             f"but the network is now {label}: its weights, buffers or attributes changed (an "
+                             f"optimizer step, an in-place write), and features of two networks cannot be compared; "
+                             f"{remedy}, or pass a frozen copy (copy.deepcopy) as feature=")
+        self._embedded_with = label
 
     def _forwarded(self, value: Any) -> Any:
         """Record a per-batch value as torchmetrics' ``forward`` does."""
@@ -475,6 +488,12 @@ class NDBMetric(_Metric):
     def _embed(self, x: Tensor, name: str, real: bool) -> Tensor:
         """Features of a batch on the metric's device; the batch's own range is kept (real) or checked against the
         real samples' (fake), as without an extractor."""
+        if self.fixed_reference:
+            self._same_network(self._extractor, self.bins.feature, "build the metric again to fit new bins")
+        else:
+            held = self.is_fitted or len(self._real) > 0 or len(self._pending_fake) > 0
+            self._same_network(self._extractor, self._embedded_with if held else None,
+                               "call reset() with reset_real_features=True to start again with the new weights")
         reference = self.bins.input_values if self.fixed_reference else self._input_values
         check = None
         if not real and reference is not None:
@@ -766,6 +785,8 @@ class BirthdayMetric(_Metric):
             x = to_float(concatenate(as_batches(samples, "samples")), self.value_range).to(self.device)
         else:
             raw = concatenate(as_batches(samples, "samples", check_finite=False, flatten=False))
+            self._same_network(self.feature, self._embedded_with if len(self._buffer) else None,
+                               "call reset() to start again with the new weights")
             x = embed(raw, self.feature, self.value_range, "samples")[0].to(self.device)
         held = self._buffer.samples
         if held is not None and held.shape[1] != x.shape[1]:
@@ -976,6 +997,10 @@ class PRDCMetric(_Metric):
         check = None if reference is None else (
             lambda summary, label: check_value_ranges(reference, summary, reference_name="imgs (real)", name=label))
         if self.feature is not None:
+            held = len(self._kept[True]) > 0 or len(self._kept[False]) > 0
+            self._same_network(self.feature, self._embedded_with if held else None,
+                               "build the metric again (real samples given up front)" if self._fixed_real else
+                               "call reset() with reset_real_features=True to start again with the new weights")
             x, summary = embed(raw, self.feature, self.value_range, name, check)
         else:
             summary = summarize(raw, self.value_range, name)

@@ -211,11 +211,18 @@ class Report:
         from pathlib import Path
 
         path = Path(path)
-        chosen = format or ("md" if path.suffix.lower() in (".md", ".markdown") else "html")
+        chosen = format or format_of(path)
         if chosen not in ("html", "md"):
             raise ValueError(f"format: expected 'html' or 'md', got {format!r}")
         path.write_text(self.to_markdown() if chosen == "md" else self.to_html(), encoding="utf-8")
         return path
+
+
+def format_of(path: Any) -> str:
+    """The report format a file name asks for: ``"md"`` for ``.md`` and ``.markdown``, else ``"html"``."""
+    from pathlib import Path
+
+    return "md" if Path(path).suffix.lower() in (".md", ".markdown") else "html"
 
 
 # ------------------------------------------------------------------------------------------------- building

@@ -18,7 +18,7 @@ from torch import Tensor
 
 from fastndb._core.backends import AssignBackend, nearest_bins, resolve_backend
 from fastndb._core.collectives import Collective
-from fastndb._core.extractors import embed, embedded, label_of
+from fastndb._core.extractors import embed, embedded, label_of, same_features
 from fastndb._core.features import (
     FeatureMap,
     ValueSummary,
@@ -315,6 +315,7 @@ def features_of(batches: Batches, bins: FittedBins, options: BinOptions, name: s
     batch's own range checked against the real samples' first)."""
     if options.feature is None:
         return batches
+    same_features(bins.feature, options.feature, "bins")  # the network may have changed since the fit
     return embedded(batches, options.feature, options.value_range, name, check=bins.input_check())
 
 

@@ -131,16 +131,27 @@ def load(directory: Path, material: dict) -> FittedBins | None:
     return bins
 
 
-def write_atomic(path: Path, payload: dict) -> Path:
+def write_atomic(path: Path, payload: dict, *, exclusive: bool = False) -> Path:
     """``torch.save`` ``payload`` to ``path`` through a temporary file in the same folder and a rename, so that a
-    reader never sees half a file (the folder is made if missing)."""
+    reader never sees half a file (the folder is made if missing).
+
+    With ``exclusive``, the file is only created, never replaced: the temporary file is hard-linked to ``path``,
+    which fails if ``path`` exists at that moment, so of two writers racing for one name exactly one wins.
+
+    Raises:
+        FileExistsError: ``exclusive`` and ``path`` exists (the other writer won).
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(prefix=f".{path.stem}-", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(handle, "wb") as f:
             torch.save(payload, f)
-        os.replace(temporary, path)
+        if exclusive:
+            os.link(temporary, path)
+            Path(temporary).unlink()
+        else:
+            os.replace(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise

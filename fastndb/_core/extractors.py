@@ -43,7 +43,6 @@ import json
 import math
 import os
 import threading
-import weakref
 from collections.abc import Callable, Iterator
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -337,23 +336,47 @@ def load_named(name: str, weights: str | os.PathLike | None = None) -> nn.Module
 
 
 # ------------------------------------------------------------------------------------------------ identity
-_digests: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_SIMPLE = (int, float, str, bool, type(None))
+_TORCH_INTERNALS = {"training", "dump_patches", "call_super_init"}
+
+
+def _simple(value: object) -> bool:
+    if isinstance(value, (tuple, list)):
+        return len(value) <= 64 and all(_simple(v) for v in value)
+    return isinstance(value, _SIMPLE) or isinstance(value, torch.dtype)
 
 
 def weights_digest(module: nn.Module) -> str:
-    """A digest of a module's state dict (names, shapes, dtypes and exact bytes, hashed where they live); recomputed
-    only when a tensor of it changed (PyTorch's version counters) or was replaced."""
-    from fastndb._core.sampling import content_fingerprint
+    """A digest of everything a module's forward can read: every parameter and buffer (persistent or not: names,
+    shapes, dtypes and exact bytes, hashed where they live) and the plain attributes of it and its submodules
+    (numbers, strings, tuples of them, and tensors kept as plain attributes).
 
-    state = module.state_dict(keep_vars=True)
-    marks = tuple((name, t.data_ptr(), t._version, tuple(t.shape)) for name, t in state.items())
-    memo = _digests.get(module)
-    if memo is not None and memo[0] == marks:
-        return memo[1]
-    parts = [[name, list(t.shape), str(t.dtype), *content_fingerprint(t.detach())[:2]] for name, t in state.items()]
-    digest = hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:20]
-    _digests[module] = (marks, digest)
-    return digest
+    Recomputed from the content at every call, so that no in-place change escapes it: PyTorch's version counters miss
+    writes through ``.data``, and non-persistent buffers and attributes are not in the state dict. One pass over the
+    weights on their own device and one host read for all of them.
+    """
+    from fastndb._core.sampling import fingerprint_totals
+
+    named: dict[str, Tensor] = {}
+    attributes: list = []
+    for prefix, sub in module.named_modules(remove_duplicate=False):
+        for name, value in vars(sub).items():
+            if name.startswith("_") or name in _TORCH_INTERNALS:
+                continue
+            if isinstance(value, Tensor):
+                named[f"{prefix}.{name}!attribute"] = value
+            elif _simple(value):
+                attributes.append([prefix, name, repr(value)])
+    named.update((f"{name}!parameter", t) for name, t in module.named_parameters(remove_duplicate=False))
+    named.update((f"{name}!buffer", t) for name, t in module.named_buffers(remove_duplicate=False) if t is not None)
+    totals = [fingerprint_totals(t.detach()) for t in named.values()]
+    if totals:
+        device = totals[0].device
+        read = torch.stack([t.to(device) for t in totals]).tolist()
+    else:
+        read = []
+    parts = [[name, list(t.shape), str(t.dtype), *pair] for (name, t), pair in zip(named.items(), read, strict=True)]
+    return hashlib.sha256(json.dumps([parts, attributes]).encode()).hexdigest()[:20]
 
 
 # ---------------------------------------------------------------------------------------------- the extractor
@@ -473,20 +496,28 @@ class Extractor:
         """
         function = self._on(x.device)
         module = function if isinstance(function, nn.Module) else None
-        was_training = module.training if module is not None else False
         parts = []
         autocast = (torch.autocast(device_type=x.device.type, dtype=self.autocast) if self.autocast is not None
                     else nullcontext())
-        try:
-            if module is not None:
-                module.eval()
-            with torch.no_grad(), autocast:
-                for start in range(0, x.shape[0], self.batch_size):
-                    batch = x[start : start + self.batch_size]
-                    parts.append(self._flat(function(batch), batch.shape[0], name))
-        finally:
-            if module is not None and was_training:
-                module.train()
+        # a caller's module is switched to eval mode for the call and its own modes restored after; threads sharing
+        # it take turns, so that one thread's restore never switches another's forward back to train mode
+        guard = _module_lock(module) if module is not None and not self.owned else nullcontext()
+        with guard:
+            modes = [(m, m.training) for m in module.modules()] if module is not None else []
+            try:
+                if module is not None:
+                    module.eval()
+                with torch.no_grad(), autocast:
+                    for start in range(0, x.shape[0], self.batch_size):
+                        batch = x[start : start + self.batch_size]
+                        rows = batch.shape[0]
+                        if rows < self.batch_size:  # always the same shape: features independent of the batching
+                            filler = batch[-1:].expand(self.batch_size - rows, *batch.shape[1:])
+                            batch = torch.cat([batch, filler])
+                        parts.append(self._flat(function(batch), batch.shape[0], name)[:rows])
+            finally:
+                for m, training in modes:
+                    m.training = training
         features = parts[0] if len(parts) == 1 else torch.cat(parts)
         return features
 
@@ -497,8 +528,10 @@ class Extractor:
             raise ValueError(f"feature: expected the {self.description()} to return a tensor of shape (B, d), "
                              f"got {type(out).__name__} for {name}")
         if out.dim() == 0 or out.shape[0] != rows:
+            padded = (f" (its batch of {rows} rows: the samples, padded to batch_size={self.batch_size} with copies "
+                      f"of the last)" if rows == self.batch_size else "")
             raise ValueError(f"feature: expected the {self.description()} to return one row per sample, "
-                             f"(B={rows}, d); got shape {tuple(out.shape)} for {name}")
+                             f"(B={rows}, d){padded}; got shape {tuple(out.shape)} for {name}")
         out = out.reshape(rows, -1)
         if out.shape[1] == 0:
             raise ValueError(f"feature: the {self.description()} returned no features (shape {tuple(out.shape)})")
@@ -553,6 +586,23 @@ def compare_provenance(stored: dict | None, current: dict | None, where: str) ->
         warnings.warn(f"feature: {where} was fitted with other package versions ({shown}); the same weights and "
                       f"preprocessing can still round differently: refit it if the scores drift", UserWarning,
                       stacklevel=3)
+
+
+_module_locks: dict[int, tuple[Any, threading.RLock]] = {}
+_module_locks_guard = threading.Lock()
+
+
+def _module_lock(module: nn.Module) -> threading.RLock:
+    """One re-entrant lock per live module (keyed by identity, dropped with the module)."""
+    key = id(module)
+    with _module_locks_guard:
+        entry = _module_locks.get(key)
+        if entry is None or entry[0]() is not module:
+            import weakref
+
+            entry = (weakref.ref(module, lambda _, key=key: _module_locks.pop(key, None)), threading.RLock())
+            _module_locks[key] = entry
+        return entry[1]
 
 
 def extractor(
@@ -624,8 +674,12 @@ def same_features(expected: str | None, extractor_: Extractor | None, where: str
     got = label_of(extractor_)
     if expected != got:
         shown = lambda s: "raw values (feature=None)" if s is None else s  # noqa: E731
+        changed = (expected is not None and got is not None and expected.split("@", 1)[0] == got.split("@", 1)[0])
+        hint = ("the network's weights, buffers or attributes changed since (an optimizer step, an in-place write): "
+                "fit again, or keep a frozen copy (copy.deepcopy) as feature=" if changed else
+                "pass the feature= it was fitted with")
         raise ValueError(f"feature: {where} was fitted on {shown(expected)}, but this call's features are "
-                         f"{shown(got)}; pass the feature= it was fitted with")
+                         f"{shown(got)}; {hint}")
 
 
 

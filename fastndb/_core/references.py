@@ -249,7 +249,11 @@ def save_reference(name: str, real: object, *, overwrite: bool = False, **option
     payload = {"format": FORMAT, "version": VERSION, "name": name, "options": stored_options,
                "bins": bins.to_dict(), "num_real": bins.num_fit + (bins.num_reference if bins.mode == "holdout" else 0),
                "created": created, "fastndb": __version__, "extractor": record}
-    write_atomic(path, payload)
+    try:
+        write_atomic(path, payload, exclusive=not overwrite)  # the check above, made again atomically at the write
+    except FileExistsError:
+        raise FileExistsError(f"reference {name!r} exists ({path}): another fit wrote it while this one ran; pass "
+                              f"overwrite=True (--overwrite) to replace it") from None
     return _read(path)
 
 

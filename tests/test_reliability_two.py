@@ -1,0 +1,190 @@
+"""Hostile inputs, round two (issue 26): one regression test per cause, each failing on the code before its fix.
+
+Feature networks that change after a fit, in-place changes a cache could miss, threads, concurrent writers, files
+that lie (tests/test_references.py), checkpoints into other settings (tests/test_metric_contract.py), and the newer
+entry points' tracebacks, messages, memory and output.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import fastndb
+from tests.conftest import mixture
+
+torchmetrics = pytest.importorskip("torchmetrics")
+from fastndb.metrics import BirthdayMetric, NDBMetric, PRDCMetric  # noqa: E402
+
+
+class Lin(nn.Module):
+    def __init__(self, d_in: int = 12, d_out: int = 6, seed: int = 0) -> None:
+        super().__init__()
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            self.lin = nn.Linear(d_in, d_out)
+        self.register_buffer("shift", torch.zeros(d_out), persistent=False)
+        self.gain = 1.0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.lin(x) * self.gain + self.shift
+
+
+def _data(n_real: int = 3000, n_fake: int = 1500):
+    real = torch.from_numpy(mixture(n_real, 12, num_modes=8, seed=0)).float()
+    fake = torch.from_numpy(mixture(n_fake, 12, num_modes=8, seed=1)).float()
+    return real, fake
+
+
+def _step(module: nn.Module, x: torch.Tensor) -> None:
+    optimizer = torch.optim.SGD(module.parameters(), lr=0.5)
+    module(x).square().mean().backward()
+    optimizer.step()
+
+
+CHANGED = r"changed|computed by .* but the network is now"
+
+
+# ------------------------------------------------------------------ 1. a feature network that changes after the fit
+def test_a_network_stepped_after_the_fit_is_refused_everywhere():
+    real, fake = _data()
+    m = Lin()
+    ndb = fastndb.NDB(20, feature=m).fit(real)
+    assert ndb.score(real[:1500] + 0.001).ndb == 0
+    _step(m, real)
+    with pytest.raises(ValueError, match=r"bins was fitted on .*Lin@.*weights, buffers or attributes changed"):
+        ndb.score(real[:1500])
+
+    m = Lin()
+    metric = NDBMetric(num_bins=20, feature=m, reset_real_features=False)
+    metric.update(real, real=True), metric.update(fake, real=False)
+    metric.compute()
+    _step(m, real)
+    with pytest.raises(ValueError, match=CHANGED):
+        metric.update(fake, real=False)
+    fixed = NDBMetric(num_bins=20, feature=m, real=real)
+    _step(m, real)
+    with pytest.raises(ValueError, match=r"build the metric again"):
+        fixed.update(fake, real=False)
+
+    m = Lin()
+    coverage = PRDCMetric(nearest_k=3, feature=m, reset_real_features=False)
+    coverage.update(real[:500], real=True), coverage.update(fake[:300], real=False)
+    coverage.compute()
+    coverage.reset()  # real features kept from the old network
+    _step(m, real)
+    with pytest.raises(ValueError, match=r"reset_real_features=True"):
+        coverage.update(fake[:300], real=False)
+
+    m = Lin()
+    pairs = BirthdayMetric(num_samples=1000, threshold=0.0, feature=m)
+    pairs.update(fake[:250])
+    _step(m, real)
+    with pytest.raises(ValueError, match=CHANGED):
+        pairs.update(fake[:250])
+    pairs.reset()  # the remedy the message names
+    pairs.update(fake[:250]), pairs.update(fake[:250])
+    assert float(pairs.compute()["num_duplicates"]) == 250
+
+    from fastndb.demo.training import CollapseMonitor
+
+    m = Lin()
+    monitor = CollapseMonitor(real, num_bins=10, num_samples=600, birthday_samples=200, feature=m)
+    monitor.observe(fake[:600], epoch=1)
+    _step(m, real)
+    with pytest.raises(ValueError, match=CHANGED):
+        monitor.observe(fake[:600], epoch=2)
+
+
+# -------------------------------------------------------------------- 2. in-place changes the cache does not see
+@pytest.mark.parametrize("change", ["data", "buffer", "attribute"])
+def test_in_place_changes_refit_the_cached_bins(change):
+    real, fake = _data()
+    m = Lin()
+    fastndb.score(real, fake, num_bins=16, feature=m)
+    with torch.no_grad():
+        if change == "data":
+            m.lin.weight.data.copy_(torch.randn(6, 12, generator=torch.Generator().manual_seed(3)))
+        elif change == "buffer":
+            m.shift.data.add_(torch.arange(6.0) * 3)  # non-persistent: not in the state dict
+        else:
+            m.gain = -2.0  # a plain attribute the forward reads
+    cached = fastndb.score(real, fake, num_bins=16, feature=m)
+    fresh = fastndb.score(real, fake, num_bins=16, feature=m, cache=False)
+    assert torch.equal(cached.real_counts, fresh.real_counts) and torch.equal(cached.fake_counts, fresh.fake_counts)
+
+
+# ------------------------------------------------------------------------------------------------- 3. threads
+def test_threads_sharing_a_module_in_train_mode_get_eval_features():
+    torch.manual_seed(0)
+    module = nn.Sequential(nn.Linear(12, 32), nn.BatchNorm1d(32), nn.Dropout(0.5), nn.Linear(32, 8)).train()
+    before = {k: v.clone() for k, v in module.state_dict().items()}
+    batches = [torch.randn(300, 12, generator=torch.Generator().manual_seed(i)) for i in range(6)]
+    extractor = fastndb.extractor(module, batch_size=7)
+    serial = [extractor(b) for b in batches]
+    got: list = [None] * 6
+
+    def run(i: int) -> None:
+        for _ in range(3):
+            got[i] = extractor(batches[i])
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert all(torch.equal(a, b) for a, b in zip(got, serial, strict=True))
+    assert module.training and all(torch.equal(v, before[k]) for k, v in module.state_dict().items())
+
+
+# --------------------------------------------------------------------------------- 4. concurrent fit --name
+def test_concurrent_fits_of_one_name_leave_one_winner(tmp_path):
+    env = {**os.environ, "FASTNDB_HOME": str(tmp_path / "home"), "PYTHONWARNINGS": "ignore"}
+    for i in range(2):  # large enough that both fits run while neither has written
+        np.save(tmp_path / f"real{i}.npy", mixture(30_000, 64, seed=i).astype(np.float32))
+    runs = [subprocess.Popen([sys.executable, "-m", "fastndb", "fit", str(tmp_path / f"real{i}.npy"), "--name",
+                              "same", "--num-bins", "50"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             env=env) for i in range(2)]
+    outcomes = [(run.wait(timeout=300), run.stderr.read()) for run in runs]
+    codes = sorted(code for code, _ in outcomes)
+    assert codes[0] == 0 and codes[1] != 0, outcomes
+    assert any("exists" in err for code, err in outcomes if code != 0)
+
+
+# ------------------------------------------------------------------------ 8. counts independent of the batching
+def test_metric_counts_with_a_feature_do_not_depend_on_the_update_batch_size():
+    from fastndb.demo.runner import load_digits_tensor
+
+    digits, _ = load_digits_tensor()
+    images = digits.reshape(-1, 1, 8, 8)
+    real, fake = images[:1200], images[1200:1500]
+    expected = fastndb.score(real, fake, num_bins=12, feature="digits", cache=False)
+    for size in (1, 7, 300):
+        metric = NDBMetric(num_bins=12, feature="digits", real=real)
+        for batch in fake.split(size):
+            metric.update(batch, real=False)
+        assert torch.equal(metric.fake_counts, expected.fake_counts), size
+    # the features themselves: the same bits whatever the batching (every call runs batches of batch_size rows)
+    ex = fastndb.extractor("digits")
+    whole = ex(fake)
+    assert torch.equal(torch.cat([ex(b) for b in fake.split(1)]), whole)
+    assert torch.equal(torch.cat([ex(b) for b in fake.split(13)]), whole)
+
+
+# --------------------------------------------------------------------------- 7. the report's format from -o
+def test_report_output_suffix_decides_the_format(tmp_path):
+    np.save(tmp_path / "real.npy", mixture(1200, 8, seed=0))
+    np.save(tmp_path / "fake.npy", mixture(600, 8, seed=1))
+    out = subprocess.run([sys.executable, "-m", "fastndb", "report", "real.npy", "fake.npy", "-o", "r.md",
+                          "--num-bins", "10", "--birthday-samples", "0", "--prdc-samples", "0"], cwd=tmp_path,
+                         capture_output=True, text=True, timeout=300, env={**os.environ, "MPLBACKEND": "Agg"})
+    assert out.returncode == 0, out.stderr
+    text = (tmp_path / "r.md").read_text()
+    assert text.startswith("#") and "<html" not in text.lower()
