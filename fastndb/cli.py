@@ -19,6 +19,7 @@ import logging
 import math
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -177,7 +178,13 @@ def _score(args: argparse.Namespace) -> int:
     space = "raw values" if ndb.options.feature is None else f"features {ndb.options.feature.identity()}"
     result = ndb.score(fake)  # first: its checks of FAKE against the bins name the bins
     coverage = None
-    if args.prdc_samples:
+    from fastndb.report import coverage_skipped
+
+    skipped = coverage_skipped(args.nearest_k, real.shape[0], fake.shape[0], args.prdc_samples or None,
+                               flag="--nearest-k")
+    if args.prdc_samples and skipped is not None:
+        warnings.warn(skipped, UserWarning, stacklevel=2)
+    elif args.prdc_samples:
         from fastndb._core.coverage import prdc
 
         coverage = prdc(real, fake, nearest_k=args.nearest_k, feature=ndb.options.feature,
@@ -349,6 +356,10 @@ def _report(args: argparse.Namespace) -> int:
     options = _options(args)
     num_bins = options.pop("num_bins")
     chosen = args.format or report.format_of(args.output)
+    if _stored_reference(args.real) is not None:
+        raise ValueError(f"{args.real}: a stored reference holds bins, not samples, and a report shows real examples "
+                         f"and the coverage metrics, which need the real samples themselves: pass the real data "
+                         f"(fastndb score {args.real} FAKE scores against the reference)")
     real, fake = _load(args.real, args), _load(args.fake, args)
     built = report.build(real, fake, num_bins=num_bins, names=sample_names(args.real),
                          fake_names=sample_names(args.fake), examples=args.examples, max_flagged=args.max_flagged,

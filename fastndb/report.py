@@ -23,6 +23,7 @@ import io
 import math
 import platform
 import time
+import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -218,6 +219,39 @@ class Report:
         return path
 
 
+def _check_names(names: object, count: int, argument: str) -> list[str] | None:
+    """File names, one string per sample, or ``None``.
+
+    Raises:
+        TypeError: not a list or tuple of strings.
+        ValueError: another number of names than samples (they would label the wrong files).
+    """
+    if names is None:
+        return None
+    if isinstance(names, (str, bytes)) or not isinstance(names, (list, tuple)):
+        raise TypeError(f"{argument}: expected a list of file names (one string per sample), got "
+                        f"{type(names).__name__}")
+    wrong = next((n for n in names if not isinstance(n, str)), None)
+    if wrong is not None:
+        raise TypeError(f"{argument}: expected file names as strings, got a {type(wrong).__name__} ({wrong!r}); "
+                        f"pass [str(n) for n in {argument}]")
+    if len(names) != count:
+        raise ValueError(f"{argument}: expected one name per sample ({count}), got {len(names)}")
+    return list(names)
+
+
+def coverage_skipped(nearest_k: int, num_real: int, num_fake: int, num_samples: int | None = None,
+                     flag: str = "nearest_k") -> str | None:
+    """Why the coverage metrics cannot run at these sizes (each sample's ``k``-th nearest other sample of its own
+    set must exist), or ``None`` when they can: the report and the command line skip them, say so, and keep the
+    rest."""
+    smallest = min(num_real, num_fake, num_samples or num_real)
+    if smallest > nearest_k:
+        return None
+    return (f"coverage metrics skipped: {flag} {nearest_k} needs more than {nearest_k} samples on each side, got "
+            f"{num_real} real and {num_fake} fake; pass a smaller {flag} or more samples")
+
+
 def format_of(path: Any) -> str:
     """The report format a file name asks for: ``"md"`` for ``.md`` and ``.markdown``, else ``"html"``."""
     from pathlib import Path
@@ -358,6 +392,8 @@ def build(
     fake_batches = as_batches(fake, "fake", check_finite=False, flatten=False)
     check_same_library(real=real_batches.library, fake=fake_batches.library)
     real_x, fake_x = concatenate(real_batches), concatenate(fake_batches)
+    names = _check_names(names, real_x.shape[0], "names")
+    fake_names = _check_names(fake_names, fake_x.shape[0], "fake_names")
     if num_bins is None:
         num_bins = default_num_bins(real_x.shape[0], options.get("holdout_fraction", 0.5),
                                     options.get("mode", "holdout"), fake_x.shape[0])
@@ -367,20 +403,27 @@ def build(
     value_range, feature = ndb.options.value_range, ndb.options.feature
 
     coverage = None
-    if coverage_samples is not None:
+    skipped = coverage_skipped(nearest_k, real_x.shape[0], fake_x.shape[0], coverage_samples)
+    if coverage_samples is not None and skipped is not None:
+        warnings.warn(skipped, UserWarning, stacklevel=2)
+    elif coverage_samples is not None:
         began = time.perf_counter()
         coverage = prdc(real_x, fake_x, nearest_k=nearest_k, feature=feature, value_range=value_range,
                         num_samples=coverage_samples, seed=ndb.seed)
         timings["coverage metrics"] = time.perf_counter() - began
     pairs = null_duplicates = duplicates = None
     size = None
-    if birthday_samples is not None:
+    if birthday_samples is not None and min(birthday_samples, fake_x.shape[0], real_x.shape[0]) < 3:
+        warnings.warn(f"birthday test skipped: it needs at least 3 samples on each side, got {fake_x.shape[0]} fake "
+                      f"and {real_x.shape[0]} real", UserWarning, stacklevel=2)
+    elif birthday_samples is not None:
         began = time.perf_counter()
         size = min(birthday_samples, fake_x.shape[0], real_x.shape[0])
         threshold = fastndb.duplicate_threshold(real_x, num_samples=size, seed=ndb.seed, value_range=value_range,
                                                 feature=feature)
-        pairs = fastndb.birthday(fake_x[:size], threshold=threshold, value_range=value_range, feature=feature)
-        null_duplicates = fastndb.birthday(real_x[-size:], threshold=threshold, value_range=value_range,
+        pairs = fastndb.birthday(fake_x[:size], num_pairs=min(20, size * (size - 1) // 2), threshold=threshold,
+                                 value_range=value_range, feature=feature)
+        null_duplicates = fastndb.birthday(real_x[-size:], num_pairs=1, threshold=threshold, value_range=value_range,
                                            feature=feature).num_duplicates
         null_samples = real_x[-size:]
         duplicates = compare_duplicates(pairs, null_duplicates, size, permutation_p=duplicate_permutation_test(

@@ -123,6 +123,15 @@ def _score_solve(estimate: Tensor, under_fake: Tensor, n_r: Tensor, n_f: Tensor,
     return theta
 
 
+def _tv_deviation(n: Tensor, k: int, confidence: float) -> Tensor:
+    r"""How far the total-variation distance of an empirical ``k``-bin histogram of ``n`` samples strays from its
+    distribution's, with probability at least :math:`1 - (1 - c)/2`, whatever the distribution: the TV distance is the
+    largest deviation over the :math:`2^k` unions of bins, each bounded by Hoeffding's inequality, so
+    :math:`\varepsilon = \sqrt{(k \ln 2 + \ln(4 / (1 - c))) / (2n)}` (the two histograms share :math:`1 - c`)."""
+    return torch.sqrt((k * math.log(2.0) + math.log(4.0 / (1.0 - confidence))) / (2.0 * n.clamp_min(1)))
+
+
+SMALL_SAMPLE_COUNT = 10  # samples per bin below which the distribution-free interval is used (simulated)
 CHANCE_WEIGHT = 0.85  # lambda: the share of the chance spread added to the interval (calibrated by simulation)
 BOOTSTRAP_DRAWS = 500
 BOUNDARY_LEVEL = 0.95  # the interval excludes 0 only when the test of "nothing missing" rejects at 1 - this
@@ -236,7 +245,10 @@ def missing_mass_values(real_counts: Tensor, fake_counts: Tensor, *, confidence:
     null_estimates, null_raw, *_ = two_group_fit(null_r, null_f)
     null_plug = (null_r / null_r.sum(-1, keepdim=True).clamp_min(1)
                  - null_f / null_f.sum(-1, keepdim=True).clamp_min(1)).clamp_min(0).sum(-1)
-    chance_sd = null_estimates.std()
+    finite = torch.isfinite(null_estimates)  # a null draw of a tiny sample can hold no sample at all
+    kept = torch.where(finite, null_estimates, 0.0)
+    count = finite.sum().clamp_min(2)
+    chance_sd = torch.sqrt(((kept - kept.sum() / count) ** 2 * finite).sum() / (count - 1))
     # the test of "nothing missing" compares the uncorrected statistic, exactly 0 when no bin is affected (ties at 0
     # count against the data: p = 1 then), with its null draws
     p_value = ((null_raw >= raw).sum() + 1) / (draws + 1)
@@ -245,6 +257,12 @@ def missing_mass_values(real_counts: Tensor, fake_counts: Tensor, *, confidence:
     low = _score_solve(estimate, under_fake, n_r, n_f, chance_sd, z, -1.0).clamp_min(0)
     low = torch.where(p_value <= 1 - BOUNDARY_LEVEL, low, 0.0)
     high = _score_solve(estimate, under_fake, n_r, n_f, chance_sd, z, +1.0).clamp(0, 1)
+    # below SMALL_SAMPLE_COUNT samples per bin on either side the selection has no power and the score interval
+    # under-covers (down to 10-17% at 2-5 per bin): a distribution-free interval takes its place there
+    small = torch.minimum(n_r, n_f) < SMALL_SAMPLE_COUNT * k
+    slack = _tv_deviation(n_r, k, confidence) + _tv_deviation(n_f, k, confidence)
+    low = torch.where(small, torch.where(p_value <= 1 - BOUNDARY_LEVEL, (plug_in - slack).clamp_min(0), 0.0), low)
+    high = torch.where(small, (plug_in + slack).clamp(0, 1), high)
     # the real mass of emptied bins: under-filled beyond alpha / K and below a quarter of the real share
     p_bins = _bin_p_values(r, f)
     emptied = (p_bins < alpha / k) & (fake_shares < real_shares) & (fake_shares < EMPTIED_SHARE * real_shares)
@@ -282,7 +300,8 @@ def chance_sd(num_bins: int, num_real: int, num_fake: int, *, draws: int = BOOTS
     null_r = _poisson_histograms(shares, torch.tensor(float(num_real)), draws, generator)
     null_f = _poisson_histograms(shares, torch.tensor(float(num_fake)), draws, generator)
     estimates = two_group_fit(null_r, null_f)[0]
-    return float(estimates.std())
+    estimates = estimates[torch.isfinite(estimates)]  # a draw of a tiny sample can hold no sample at all
+    return float(estimates.std()) if estimates.numel() > 1 else 0.0
 
 
 def detectable_missing_mass(num_bins: int, num_real: int, num_fake: int, *, tolerance: float = 0.0,
@@ -300,6 +319,13 @@ def detectable_missing_mass(num_bins: int, num_real: int, num_fake: int, *, tole
         >>> 0.02 < detectable_missing_mass(62, 1250, 2500, tolerance=0.01) < 0.06
         True
     """
+    if min(num_real, num_fake) < SMALL_SAMPLE_COUNT * num_bins:
+        # the distribution-free interval: its lower end passes the tolerance once the plug-in distance, whose sd is at
+        # most 1/2 sqrt(1/n_r + 1/n_f) for the set that attains it, exceeds the tolerance by the slack
+        slack = float(_tv_deviation(torch.tensor(float(num_real)), num_bins, confidence)
+                      + _tv_deviation(torch.tensor(float(num_fake)), num_bins, confidence))
+        spread = 0.5 * math.sqrt(1 / max(num_real, 1) + 1 / max(num_fake, 1))
+        return min(1.0, tolerance + slack + normal_quantile(power) * spread)
     sd0 = torch.tensor(chance_sd(num_bins, num_real, num_fake, seed=seed), dtype=torch.float64)
     z = normal_quantile(0.5 + confidence / 2) + normal_quantile(power)
     n_r = torch.tensor(float(num_real), dtype=torch.float64)
@@ -313,7 +339,9 @@ def samples_factor(mass: MissingMass, tolerance: float, *, power: float = 0.8) -
     ``tolerance``, if it is what was estimated (the standard error read from the interval's upper side, which
     is never cut at 0): every part of the interval's standard error scales as
     :math:`1/\sqrt n`, so the factor is :math:`((z_c + z_{power})\,\mathrm{se} / |\hat\theta - \text{tol}|)^2`
-    (at least 1). ``None`` when the estimate sits on the tolerance (no finite size decides).
+    (at least 1). ``None`` when the estimate sits on the tolerance (no finite size decides), or below
+    ``SMALL_SAMPLE_COUNT`` samples per bin (the interval is then the distribution-free one, which this rule does not
+    describe).
 
     Example:
         >>> m = missing_mass(torch.full((20,), 50), torch.full((20,), 100))
@@ -321,8 +349,10 @@ def samples_factor(mass: MissingMass, tolerance: float, *, power: float = 0.8) -
         True
     """
     gap = abs(max(mass.estimate, 0.0) - tolerance)
-    if gap < 1e-6:
+    if gap < 1e-6 or not (math.isfinite(mass.estimate) and math.isfinite(mass.high)):
         return None
+    if min(mass.num_real, mass.num_fake) < SMALL_SAMPLE_COUNT * mass.num_bins:
+        return None  # the distribution-free interval's width does not shrink as 1 / sqrt(n) from here
     z_c = normal_quantile(0.5 + mass.confidence / 2)
     se = max((mass.high - max(mass.estimate, 0.0)) / z_c, 1e-9)  # the upper side: the lower end may sit at 0
     return max(((z_c + normal_quantile(power)) * se / gap) ** 2, 1.0)

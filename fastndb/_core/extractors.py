@@ -124,12 +124,13 @@ class ImageNetwork(nn.Module):
         super().__init__()
         self.network = network
         self.channels, self.size, self.mode, self.to_uint8 = channels, size, mode, to_uint8
+        self.label = "feature"  # the registry name, set by load_named: what messages call this network
         self.register_buffer("mean", None if mean is None else torch.tensor(mean).view(1, -1, 1, 1), persistent=False)
         self.register_buffer("std", None if std is None else torch.tensor(std).view(1, -1, 1, 1), persistent=False)
 
-    def prepare(self, images: Tensor, name: str = "feature") -> Tensor:
+    def prepare(self, images: Tensor, name: str | None = None) -> Tensor:
         """The batch the network sees."""
-        x = as_images(images, self.channels, name).to(torch.float32)
+        x = as_images(images, self.channels, name or self.label).to(torch.float32)
         if self.size is not None:
             x = resize(x, self.size, self.mode).clamp_(0, 1)
         if self.to_uint8:
@@ -330,6 +331,8 @@ def load_named(name: str, weights: str | os.PathLike | None = None) -> nn.Module
         raise ValueError(f"feature={name!r}: could not load the weights in {path}: {type(err).__name__}: "
                          f"{str(err)[:300]}") from err
     network = network.eval().requires_grad_(False)
+    if isinstance(network, ImageNetwork):
+        network.label = name
     with _loaded_lock:
         _loaded[key] = network
     return network
@@ -343,7 +346,7 @@ _TORCH_INTERNALS = {"training", "dump_patches", "call_super_init"}
 def _simple(value: object) -> bool:
     if isinstance(value, (tuple, list)):
         return len(value) <= 64 and all(_simple(v) for v in value)
-    return isinstance(value, _SIMPLE) or isinstance(value, torch.dtype)
+    return isinstance(value, (*_SIMPLE, torch.dtype))
 
 
 def weights_digest(module: nn.Module) -> str:
@@ -380,6 +383,22 @@ def weights_digest(module: nn.Module) -> str:
 
 
 # ---------------------------------------------------------------------------------------------- the extractor
+class _ByIdentity:
+    """A callable as a cache key by identity (a ``@dataclass`` or other unhashable callable included); holding it
+    keeps its ``id`` from being reused while the key lives."""
+
+    __slots__ = ("target",)
+
+    def __init__(self, target: object) -> None:
+        self.target = target
+
+    def __hash__(self) -> int:
+        return id(self.target)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _ByIdentity) and other.target is self.target
+
+
 class Extractor:
     """A resolved ``feature=``: a function from sample batches to ``(B, d)`` features, with how to run it.
 
@@ -471,7 +490,7 @@ class Extractor:
 
     def key(self) -> tuple:
         """The in-memory cache key: the identity (a callable by the object itself), batch size and autocast."""
-        core: Any = self.function if self.module is None else self.identity()
+        core: Any = _ByIdentity(self.function) if self.module is None else self.identity()
         return ("feature", core, self.batch_size, str(self.autocast))
 
     def _on(self, device: torch.device) -> Callable:
@@ -502,6 +521,11 @@ class Extractor:
         # a caller's module is switched to eval mode for the call and its own modes restored after; threads sharing
         # it take turns, so that one thread's restore never switches another's forward back to train mode
         guard = _module_lock(module) if module is not None and not self.owned else nullcontext()
+        if module is not None and self.autocast is None and x.is_floating_point():
+            # the samples reach a module in its own dtype (a .double() or .half() network), not always float32
+            dtype = next((t.dtype for t in (*module.parameters(), *module.buffers()) if t.is_floating_point()), None)
+            if dtype is not None and dtype != x.dtype:
+                x = x.to(dtype)
         with guard:
             modes = [(m, m.training) for m in module.modules()] if module is not None else []
             try:
@@ -519,6 +543,9 @@ class Extractor:
                 for m, training in modes:
                     m.training = training
         features = parts[0] if len(parts) == 1 else torch.cat(parts)
+        if not bool(torch.isfinite(features).all()):  # the samples were checked finite before: the network did it
+            raise ValueError(f"feature: the {self.description()} returned NaN or infinite features for {name}; "
+                             f"the samples themselves are finite (check the network, its dtype or autocast)")
         return features
 
     def _flat(self, out: Any, rows: int, name: str) -> Tensor:

@@ -23,6 +23,7 @@ naming it.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -140,13 +141,55 @@ def load_image_folder(
     return torch.from_numpy(np.ascontiguousarray(np.stack(planes)))
 
 
+EXPANSION_FLOOR = 1 << 30
+"""Bytes a compressed input (``.npz`` member, gzip IDX file) may always expand to."""
+MAX_EXPANSION = 200
+"""Beyond :data:`EXPANSION_FLOOR`, how many times its stored size a compressed input may expand to."""
+
+
+def check_expansion(declared: int, stored: int, where: str) -> None:
+    """Refuse a compressed input whose declared size is a decompression bomb's: more than :data:`EXPANSION_FLOOR`
+    and more than :data:`MAX_EXPANSION` times its stored size (as images get Pillow's pixel-count guard).
+
+    Raises:
+        ValueError: naming ``where``, both sizes and what to do if the file is genuine.
+    """
+    if declared > max(EXPANSION_FLOOR, MAX_EXPANSION * stored):
+        raise ValueError(f"{where}: declares {declared / 2**30:.2f} GiB of data stored in {stored / 2**20:.2f} MiB "
+                         f"({declared / max(stored, 1):.0f} times): refused as a decompression bomb (at most 1 GiB, "
+                         f"or {MAX_EXPANSION} times the stored size); if it is genuine, decompress it yourself (for "
+                         f"example np.save to a .npy file, which is read without expansion)")
+
+
+def _native(array: np.ndarray, where: str) -> torch.Tensor:
+    """An array as a tensor: samples ``(N, ...)`` (a 0-d array is refused), in native byte order."""
+    if array.ndim == 0:
+        raise ValueError(f"{where}: expected samples (N, ...), got a 0-d array (one number, {array.item()!r})")
+    if not array.dtype.isnative:
+        array = array.astype(array.dtype.newbyteorder("="))  # big-endian files, as the Python API takes them
+    return torch.from_numpy(np.ascontiguousarray(array))
+
+
+def _npz_member(path: Path, archive: Any, key: str) -> torch.Tensor:
+    """One member of an ``.npz`` archive, its declared size checked before numpy allocates it."""
+    info = archive.zip.getinfo(f"{key}.npy")
+    with archive.zip.open(info) as member:
+        version = np.lib.format.read_magic(member)
+        read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else \
+            np.lib.format.read_array_header_2_0
+        shape, _, dtype = read_header(member)
+    declared = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    check_expansion(declared, info.compress_size, f"{path}:{key}")
+    return _native(archive[key], f"{path}:{key}")
+
+
 def load_array_file(path: Path, key: str | None) -> torch.Tensor:
     """One array from ``.npy`` / ``.npz`` / ``.pt`` (see the module docstring)."""
     suffix = path.suffix.lower()
     if suffix == ".npy":
         if key is not None:
             raise ValueError(f"{path}: a .npy file holds one array; drop ':{key}'")
-        return torch.from_numpy(np.load(path, allow_pickle=False))
+        return _native(np.load(path, allow_pickle=False), str(path))
     if suffix == ".npz":
         with np.load(path, allow_pickle=False) as archive:
             names = list(archive.files)
@@ -156,7 +199,7 @@ def load_array_file(path: Path, key: str | None) -> torch.Tensor:
                 key = names[0]
             if key not in names:
                 raise ValueError(f"{path}: no array named {key!r}; it holds {names}")
-            return torch.from_numpy(archive[key])
+            return _npz_member(path, archive, key)
     loaded = torch.load(path, map_location="cpu", weights_only=True)
     if isinstance(loaded, dict):
         names = sorted(str(k) for k in loaded)
@@ -169,6 +212,8 @@ def load_array_file(path: Path, key: str | None) -> torch.Tensor:
         raise ValueError(f"{path}: holds one tensor, not a dict; drop ':{key}'")
     if not isinstance(loaded, torch.Tensor):
         raise ValueError(f"{path}: expected a tensor, got {type(loaded).__name__}")
+    if loaded.dim() == 0:
+        raise ValueError(f"{path}: expected samples (N, ...), got a 0-d tensor (one number)")
     return loaded
 
 
@@ -212,7 +257,7 @@ def load_samples(
         kind = path.suffix or "plain"
         raise ValueError(f"{spec}: expected an image folder or a {', '.join(ARRAY_SUFFIXES)} file, got a {kind} file")
     try:
-        return load_array_file(path, key)
+        loaded = load_array_file(path, key)
     except ValueError as err:
         if str(path) in str(err):
             raise  # our own message, naming the file already
@@ -220,3 +265,6 @@ def load_samples(
     except Exception as err:  # noqa: BLE001  (truncated, foreign or malicious files: pickle, zip, OS errors)
         first_line = str(err).splitlines()[0] if str(err) else ""
         raise ValueError(f"{spec}: could not be read as {path.suffix} ({type(err).__name__}: {first_line})") from None
+    if loaded.shape[0] == 0:
+        raise ValueError(f"{spec}: holds no samples (shape {tuple(loaded.shape)})")
+    return loaded

@@ -102,16 +102,45 @@ def read_idx_images(path: str | Path) -> torch.Tensor:
     The IDX format: big-endian magic ``0x00000803`` (unsigned bytes, 3 dimensions), the three sizes as uint32,
     then the pixels.
     """
-    raw = Path(path).read_bytes()
-    if raw[:2] == b"\x1f\x8b":
-        raw = gzip.decompress(raw)
-    if len(raw) < 16 or int.from_bytes(raw[:4], "big") != 0x803:
-        raise ValueError(f"{path}: not an IDX image file (expected magic 0x00000803 for uint8 images)")
-    n, height, width = (int.from_bytes(raw[i : i + 4], "big") for i in (4, 8, 12))
-    if len(raw) != 16 + n * height * width:
-        raise ValueError(f"{path}: IDX header says {n} x {height} x {width} pixels, the file has {len(raw) - 16}")
-    pixels = np.frombuffer(raw, dtype=np.uint8, offset=16).reshape(n, 1, height, width)
+    from fastndb._core.files import check_expansion
+
+    path = Path(path)
+    stored = path.stat().st_size
+    with path.open("rb") as f:
+        compressed = f.read(2) == b"\x1f\x8b"
+    with (gzip.open(path, "rb") if compressed else path.open("rb")) as f:
+        header = f.read(16)
+        if len(header) < 16 or int.from_bytes(header[:4], "big") != 0x803:
+            raise ValueError(f"{path}: not an IDX image file (expected magic 0x00000803 for uint8 images)")
+        n, height, width = (int.from_bytes(header[i : i + 4], "big") for i in (4, 8, 12))
+        declared = n * height * width
+        if compressed:  # the header's size is checked before anything is decompressed
+            check_expansion(declared, stored, str(path))
+        elif declared != stored - 16:
+            raise ValueError(f"{path}: IDX header says {n} x {height} x {width} pixels, the file has {stored - 16}")
+        raw = f.read(declared + 1)
+    if len(raw) != declared:
+        raise ValueError(f"{path}: IDX header says {n} x {height} x {width} pixels, the file has "
+                         f"{'more' if len(raw) > declared else len(raw)}")
+    pixels = np.frombuffer(raw, dtype=np.uint8).reshape(n, 1, height, width)
     return torch.from_numpy(pixels.copy())
+
+
+def _is_idx(path: Path) -> bool:
+    """Whether a file is an IDX image file, by its content (magic, under gzip or not), not by its name."""
+    from fastndb._core.files import ARRAY_SUFFIXES
+
+    if path.is_dir() or path.suffix.lower() in ARRAY_SUFFIXES or not path.is_file():
+        return False
+    with path.open("rb") as f:
+        head = f.read(4)
+    if head[:2] == b"\x1f\x8b":
+        try:
+            with gzip.open(path, "rb") as f:
+                head = f.read(4)
+        except OSError:
+            return False
+    return int.from_bytes(head[:4], "big") == 0x803
 
 
 def load_training_images(data: str | None, *, digit: int | None = None, image_size: int = 32,
@@ -134,7 +163,7 @@ def load_training_images(data: str | None, *, digit: int | None = None, image_si
         from fastndb._core.files import load_samples
 
         name = str(data)
-        loaded = read_idx_images(name) if "idx" in Path(name).name else load_samples(name)
+        loaded = read_idx_images(name) if _is_idx(Path(name)) else load_samples(name)
         if loaded.dim() != 4:
             raise ValueError(f"data: expected images (N, C, H, W), got shape {tuple(loaded.shape)}")
         images = loaded.float() / 255.0 if loaded.dtype == torch.uint8 else loaded.float()

@@ -81,6 +81,14 @@ class EpochRecord:
         return asdict(self)
 
 
+def _samples(data: object, name: str) -> Tensor:
+    """A tensor ``(N, ...)`` from any input fastndb takes (tensor, numpy or CuPy array, list or loader of batches),
+    in its own shape; NaN and the value range are checked where each score reads it."""
+    from fastndb._core.inputs import as_batches, concatenate
+
+    return concatenate(as_batches(data, name, check_finite=False, flatten=False))
+
+
 class CollapseMonitor:
     """Per-epoch NDB and birthday statistics of a generator against fixed real data.
 
@@ -145,6 +153,7 @@ class CollapseMonitor:
         second_feature: object = None,
         seed: int = 0,
     ) -> None:
+        real = _samples(real, "real")
         self.tolerance = check_tolerance(tolerance)
         self.patience = check_int(patience, "patience", minimum=1)
         self.warmup = check_int(warmup, "warmup", minimum=0)
@@ -200,6 +209,8 @@ class CollapseMonitor:
             has been flagged by now), and with ``second_feature`` also ``feature_ndb_ratio``, ``feature_js``.
             :attr:`last_result` holds the full NDB result, :attr:`last_verdict` the verdict.
         """
+        epoch = check_int(epoch, "epoch", minimum=0)
+        samples = _samples(samples, "samples")
         result = self.ndb.score(samples)
         self.last_result = result
         pairs = birthday(samples[: self.birthday_samples], num_pairs=1, threshold=self.duplicate_threshold,
