@@ -162,9 +162,11 @@ def _score(args: argparse.Namespace) -> int:
     options = _options(args)
     NDB(**{**options, "num_bins": options["num_bins"] or 2})  # options first: a bad one fails before files are read
     real, fake = _load(args.real, args), _load(args.fake, args)
+    _same_sample_shape(real, fake, args)
     ndb = NDB(**_with_bins(options, real.shape[0], fake.shape[0]))
     source = "fitted"
     if args.cache:
+        cache.usable_folder(Path(args.cache), "--cache")
         material = cache.key_material(real, ndb.options)
         cached = cache.load(Path(args.cache), material)
         if cached is not None:
@@ -181,7 +183,7 @@ def _score(args: argparse.Namespace) -> int:
     from fastndb.report import coverage_skipped
 
     skipped = coverage_skipped(args.nearest_k, real.shape[0], fake.shape[0], args.prdc_samples or None,
-                               flag="--nearest-k")
+                               flag="--nearest-k", samples_flag="--prdc-samples")
     if args.prdc_samples and skipped is not None:
         warnings.warn(skipped, UserWarning, stacklevel=2)
     elif args.prdc_samples:
@@ -194,6 +196,20 @@ def _score(args: argparse.Namespace) -> int:
     if args.examples:
         _write_examples(args, ndb, result, real, fake)
     return status
+
+
+def _same_sample_shape(real: Any, fake: Any, args: argparse.Namespace) -> None:
+    """Refuse REAL and FAKE of different sample shapes before anything is fitted, saying which flag aligns them."""
+    if tuple(real.shape[1:]) == tuple(fake.shape[1:]) or getattr(args, "feature", None) is not None:
+        return  # a named network reads grey and RGB images of any size alike
+    hint = ""
+    if real.dim() == 4 and fake.dim() == 4:
+        if real.shape[1] != fake.shape[1]:
+            hint = f"; pass --channels {max(real.shape[1], fake.shape[1])} (or 1) to read both folders alike"
+        if real.shape[2:] != fake.shape[2:]:
+            hint += f"; pass --image-size {real.shape[2]} {real.shape[3]} to resize both to one size"
+    raise ValueError(f"{args.fake}: samples of shape {tuple(fake.shape[1:])}, but {args.real}'s are "
+                     f"{tuple(real.shape[1:])}{hint}")
 
 
 def _report_score(args: argparse.Namespace, result: Any, num_real: int, source: str, coverage: Any = None) -> int:
@@ -289,7 +305,9 @@ def _birthday(args: argparse.Namespace) -> int:
         from fastndb._core.files import sample_names
 
         names = sample_names(args.samples)
-        label = (lambda i: f"{i:>7d}") if names is None else (lambda i: f"{names[i]:>20s}")  # noqa: E731
+        from fastndb.report import printable
+
+        label = (lambda i: f"{i:>7d}") if names is None else (lambda i: f"{printable(names[i]):>20s}")  # noqa: E731
         print(f"closest pairs among {result.num_samples} samples ({result.metric} distance):")
         for (i, j), d in zip(result.pairs[:10].tolist(), result.distances[:10].tolist(), strict=True):
             print(f"  {label(i)} {label(j)}  {d:.6g}")
@@ -305,7 +323,11 @@ def _birthday(args: argparse.Namespace) -> int:
         from fastndb import plot
 
         shape = tuple(args.grid_shape) if args.grid_shape else None
-        _save_figure(plot.birthday_pairs(samples, result, image_shape=shape)[0], args.grid)
+        try:
+            figure = plot.birthday_pairs(samples, result, image_shape=shape)[0]
+        except ValueError as err:  # the function's argument is the flag the user typed
+            raise ValueError(str(err).replace("image_shape", "--grid-shape", 1)) from None
+        _save_figure(figure, args.grid)
     return 0
 
 
@@ -361,10 +383,20 @@ def _report(args: argparse.Namespace) -> int:
                          f"and the coverage metrics, which need the real samples themselves: pass the real data "
                          f"(fastndb score {args.real} FAKE scores against the reference)")
     real, fake = _load(args.real, args), _load(args.fake, args)
-    built = report.build(real, fake, num_bins=num_bins, names=sample_names(args.real),
-                         fake_names=sample_names(args.fake), examples=args.examples, max_flagged=args.max_flagged,
-                         birthday_samples=args.birthday_samples or None, coverage_samples=args.prdc_samples or None,
-                         nearest_k=args.nearest_k, pictures=chosen == "html", **options)
+    _same_sample_shape(real, fake, args)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        built = report.build(real, fake, num_bins=num_bins, names=sample_names(args.real),
+                             fake_names=sample_names(args.fake), examples=args.examples, max_flagged=args.max_flagged,
+                             birthday_samples=args.birthday_samples or None,
+                             coverage_samples=args.prdc_samples or None, nearest_k=args.nearest_k,
+                             pictures=chosen == "html", **options)
+    for caught_warning in caught:  # the function's arguments are the flags the user typed
+        text = str(caught_warning.message)
+        for argument, flag in (("coverage_samples", "--prdc-samples"), ("birthday_samples", "--birthday-samples"),
+                               ("nearest_k", "--nearest-k")):
+            text = text.replace(argument, flag)
+        warnings.warn(text, caught_warning.category, stacklevel=2)
     path = built.save(args.output, chosen)
     print(built.verdict[0])
     print(f"wrote {path}")
@@ -490,6 +522,13 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _count(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected 0 (skip) or a positive number of samples, got {text}")
+    return value
+
+
 def _distance(text: str) -> float:
     value = float(text)
     if not math.isfinite(value) or value < 0:
@@ -536,7 +575,7 @@ def build_parser() -> argparse.ArgumentParser:
         score.add_argument(flag, **settings)
     score.add_argument("--nearest-k", type=_positive_int, default=5,
                        help="k of precision, recall, density and coverage (default: 5)")
-    score.add_argument("--prdc-samples", type=int, default=10_000, metavar="N",
+    score.add_argument("--prdc-samples", type=_count, default=10_000, metavar="N",
                        help="compute precision, recall, density and coverage on at most N samples of each set "
                             "(chosen by content); 0: skip them (default: 10000; not against a stored reference)")
     score.add_argument("--plot", metavar="PNG", help="write the bin proportions figure")
@@ -594,9 +633,9 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--examples", type=_positive_int, default=8, help="examples per flagged bin (default: 8)")
     report.add_argument("--max-flagged", type=_positive_int, default=12,
                         help="flagged bins shown, most different first (default: 12)")
-    report.add_argument("--birthday-samples", type=int, default=1000, metavar="N",
+    report.add_argument("--birthday-samples", type=_count, default=1000, metavar="N",
                         help="fake samples in the birthday test; 0: skip it (default: 1000)")
-    report.add_argument("--prdc-samples", type=int, default=5000, metavar="N",
+    report.add_argument("--prdc-samples", type=_count, default=5000, metavar="N",
                         help="samples of each set for precision, recall, density, coverage; 0: skip (default: 5000)")
     report.add_argument("--nearest-k", type=_positive_int, default=5, help="k of the coverage metrics (default: 5)")
     report.set_defaults(run=_report)

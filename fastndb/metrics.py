@@ -580,8 +580,15 @@ class NDBMetric(_Metric):
         logger.info("NDBMetric: fitting %d bins on %d of %d real samples held on this rank",
                     self.num_bins, len(self._real), self._real.seen)
         real_values = merge_summaries(self._real_values, comm, self.device)
-        bins = fit_bins(local.to(self.device), self._fit_options, comm=comm, real_values=real_values,
-                        progress=self.progress)
+        try:
+            bins = fit_bins(local.to(self.device), self._fit_options, comm=comm, real_values=real_values,
+                            progress=self.progress)
+        except ValueError as err:
+            if self._real.seen <= len(self._real):
+                raise
+            raise ValueError(f"compute: max_real_samples={self.max_real_samples} keeps {len(self._real)} of the "
+                             f"{self._real.seen} real samples offered on this process, and then {err}; raise "
+                             f"max_real_samples") from None
         if self._extractor is not None:
             bins = replace(bins, feature=label_of(self._extractor),
                            input_values=merge_summaries(self._input_values, comm, self.device))

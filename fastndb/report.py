@@ -109,6 +109,9 @@ class Report:
         names = self.real_names if real else self.fake_names
         return names[index] if names is not None and index < len(names) else f"#{index}"
 
+    def _md_name(self, real: bool, index: int) -> str:
+        return markdown_text(self._name(real, index))
+
     def to_markdown(self) -> str:
         """The report as Markdown (no pictures), for CI logs and pull requests."""
         r = self.ndb
@@ -121,8 +124,8 @@ class Report:
             lines += ["| bin | z | real (share) | fake (share) | real examples | fake examples |",
                       "| --- | --- | --- | --- | --- | --- |"]
             for b in self.flagged:
-                real_ex = ", ".join(self._name(True, i) for i in b.real_examples) or "none"
-                fake_ex = ", ".join(self._name(False, i) for i in b.fake_examples) or "none"
+                real_ex = ", ".join(self._md_name(True, i) for i in b.real_examples) or "none"
+                fake_ex = ", ".join(self._md_name(False, i) for i in b.fake_examples) or "none"
                 lines.append(f"| {b.index} | {b.z:+.2f} | {b.real_count} ({b.real_share:.3f}) | {b.fake_count} "
                              f"({b.fake_share:.3f}) | {real_ex} | {fake_ex} |")
             if self.flagged_not_shown:
@@ -133,9 +136,9 @@ class Report:
             lines += ["", "## Closest pairs (birthday test)", "", "| sample | sample | distance |",
                       "| --- | --- | --- |"]
             for (i, j), d in zip(self.birthday.pairs[:10].tolist(), self.birthday.distances[:10].tolist(), strict=True):
-                lines.append(f"| {self._name(False, i)} | {self._name(False, j)} | {d:.6g} |")
+                lines.append(f"| {self._md_name(False, i)} | {self._md_name(False, j)} | {d:.6g} |")
         lines += ["", "## Settings", "", "| setting | value |", "| --- | --- |"]
-        lines += [f"| {k} | {v} |" for k, v in self.settings.items()]
+        lines += [f"| {markdown_text(str(k))} | {markdown_text(str(v))} |" for k, v in self.settings.items()]
         return "\n".join(lines) + "\n"
 
     def to_html(self) -> str:
@@ -219,6 +222,27 @@ class Report:
         return path
 
 
+def printable(text: str) -> str:
+    """``text`` with control and format characters (terminal escape sequences, newlines, bidirectional overrides)
+    shown as escapes (``\\x1b``, ``\\n``), so that a file name cannot forge output lines or drive a terminal."""
+    import unicodedata
+
+    return "".join(ch if unicodedata.category(ch)[0] != "C" else ch.encode("unicode_escape").decode("ascii")
+                    for ch in text)
+
+
+def markdown_text(text: str) -> str:
+    r"""``text`` as inert Markdown inside a table cell: printable (:func:`printable`), HTML's ``& < >`` as entities
+    (no live tags such as ``<img onerror>``), ``|`` and Markdown's own markup characters backslash-escaped.
+
+    Example:
+        >>> print(markdown_text("a|b<img src=x onerror=alert(1)>*.png"))
+        a\|b&lt;img src=x onerror=alert\(1\)&gt;\*.png
+    """
+    text = html.escape(printable(text), quote=False)
+    return "".join("\\" + ch if ch in "\\`*_{}[]()#+!|~" else ch for ch in text)
+
+
 def _check_names(names: object, count: int, argument: str) -> list[str] | None:
     """File names, one string per sample, or ``None``.
 
@@ -241,13 +265,15 @@ def _check_names(names: object, count: int, argument: str) -> list[str] | None:
 
 
 def coverage_skipped(nearest_k: int, num_real: int, num_fake: int, num_samples: int | None = None,
-                     flag: str = "nearest_k") -> str | None:
+                     flag: str = "nearest_k", samples_flag: str = "coverage_samples") -> str | None:
     """Why the coverage metrics cannot run at these sizes (each sample's ``k``-th nearest other sample of its own
     set must exist), or ``None`` when they can: the report and the command line skip them, say so, and keep the
-    rest."""
-    smallest = min(num_real, num_fake, num_samples or num_real)
-    if smallest > nearest_k:
+    rest. ``flag`` and ``samples_flag`` are what the caller calls ``nearest_k`` and ``num_samples``."""
+    if min(num_real, num_fake, num_samples or num_real) > nearest_k:
         return None
+    if num_samples is not None and num_samples <= min(num_real, num_fake):
+        return (f"coverage metrics skipped: {samples_flag} {num_samples} leaves no {nearest_k + 1} samples a side "
+                f"for {flag} {nearest_k}; pass more than {nearest_k}, or 0 to skip them without this warning")
     return (f"coverage metrics skipped: {flag} {nearest_k} needs more than {nearest_k} samples on each side, got "
             f"{num_real} real and {num_fake} fake; pass a smaller {flag} or more samples")
 
@@ -414,8 +440,9 @@ def build(
     pairs = null_duplicates = duplicates = None
     size = None
     if birthday_samples is not None and min(birthday_samples, fake_x.shape[0], real_x.shape[0]) < 3:
-        warnings.warn(f"birthday test skipped: it needs at least 3 samples on each side, got {fake_x.shape[0]} fake "
-                      f"and {real_x.shape[0]} real", UserWarning, stacklevel=2)
+        warnings.warn(f"birthday test skipped: it needs at least 3 samples on each side, got birthday_samples "
+                      f"{birthday_samples}, {fake_x.shape[0]} fake and {real_x.shape[0]} real", UserWarning,
+                      stacklevel=2)
     elif birthday_samples is not None:
         began = time.perf_counter()
         size = min(birthday_samples, fake_x.shape[0], real_x.shape[0])

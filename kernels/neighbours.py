@@ -32,6 +32,7 @@ from fastndb.kernels.pairwise import _block_squared_distances, default_block_row
 _EXTRA_CANDIDATES = 16  # candidates beyond k + 1 per row, before the exact recompute
 _EXACT_ELEMENTS = 2**20  # float64 values gathered at once by an exact recompute (8 MiB per temporary)
 _SLAB_PAIRS = 2**16  # ambiguous pairs re-tested at once
+_CANDIDATE_BYTES = 96 * 2**20  # merged k-NN candidates of a row block, with indices (default blocks fit at small k)
 
 
 def rounding_band(*sets: Tensor) -> float:
@@ -80,8 +81,11 @@ def kth_neighbour_sq(x: Tensor, k: int, *, block_rows: int | None = None) -> Ten
     n = x.shape[0]
     if not 1 <= k < n:
         raise ValueError(f"nearest_k: expected 1 <= k < {n} (the number of samples), got {k}")
-    rows = block_rows or default_block_rows(n, x.device)
     width = min(n, k + 1 + _EXTRA_CANDIDATES)
+    rows = block_rows or default_block_rows(n, x.device)
+    # the merged candidates of a row block, rows x (width + rows) values with their int64 indices: bounded, so that
+    # a large k (up to N - 1) costs time, not an N x N array in effect
+    rows = max(1, min(rows, _CANDIDATE_BYTES // (20 * (width + rows))))
     sq = squared_norms(x)
     band = rounding_band(x)
     radii = torch.empty(n, dtype=torch.float64, device=x.device)

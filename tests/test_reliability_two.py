@@ -325,3 +325,93 @@ def test_small_samples_get_an_interval_that_covers():
         m = missing_mass(r, f, seed=i)
         covered += m.low <= 0.3 <= m.high
     assert covered >= 57, covered
+
+
+def test_flags_and_folders_are_named_as_the_user_typed_them(tmp_path):
+    np.save(tmp_path / "real.npy", mixture(1000, 8, seed=0).astype(np.float32))
+    np.save(tmp_path / "fake.npy", mixture(400, 8, seed=1).astype(np.float32))
+    out = _cli("report", "real.npy", "fake.npy", "--birthday-samples", "-3", cwd=tmp_path)
+    assert out.returncode == 2 and "--birthday-samples: expected 0 (skip) or a positive number" in out.stderr
+    out = _cli("report", "real.npy", "fake.npy", "--prdc-samples", "3", "--birthday-samples", "0", "--num-bins", "5",
+               "-o", "r.html", cwd=tmp_path)
+    assert out.returncode == 0 and "--prdc-samples 3 leaves no 6 samples a side for --nearest-k 5" in out.stderr
+    out = _cli("birthday", "fake.npy", "--grid", "g.png", "--grid-shape", "3", "3", "3", cwd=tmp_path)
+    assert out.returncode == 1 and "--grid-shape: expected" in out.stderr and "image_shape" not in out.stderr
+    (tmp_path / "a-file").write_text("x")
+    (tmp_path / "dangling").symlink_to(tmp_path / "nowhere")
+    for home, reason in (("dangling", "is a symbolic link to"), ("a-file", "is a file, not a folder")):
+        out = _cli("fit", "real.npy", "--name", "r", "--num-bins", "5", cwd=tmp_path,
+                   env={"FASTNDB_HOME": str(tmp_path / home)})
+        assert out.returncode == 1 and "$FASTNDB_HOME:" in out.stderr and reason in out.stderr, out.stderr
+    out = _cli("score", "real.npy", "fake.npy", "--num-bins", "5", "--cache", "a-file", cwd=tmp_path)
+    assert out.returncode == 1 and "--cache: a-file cannot be used as a folder" in out.stderr
+
+
+def test_folders_of_other_shapes_are_refused_before_the_fit_with_the_flag_that_aligns_them(tmp_path):
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for folder, mode, shape in (("grey", "L", (8, 8)), ("rgb", "RGB", (8, 8, 3)), ("big", "L", (16, 16))):
+        (tmp_path / folder).mkdir()
+        for i in range(120):
+            Image.fromarray(rng.integers(0, 255, shape, dtype=np.uint8), mode).save(tmp_path / folder / f"{i}.png")
+    out = _cli("score", "grey", "rgb", "--num-bins", "3", cwd=tmp_path)
+    assert out.returncode == 1 and "rgb: samples of shape (3, 8, 8), but grey's are (1, 8, 8)" in out.stderr
+    assert "--channels" in out.stderr
+    out = _cli("score", "grey", "big", "--num-bins", "3", cwd=tmp_path)
+    assert "--image-size 8 8" in out.stderr
+    assert _cli("score", "grey", "rgb", "--num-bins", "3", "--prdc-samples", "0", "--features", "digits",
+                cwd=tmp_path).returncode == 0  # a named network reads both alike
+
+
+def test_the_metric_names_its_cap_when_it_leaves_too_few_real_samples():
+    metric = NDBMetric(num_bins=100, max_real_samples=150)
+    metric.update(torch.randn(10_000, 4), real=True)
+    metric.update(torch.randn(500, 4), real=False)
+    with pytest.raises(ValueError, match=r"max_real_samples=150 keeps 150 of the 10000 real samples offered"):
+        metric.compute()
+
+
+# ------------------------------------------------------------------------------------------- memory and output
+def test_memory_of_a_feature_and_of_a_large_k_is_bounded():
+    sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "benchmarks"))
+    from _common import peak_memory_during
+
+    images = (torch.rand(20_000, 1, 32, 32, generator=torch.Generator().manual_seed(0)) * 255).to(torch.uint8)
+    fastndb.extractor("digits")(images[:64].float() / 255)  # loaded before the baseline
+    _, peak = peak_memory_during(lambda: fastndb.score(images[:16_000], images[16_000:], num_bins=10,
+                                                       feature="digits", cache=False))
+    as_float = images.numel() * 4
+    assert peak < as_float / 3, (peak, as_float)  # converted per batch: never the whole input as float32
+
+    g = torch.Generator().manual_seed(1)
+    real, fake = torch.randn(2000, 32, generator=g), torch.randn(2000, 32, generator=g)
+    _, small = peak_memory_during(lambda: fastndb.prdc(real, fake, nearest_k=5, subsets=0))
+    with pytest.warns(UserWarning, match=r"prdc: no intervals: nearest_k=1999"):
+        _, large = peak_memory_during(lambda: fastndb.prdc(real, fake, nearest_k=1999))
+    assert large < small + 200 * 2**20, (small, large)  # was an N x N array in effect (N^2 x 20 bytes and more)
+
+
+def test_file_names_cannot_inject_markup_or_terminal_control(tmp_path):
+    from PIL import Image
+
+    from fastndb import report
+
+    evil = ["a|b<img src=x onerror=alert(1)>.png", "c<svg onload=alert(1)>.png", "line\nforged: 0 duplicates.png",
+            "esc\x1b[2Jclear.png"]
+    real, fake = _data(1200, 400)
+    names = [f"{i}.png" for i in range(400)]
+    names[:4] = evil
+    fake = fake.clone()
+    fake[1], fake[3] = fake[0], fake[2]  # exact copies: the closest pairs name the first four files
+    built = report.build(real, fake, fake_names=names, pictures=False, coverage_samples=None, birthday_samples=400)
+    text = built.to_markdown()
+    assert "<img" not in text and "<svg" not in text and "\x1b" not in text and "a\\|b" in text
+    folder = tmp_path / "fakes"
+    folder.mkdir()
+    pixels = np.random.default_rng(0).integers(0, 255, (8, 8), dtype=np.uint8)
+    for name in ("x\x1b[31mred.png", "y\nforged line.png"):
+        Image.fromarray(pixels, "L").save(folder / name)  # two copies: the closest pair names both files
+    out = _cli("birthday", str(folder), "--num-pairs", "1")
+    assert out.returncode == 0, out.stderr
+    assert "\x1b" not in out.stdout and "\\x1b" in out.stdout and "\\n" in out.stdout

@@ -131,6 +131,27 @@ def load(directory: Path, material: dict) -> FittedBins | None:
     return bins
 
 
+def usable_folder(folder: Path, what: str) -> Path:
+    """``folder``, made if missing, or a ``ValueError`` naming ``what`` (the variable or flag that gave it) and why
+    it cannot be a folder: a file, a link to nothing, no permission."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        if folder.is_dir():
+            return folder
+        reason = "it is not a folder"
+    except OSError as err:
+        reason = err.strerror or type(err).__name__
+    for part in (folder, *folder.parents):
+        if part.is_symlink() and not part.exists():
+            reason = f"{part} is a symbolic link to {os.readlink(part)}, which does not exist"
+            break
+        if part.exists() and not part.is_dir():
+            reason = f"{part} is a file, not a folder"
+            break
+    raise ValueError(f"{what}: {folder} cannot be used as a folder ({reason}); point it at a folder you can write")
+
+
 def write_atomic(path: Path, payload: dict, *, exclusive: bool = False) -> Path:
     """``torch.save`` ``payload`` to ``path`` through a temporary file in the same folder and a rename, so that a
     reader never sees half a file (the folder is made if missing).
@@ -142,7 +163,7 @@ def write_atomic(path: Path, payload: dict, *, exclusive: bool = False) -> Path:
         FileExistsError: ``exclusive`` and ``path`` exists (the other writer won).
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    usable_folder(path.parent, "the folder of " + path.name)
     handle, temporary = tempfile.mkstemp(prefix=f".{path.stem}-", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(handle, "wb") as f:

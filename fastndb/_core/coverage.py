@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import math
+import warnings
 
 import torch
 from torch import Tensor
@@ -165,6 +166,12 @@ def prdc(
     confidence = check_open_unit(confidence, "confidence")
     intervals: dict = {}
     groups = min(subsets, n // MIN_GROUP_SIZE, m // MIN_GROUP_SIZE)
+    if groups >= MIN_GROUPS and nearest_k >= min(n, m) - -(-max(n, m) // groups):
+        # a replicate leaves out a group of either set: its k-th nearest other sample must still exist
+        warnings.warn(f"prdc: no intervals: nearest_k={nearest_k} leaves no k-th neighbour once one of {groups} "
+                      f"groups is left out of {min(n, m)} samples; pass a smaller nearest_k for intervals",
+                      UserWarning, stacklevel=2)
+        groups = 0
     if groups >= MIN_GROUPS:
         per_group = jackknife_scores(x, y, nearest_k=nearest_k, inclusive=inclusive, groups=groups, seed=seed,
                                      block_rows=block_rows)

@@ -507,8 +507,11 @@ class Extractor:
                              f"one of them (module.to({str(device)!r}))")
         return module
 
-    def __call__(self, x: Tensor, name: str = "samples") -> Tensor:
-        """Features ``(N, d)`` of ``x`` ``(N, *dims)`` (already under the value-range convention), batch by batch.
+    def __call__(self, x: Tensor, name: str = "samples",
+                 convert: Callable[[Tensor], Tensor] | None = None) -> Tensor:
+        """Features ``(N, d)`` of ``x`` ``(N, *dims)`` (already under the value-range convention, or brought under it
+        by ``convert`` one batch at a time, so that ``uint8`` images never exist as float32 all at once), batch by
+        batch. Memory beyond the input and the features: one converted batch and the network's activations.
 
         Raises:
             ValueError: the function returns something that is not ``(B, ...)`` tensors with one row per sample.
@@ -521,11 +524,15 @@ class Extractor:
         # a caller's module is switched to eval mode for the call and its own modes restored after; threads sharing
         # it take turns, so that one thread's restore never switches another's forward back to train mode
         guard = _module_lock(module) if module is not None and not self.owned else nullcontext()
-        if module is not None and self.autocast is None and x.is_floating_point():
+        dtype = None
+        if module is not None and self.autocast is None:
             # the samples reach a module in its own dtype (a .double() or .half() network), not always float32
             dtype = next((t.dtype for t in (*module.parameters(), *module.buffers()) if t.is_floating_point()), None)
-            if dtype is not None and dtype != x.dtype:
-                x = x.to(dtype)
+
+        def prepared(batch: Tensor) -> Tensor:
+            batch = convert(batch) if convert is not None else batch
+            return batch.to(dtype) if dtype is not None and batch.is_floating_point() else batch
+
         with guard:
             modes = [(m, m.training) for m in module.modules()] if module is not None else []
             try:
@@ -533,7 +540,7 @@ class Extractor:
                     module.eval()
                 with torch.no_grad(), autocast:
                     for start in range(0, x.shape[0], self.batch_size):
-                        batch = x[start : start + self.batch_size]
+                        batch = prepared(x[start : start + self.batch_size])
                         rows = batch.shape[0]
                         if rows < self.batch_size:  # always the same shape: features independent of the batching
                             filler = batch[-1:].expand(self.batch_size - rows, *batch.shape[1:])
@@ -731,7 +738,7 @@ def embed(
     extractor_.check_images(summary.low, summary.high, name)
     if check is not None:
         check(summary, name)
-    return extractor_(to_float(x, value_range), name), summary
+    return extractor_(x, name, convert=lambda batch: to_float(batch, value_range)), summary
 
 
 def embedded(

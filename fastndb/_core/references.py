@@ -60,6 +60,15 @@ def reference_dir() -> Path:
     return home() / "references"
 
 
+def _writable_reference_dir() -> Path:
+    """:func:`reference_dir`, made if missing, or a ``ValueError`` naming ``$FASTNDB_HOME`` (or the cache folder it
+    defaults to) and why it cannot be used."""
+    from fastndb._core.cache import usable_folder
+
+    what = f"${HOME_ENV}" if os.environ.get(HOME_ENV) else f"the fastndb folder (set ${HOME_ENV} to choose another)"
+    return usable_folder(reference_dir(), what)
+
+
 def check_name(name: object) -> str:
     """A reference name: letters, digits, ``.``, ``_`` and ``-``, starting with a letter or digit, at most 128.
 
@@ -233,6 +242,7 @@ def save_reference(name: str, real: object, *, overwrite: bool = False, **option
     path = reference_path(name)
     if not isinstance(overwrite, bool):
         raise TypeError(f"overwrite: expected True or False, got {overwrite!r}")
+    _writable_reference_dir()  # before the fit: a home that cannot hold files fails now, naming the variable
     if path.exists() and not overwrite:
         raise FileExistsError(f"reference {name!r} exists ({path}); pass overwrite=True (--overwrite) to replace it")
     unknown = sorted(set(options) & set(TEST_OPTION_NAMES))
