@@ -326,7 +326,8 @@ def _birthday(args: argparse.Namespace) -> int:
         try:
             figure = plot.birthday_pairs(samples, result, image_shape=shape)[0]
         except ValueError as err:  # the function's argument is the flag the user typed
-            raise ValueError(str(err).replace("image_shape", "--grid-shape", 1)) from None
+            raise ValueError(str(err).replace("image_shape=(C, H, W)", "--grid-shape C H W")
+                             .replace("image_shape", "--grid-shape")) from None
         _save_figure(figure, args.grid)
     return 0
 
