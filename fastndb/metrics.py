@@ -234,10 +234,24 @@ class _Metric(_torchmetrics.Metric):
                              f"{remedy}, or pass a frozen copy (copy.deepcopy) as feature=")
         self._embedded_with = label
 
+    def _ignore_real(self, why: str) -> None:
+        """A real batch for a metric whose real side came up front: ignored, with one warning per metric."""
+        if not getattr(self, "_warned_real", False):
+            warnings.warn(f"{type(self).__name__}: update(imgs, real=True) is ignored: {why}", UserWarning,
+                          stacklevel=4)
+            self._warned_real = True
+
     def _forwarded(self, value: Any) -> Any:
         """Record a per-batch value as torchmetrics' ``forward`` does."""
         self._forward_cache = value
         return value
+
+
+def _batch_name(real: object) -> str:
+    """The name of an ``update(imgs, real)`` batch in messages (``real`` checked to be a bool)."""
+    if not isinstance(real, bool):
+        raise TypeError(f"real: expected True or False, got {real!r}")
+    return "imgs (real)" if real else "imgs (fake)"
 
 
 class NDBMetric(_Metric):
@@ -442,16 +456,10 @@ class NDBMetric(_Metric):
 
     def _add(self, imgs: Any, real: bool) -> Tensor | None:
         """:meth:`update`'s work; returns the fake batch as the bins see it (``None`` for a real batch)."""
-        if not isinstance(real, bool):
-            raise TypeError(f"real: expected True or False, got {real!r}")
-        name = "imgs (real)" if real else "imgs (fake)"
+        name = _batch_name(real)
         x = concatenate(as_batches(imgs, name, check_finite=False, flatten=self._extractor is None))  # one read below
         if real and self.fixed_reference:
-            if not self._warned_real:
-                warnings.warn("NDBMetric: update(imgs, real=True) is ignored: the bins were fitted up front (real= or "
-                              "bins=) and never change", UserWarning, stacklevel=3)
-                self._warned_real = True
-            return None
+            return self._ignore_real("the bins were fitted up front (real= or bins=) and never change")
         if self._extractor is not None:
             x = self._embed(x, name, real)
         self._check_features(x, name)
@@ -990,15 +998,9 @@ class PRDCMetric(_Metric):
 
     def _add(self, imgs: Any, real: bool) -> Tensor | None:
         """:meth:`update`'s work; returns the batch as kept (``None`` when nothing was added)."""
-        if not isinstance(real, bool):
-            raise TypeError(f"real: expected True or False, got {real!r}")
-        name = "imgs (real)" if real else "imgs (fake)"
+        name = _batch_name(real)
         if real and self._fixed_real:
-            if not self._warned_real:
-                warnings.warn("PRDCMetric: update(imgs, real=True) is ignored: the real samples were given up front "
-                              "(real=)", UserWarning, stacklevel=3)
-                self._warned_real = True
-            return None
+            return self._ignore_real("the real samples were given up front (real=)")
         raw = concatenate(as_batches(imgs, name, check_finite=False, flatten=self.feature is None))
         reference = None if real else self._values[True]
         check = None if reference is None else (
