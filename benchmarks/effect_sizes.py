@@ -5,6 +5,8 @@
     python benchmarks/effect_sizes.py coverage   # the subsampling intervals of coverage/recall/precision/density
     python benchmarks/effect_sizes.py null       # false alarms of the old and the new headline over null splits
     python benchmarks/effect_sizes.py duplicates # the duplicate rate's interval and the duplicate tests, null
+    python benchmarks/effect_sizes.py emptied    # the emptied-bin mass's interval against its truth
+    python benchmarks/effect_sizes.py small      # the missing mass's interval at few generated samples per bin
     python benchmarks/effect_sizes.py all
 
 ``counts``: bin histograms drawn from known shares (``K`` bins with Gamma(10) shares, the spread of k-means bins
@@ -342,8 +344,74 @@ def duplicates_section(draws: int) -> dict:
     return {"results": results, "lines": lines}
 
 
+def emptied_section(draws: int) -> dict:
+    """The emptied-bin mass and its Wilson interval against its truth: the real mass of the bins whose generated
+    share is below a quarter of their real share (the rule's population version)."""
+    from fastndb._core.effects import missing_mass
+
+    results, lines = {}, []
+    for size in SIZES:
+        for kind in ("whole", "mixed"):
+            lines += ["", f"{size['label']} (K = {size['num_bins']}), {kind} drops, {draws} draws", "",
+                      "| planted | emptied mass (truth) | mean estimate | interval covers | mean width |",
+                      "| --- | --- | --- | --- | --- |"]
+            for target in TARGETS:
+                rng = np.random.default_rng(int(1000 * target) + 11)
+                truths, estimates, covered, widths = [], [], 0, []
+                for d in range(draws):
+                    r, f, _ = planted(size["num_bins"], target, rng, kind)
+                    truth = float(r[f < 0.25 * r].sum())
+                    m = missing_mass(torch.from_numpy(rng.multinomial(size["num_real"], r)),
+                                     torch.from_numpy(rng.multinomial(size["num_fake"], f)), seed=d)
+                    truths.append(truth)
+                    estimates.append(m.emptied_mass)
+                    covered += m.emptied_low - 1e-12 <= truth <= m.emptied_high + 1e-12
+                    widths.append(m.emptied_high - m.emptied_low)
+                row = {"truth": float(np.mean(truths)), "estimate": float(np.mean(estimates)),
+                       "covered": covered / draws, "width": float(np.mean(widths))}
+                results[f"{size['label']}|{kind}|{target}"] = row
+                lines.append(f"| {100 * target:.0f}% | {row['truth']:.4f} | {row['estimate']:.4f} | "
+                             f"{100 * row['covered']:.1f}% | {row['width']:.4f} |")
+                print(lines[-1], flush=True)
+    return {"results": results, "lines": lines}
+
+
+def small_section(draws: int) -> dict:
+    """The missing mass's interval at small sample sizes (few generated samples per bin), where the score interval
+    gives way to the distribution-free one below 10 samples per bin: whole-bin drops of equal bins."""
+    from fastndb._core.effects import missing_mass
+
+    results, lines = {}, []
+    for k in (10, 50):
+        lines += ["", f"K = {k} equal bins, {20 * k} reference counts, whole-bin drops, {draws} draws", "",
+                  "| generated samples | per bin | planted 0 | planted 10% | planted 30% | mean width at 30% |",
+                  "| --- | --- | --- | --- | --- | --- |"]
+        for n_f in (k, 2 * k, 5 * k, 10 * k, 20 * k, 100 * k):
+            rng = np.random.default_rng(n_f + k)
+            cells, width = [], 0.0
+            for target in (0.0, 0.1, 0.3):
+                r = np.full(k, 1.0 / k)
+                f = r.copy()
+                f[: round(target * k)] = 0
+                f /= f.sum()
+                truth = float(np.clip(r - f, 0, None).sum())
+                covered = 0
+                for d in range(draws):
+                    m = missing_mass(torch.from_numpy(rng.multinomial(20 * k, r)),
+                                     torch.from_numpy(rng.multinomial(n_f, f)), seed=d)
+                    covered += m.low - 1e-12 <= truth <= m.high + 1e-12
+                    width += (m.high - m.low) / draws if target == 0.3 else 0.0
+                cells.append(covered / draws)
+            results[f"{k}|{n_f}"] = {"coverage": cells, "width_30": width}
+            lines.append(f"| {n_f} | {n_f / k:.0f} | " + " | ".join(f"{100 * c:.1f}%" for c in cells)
+                         + f" | {width:.3f} |")
+            print(lines[-1], flush=True)
+    return {"results": results, "lines": lines}
+
+
 SECTIONS = {"counts": counts_section, "pipeline": pipeline_section, "coverage": coverage_section,
-            "null": null_section, "duplicates": duplicates_section}
+            "null": null_section, "duplicates": duplicates_section, "emptied": emptied_section,
+            "small": small_section}
 
 
 def main() -> None:

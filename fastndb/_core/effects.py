@@ -216,6 +216,15 @@ def missing_mass(real_counts: Tensor, fake_counts: Tensor, *, confidence: float 
     return mass_from_values(host_values(values))
 
 
+def _emptied(r: Tensor, f: Tensor, alpha: float) -> Tensor:
+    """Which bins of ``(..., K)`` histograms are emptied: under-filled beyond ``alpha / K`` and below
+    ``EMPTIED_SHARE`` of their real share (:func:`~fastndb._core.signals.emptied_bins`'s rule)."""
+    real_shares = r / r.sum(-1, keepdim=True).clamp_min(1)
+    fake_shares = f / f.sum(-1, keepdim=True).clamp_min(1)
+    return ((_bin_p_values(r, f) < alpha / r.shape[-1]) & (fake_shares < real_shares)
+            & (fake_shares < EMPTIED_SHARE * real_shares))
+
+
 def _bin_p_values(r: Tensor, f: Tensor) -> Tensor:
     """Per-bin two-sided p-values of :func:`~fastndb._core.statistics.two_proportion_z_test` for ``(..., K)``
     histograms, each row with its own totals."""
@@ -265,9 +274,20 @@ def missing_mass_values(real_counts: Tensor, fake_counts: Tensor, *, confidence:
     high = torch.where(small, (plug_in + slack).clamp(0, 1), high)
     # the real mass of emptied bins: under-filled beyond alpha / K and below a quarter of the real share
     p_bins = _bin_p_values(r, f)
-    emptied = (p_bins < alpha / k) & (fake_shares < real_shares) & (fake_shares < EMPTIED_SHARE * real_shares)
+    emptied = _emptied(r, f, alpha)
     emptied_count = torch.where(emptied, r, 0.0).sum()
     emptied_low, emptied_high = wilson_interval(emptied_count, n_r, z)
+    # which bins count as emptied is itself read from the counts, which Wilson's interval (the set held fixed) does
+    # not see: the spread of the whole rule under a Poissonised bootstrap from the observed shares takes its place
+    # (Wilson's stays where nothing is emptied: the bootstrap cannot leave 0 there)
+    boot_r = _poisson_histograms(real_shares, n_r, draws, generator)
+    boot_f = _poisson_histograms(fake_shares, n_f, draws, generator)
+    boot = torch.where(_emptied(boot_r, boot_f, alpha), boot_r, 0.0).sum(-1) / boot_r.sum(-1).clamp_min(1)
+    spread = z * boot.std()
+    emptied_share = emptied_count / n_r
+    some = emptied_count > 0
+    emptied_low = torch.where(some, (emptied_share - spread).clamp_min(0), emptied_low)
+    emptied_high = torch.where(some, (emptied_share + spread).clamp_max(1), emptied_high)
     null_bins, data_bins = _bin_p_values(null_r, null_f), _bin_p_values(r, f)
     ndb_p = (((null_bins < alpha).sum(-1) >= (data_bins < alpha).sum()).sum() + 1) / (draws + 1)
     strongest_p = ((null_bins.min(-1).values <= data_bins.min()).sum() + 1) / (draws + 1)
