@@ -273,7 +273,6 @@ def missing_mass_values(real_counts: Tensor, fake_counts: Tensor, *, confidence:
     low = torch.where(small, torch.where(p_value <= 1 - BOUNDARY_LEVEL, (plug_in - slack).clamp_min(0), 0.0), low)
     high = torch.where(small, (plug_in + slack).clamp(0, 1), high)
     # the real mass of emptied bins: under-filled beyond alpha / K and below a quarter of the real share
-    p_bins = _bin_p_values(r, f)
     emptied = _emptied(r, f, alpha)
     emptied_count = torch.where(emptied, r, 0.0).sum()
     emptied_low, emptied_high = wilson_interval(emptied_count, n_r, z)
