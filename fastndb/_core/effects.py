@@ -279,7 +279,7 @@ def missing_mass_values(real_counts: Tensor, fake_counts: Tensor, *, confidence:
     # which bins count as emptied is itself read from the counts, which Wilson's interval (the set held fixed) does
     # not see: the spread of the whole rule under a Poissonised bootstrap from the observed shares takes its place
     # (Wilson's stays where nothing is emptied: the bootstrap cannot leave 0 there)
-    boot_r = _poisson_histograms(real_shares, n_r, draws, generator)
+    boot_r = _poisson_histograms(r / n_r.clamp_min(1), n_r, draws, generator)  # an empty side is refused later
     boot_f = _poisson_histograms(fake_shares, n_f, draws, generator)
     boot = torch.where(_emptied(boot_r, boot_f, alpha), boot_r, 0.0).sum(-1) / boot_r.sum(-1).clamp_min(1)
     spread = z * boot.std()
