@@ -39,7 +39,8 @@ class MissingMass:
         plug_in_chance: ``plug_in``'s mean when nothing is missing (its chance level).
         emptied_mass: the real share in emptied bins (under-filled beyond ``alpha / K`` and below a quarter of the
             real share): the part that points at dropped modes rather than shifted ones.
-        emptied_low, emptied_high: its Wilson interval.
+        emptied_low, emptied_high: its interval (a Poissonised bootstrap of the emptied-bin rule; Wilson's where
+            nothing is emptied).
         emptied_bins: how many bins are emptied.
         affected_bins: bins the estimator found under- or over-filled against the common fill ratio.
         num_bins, num_real, num_fake: ``K``, :math:`n_r`, :math:`n_f`.
