@@ -7,6 +7,7 @@
     python benchmarks/effect_sizes.py duplicates # the duplicate rate's interval and the duplicate tests, null
     python benchmarks/effect_sizes.py emptied    # the emptied-bin mass's interval against its truth
     python benchmarks/effect_sizes.py small      # the missing mass's interval at few generated samples per bin
+    python benchmarks/effect_sizes.py coverage_se --draws 100  # variance estimates of the coverage metrics
     python benchmarks/effect_sizes.py all
 
 ``counts``: bin histograms drawn from known shares (``K`` bins with Gamma(10) shares, the spread of k-means bins
@@ -409,9 +410,64 @@ def small_section(draws: int) -> dict:
     return {"results": results, "lines": lines}
 
 
+def coverage_se_section(draws: int) -> dict:
+    """How well three variance estimates of the coverage metrics match their sampling spread: the ratio of the mean
+    standard error to the empirical standard deviation over ``draws`` draws, for the delete-a-group jackknife as
+    shipped (radii recomputed per replicate), the same with the radii held at their full-sample values, and
+    half-sampling (20 random halves of both sets, without rescaling: Var(theta_{n/2} | data) ~ Var(theta_n) for
+    linear statistics). A ratio above 1 is an interval too wide (the 95% interval then covers more than 95%)."""
+    from fastndb.kernels.neighbours import ball_counts, kth_neighbour_sq
+
+    k, groups, halves = 5, 10, 20
+    names = ("precision", "recall", "density", "coverage")
+
+    def four(balls, m):
+        return [float((balls.b_count > 0).double().mean()), float(balls.a_in_b.double().mean()),
+                float(balls.b_count.double().sum() / (k * m)), float(balls.a_any.double().mean())]
+
+    results, lines = {}, ["", f"ratio of the mean standard error to the empirical sd, k = {k}, n = 1,000 a side, "
+                              f"{draws} draws", "",
+                          "| setting | method | " + " | ".join(names) + " |", "|" + " --- |" * 6]
+    for num_modes, dim, dropped in ((20, 8, 0), (8, 32, 0), (20, 8, 4)):
+        means = mixture(num_modes, dim, 9)
+        real_w = torch.full((num_modes,), 1.0 / num_modes, dtype=torch.float64)
+        fake_w = real_w.clone()
+        fake_w[:dropped] = 0
+        fake_w /= fake_w.sum()
+        values, ses = [], {"jackknife": [], "jackknife, radii fixed": [], "half-sampling": []}
+        for d in range(draws):
+            g = torch.Generator().manual_seed(7_000 + 1000 * dropped + d)
+            x, y = draw(means, real_w, 1000, g), draw(means, fake_w, 1000, g)
+            out = fastndb.prdc(x, y, nearest_k=k, seed=d, subsets=groups)
+            values.append([getattr(out, name) for name in names])
+            ses["jackknife"].append([out.coverage_se if name == "coverage" else
+                                     (getattr(out, f"{name}_interval")[1] - getattr(out, f"{name}_interval")[0])
+                                     / 2 / 2.2622 for name in names])
+            xs, ys = kth_neighbour_sq(x, k), kth_neighbour_sq(y, k)
+            split = torch.Generator().manual_seed(d)
+            rg, fg = torch.randperm(1000, generator=split) % groups, torch.randperm(1000, generator=split) % groups
+            reps = np.array([four(ball_counts(x[rg != j], xs[rg != j], y[fg != j], ys[fg != j]), int((fg != j).sum()))
+                             for j in range(groups)])
+            ses["jackknife, radii fixed"].append(np.sqrt((groups - 1) / groups * ((reps - reps.mean(0)) ** 2).sum(0)))
+            reps = []
+            for _ in range(halves):
+                px, py = torch.randperm(1000, generator=split)[:500], torch.randperm(1000, generator=split)[:500]
+                half = fastndb.prdc(x[px], y[py], nearest_k=k, subsets=0)
+                reps.append([getattr(half, name) for name in names])
+            ses["half-sampling"].append(np.array(reps).std(0, ddof=1))
+        sd = np.array(values).std(0, ddof=1)
+        label = f"{num_modes} modes in {dim}-D, {dropped} dropped"
+        for method, rows in ses.items():
+            ratio = np.array(rows).mean(0) / sd
+            results[f"{label}|{method}"] = dict(zip(names, ratio.tolist(), strict=True))
+            lines.append(f"| {label} | {method} | " + " | ".join(f"{r:.2f}" for r in ratio) + " |")
+            print(lines[-1], flush=True)
+    return {"results": results, "lines": lines}
+
+
 SECTIONS = {"counts": counts_section, "pipeline": pipeline_section, "coverage": coverage_section,
             "null": null_section, "duplicates": duplicates_section, "emptied": emptied_section,
-            "small": small_section}
+            "small": small_section, "coverage_se": coverage_se_section}
 
 
 def main() -> None:
