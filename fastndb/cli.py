@@ -199,8 +199,9 @@ def _score(args: argparse.Namespace) -> int:
 
 
 def _same_sample_shape(real: Any, fake: Any, args: argparse.Namespace) -> None:
-    """Refuse REAL and FAKE of different sample shapes before anything is fitted, saying which flag aligns them."""
-    if tuple(real.shape[1:]) == tuple(fake.shape[1:]) or getattr(args, "feature", None) is not None:
+    """Refuse REAL and FAKE whose samples hold different numbers of values (they are flattened to compare) before
+    anything is fitted, saying which flag aligns them."""
+    if real[0].numel() == fake[0].numel() or getattr(args, "feature", None) is not None:
         return  # a named network reads grey and RGB images of any size alike
     hint = ""
     if real.dim() == 4 and fake.dim() == 4:

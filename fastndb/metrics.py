@@ -32,7 +32,7 @@ from fastndb._core.bins import FittedBins, compare_counts, count_bins, fit_bins,
 from fastndb._core.birthday import birthday, check_options
 from fastndb._core.checks import check_int, check_seed
 from fastndb._core.collectives import Collective, SingleProcess, TorchDistributed
-from fastndb._core.extractors import embed, label_of, resolve_feature
+from fastndb._core.extractors import embed, label_of, resolve_feature, same_features
 from fastndb._core.features import ValueSummary, check_value_range, check_value_ranges, summarize, to_float
 from fastndb._core.inputs import as_batches, concatenate
 from fastndb._core.optional import require
@@ -226,12 +226,9 @@ class _Metric(_torchmetrics.Metric):
     def _same_network(self, extractor: Any, expected: str | None, remedy: str) -> None:
         """Refuse a batch that ``extractor`` would embed with other weights than the features or bins this metric
         holds were computed with (``expected``: their extractor's label; ``None`` when nothing is held)."""
-        label = label_of(extractor)
+        label = label_of(extractor)  # one digest of the network per batch
         if expected is not None and expected != label:
-            raise ValueError(f"feature: this {type(self).__name__} holds features or bins computed by {expected}, "
-                             f"but the network is now {label}: its weights, buffers or attributes changed (an "
-                             f"optimizer step, an in-place write), and features of two networks cannot be compared; "
-                             f"{remedy}, or pass a frozen copy (copy.deepcopy) as feature=")
+            same_features(expected, extractor, f"the state of this {type(self).__name__}", remedy)  # raises
         self._embedded_with = label
 
     def _ignore_real(self, why: str) -> None:

@@ -417,3 +417,13 @@ def test_a_named_network_is_copied_to_a_device_once_per_process():
     assert named_on(second.function, torch.device("meta")) is on_meta  # copied once, not per call
     assert next(on_meta.parameters()).device.type == "meta"
     assert next(first.function.parameters()).device.type == "cpu"  # the loaded network itself never moves
+
+
+def test_bytes_survive_the_convention_for_all_256_levels():
+    """docs/features.md: uint8 images read as x / 255 give their own bytes back to the Inception network (fastndb
+    rounds), and torchmetrics' normalize=True truncation agrees with it at every level k / 255 in float32."""
+    levels = torch.arange(256, dtype=torch.uint8)
+    floats = levels.float() / 255
+    net = ImageNetwork(nn.Identity(), channels=3, size=None, to_uint8=True)
+    assert torch.equal(net.prepare(floats.view(1, 1, 16, 16))[0, 0].flatten(), levels)
+    assert torch.equal((floats * 255).byte(), levels)

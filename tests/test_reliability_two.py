@@ -362,6 +362,9 @@ def test_folders_of_other_shapes_are_refused_before_the_fit_with_the_flag_that_a
     assert "--image-size 8 8" in out.stderr
     assert _cli("score", "grey", "rgb", "--num-bins", "3", "--prdc-samples", "0", "--features", "digits",
                 cwd=tmp_path).returncode == 0  # a named network reads both alike
+    np.save(tmp_path / "flat.npy", rng.integers(0, 255, (120, 64), dtype=np.uint8))
+    flat = _cli("score", "grey", "flat.npy", "--num-bins", "3", "--prdc-samples", "0", cwd=tmp_path)
+    assert flat.returncode == 0, flat.stderr  # 1 x 8 x 8 images against flat 64-value samples: both flatten alike
 
 
 def test_the_metric_names_its_cap_when_it_leaves_too_few_real_samples():

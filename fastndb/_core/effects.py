@@ -131,6 +131,17 @@ def _tv_deviation(n: Tensor, k: int, confidence: float) -> Tensor:
     return torch.sqrt((k * math.log(2.0) + math.log(4.0 / (1.0 - confidence))) / (2.0 * n.clamp_min(1)))
 
 
+def _finite_std(values: Tensor) -> Tensor:
+    """The standard deviation of the finite entries of ``values`` (a null draw of a tiny sample can hold no sample at
+    all, and its estimate is then NaN); 0 with fewer than two. On the values' device, without a host read."""
+    finite = torch.isfinite(values)
+    kept = torch.where(finite, values, 0.0)
+    count = finite.sum()
+    mean = kept.sum() / count.clamp_min(1)
+    masked = torch.sqrt(((kept - mean) ** 2 * finite).sum() / (count - 1).clamp_min(1))
+    return torch.where(finite.all(), values.std(), masked)  # all finite: torch's own std, bit for bit
+
+
 SMALL_SAMPLE_COUNT = 10  # samples per bin below which the distribution-free interval is used (simulated)
 CHANCE_WEIGHT = 0.85  # lambda: the share of the chance spread added to the interval (calibrated by simulation)
 BOOTSTRAP_DRAWS = 500
@@ -254,10 +265,7 @@ def missing_mass_values(real_counts: Tensor, fake_counts: Tensor, *, confidence:
     null_estimates, null_raw, *_ = two_group_fit(null_r, null_f)
     null_plug = (null_r / null_r.sum(-1, keepdim=True).clamp_min(1)
                  - null_f / null_f.sum(-1, keepdim=True).clamp_min(1)).clamp_min(0).sum(-1)
-    finite = torch.isfinite(null_estimates)  # a null draw of a tiny sample can hold no sample at all
-    kept = torch.where(finite, null_estimates, 0.0)
-    count = finite.sum().clamp_min(2)
-    chance_sd = torch.sqrt(((kept - kept.sum() / count) ** 2 * finite).sum() / (count - 1))
+    chance_sd = _finite_std(null_estimates)
     # the test of "nothing missing" compares the uncorrected statistic, exactly 0 when no bin is affected (ties at 0
     # count against the data: p = 1 then), with its null draws
     p_value = ((null_raw >= raw).sum() + 1) / (draws + 1)
@@ -318,9 +326,7 @@ def chance_sd(num_bins: int, num_real: int, num_fake: int, *, draws: int = BOOTS
     shares = torch.full((num_bins,), 1.0 / num_bins, dtype=torch.float64)
     null_r = _poisson_histograms(shares, torch.tensor(float(num_real)), draws, generator)
     null_f = _poisson_histograms(shares, torch.tensor(float(num_fake)), draws, generator)
-    estimates = two_group_fit(null_r, null_f)[0]
-    estimates = estimates[torch.isfinite(estimates)]  # a draw of a tiny sample can hold no sample at all
-    return float(estimates.std()) if estimates.numel() > 1 else 0.0
+    return float(_finite_std(two_group_fit(null_r, null_f)[0]))
 
 
 def detectable_missing_mass(num_bins: int, num_real: int, num_fake: int, *, tolerance: float = 0.0,

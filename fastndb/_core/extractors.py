@@ -43,6 +43,8 @@ import json
 import math
 import os
 import threading
+import warnings
+import weakref
 from collections.abc import Callable, Iterator
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -382,6 +384,11 @@ def weights_digest(module: nn.Module) -> str:
     return hashlib.sha256(json.dumps([parts, attributes]).encode()).hexdigest()[:20]
 
 
+def module_dtype(module: nn.Module) -> torch.dtype | None:
+    """The floating dtype a module computes in: that of its first floating parameter or buffer (``None``: none)."""
+    return next((t.dtype for t in (*module.parameters(), *module.buffers()) if t.is_floating_point()), None)
+
+
 # ---------------------------------------------------------------------------------------------- the extractor
 class _ByIdentity:
     """A callable as a cache key by identity (a ``@dataclass`` or other unhashable callable included); holding it
@@ -468,9 +475,7 @@ class Extractor:
             ['dtype', 'identity', 'preprocessing', 'versions']
         """
         identity = self.identity()
-        module = cast(nn.Module, self.module)
-        floating = [t.dtype for t in (*module.parameters(), *module.buffers()) if t.is_floating_point()]
-        dtype = str(floating[0] if floating else torch.float32)
+        dtype = str(module_dtype(cast(nn.Module, self.module)) or torch.float32)
         if self.autocast is not None:
             dtype += f" under autocast({self.autocast})"
         versions = {"torch": str(torch.__version__)}
@@ -524,10 +529,8 @@ class Extractor:
         # a caller's module is switched to eval mode for the call and its own modes restored after; threads sharing
         # it take turns, so that one thread's restore never switches another's forward back to train mode
         guard = _module_lock(module) if module is not None and not self.owned else nullcontext()
-        dtype = None
-        if module is not None and self.autocast is None:
-            # the samples reach a module in its own dtype (a .double() or .half() network), not always float32
-            dtype = next((t.dtype for t in (*module.parameters(), *module.buffers()) if t.is_floating_point()), None)
+        # the samples reach a module in its own dtype (a .double() or .half() network), not always float32
+        dtype = module_dtype(module) if module is not None and self.autocast is None else None
 
         def prepared(batch: Tensor) -> Tensor:
             batch = convert(batch) if convert is not None else batch
@@ -614,26 +617,23 @@ def compare_provenance(stored: dict | None, current: dict | None, where: str) ->
     versions, mine = stored.get("versions") or {}, current.get("versions") or {}
     changed = {key: (versions[key], mine.get(key)) for key in versions if versions[key] != mine.get(key)}
     if changed:
-        import warnings
-
         shown = ", ".join(f"{key} {old} there, {new} here" for key, (old, new) in changed.items())
         warnings.warn(f"feature: {where} was fitted with other package versions ({shown}); the same weights and "
                       f"preprocessing can still round differently: refit it if the scores drift", UserWarning,
                       stacklevel=3)
 
 
-_module_locks: dict[int, tuple[Any, threading.RLock]] = {}
+_module_locks: dict[int, tuple[weakref.ref, threading.RLock]] = {}
 _module_locks_guard = threading.Lock()
 
 
 def _module_lock(module: nn.Module) -> threading.RLock:
-    """One re-entrant lock per live module (keyed by identity, dropped with the module)."""
+    """One re-entrant lock per live module, keyed by identity (a module that defines ``__eq__`` is unhashable) and
+    dropped with the module."""
     key = id(module)
     with _module_locks_guard:
         entry = _module_locks.get(key)
         if entry is None or entry[0]() is not module:
-            import weakref
-
             entry = (weakref.ref(module, lambda _, key=key: _module_locks.pop(key, None)), threading.RLock())
             _module_locks[key] = entry
         return entry[1]
@@ -699,7 +699,8 @@ def label_of(extractor_: Extractor | None) -> str | None:
     return None if extractor_ is None else extractor_.label()
 
 
-def same_features(expected: str | None, extractor_: Extractor | None, where: str) -> None:
+def same_features(expected: str | None, extractor_: Extractor | None, where: str,
+                  remedy: str = "fit again") -> None:
     """Refuse bins or a reference fitted in another feature space than ``extractor_`` gives.
 
     Raises:
@@ -710,7 +711,7 @@ def same_features(expected: str | None, extractor_: Extractor | None, where: str
         shown = lambda s: "raw values (feature=None)" if s is None else s  # noqa: E731
         changed = (expected is not None and got is not None and expected.split("@", 1)[0] == got.split("@", 1)[0])
         hint = ("the network's weights, buffers or attributes changed since (an optimizer step, an in-place write): "
-                "fit again, or keep a frozen copy (copy.deepcopy) as feature=" if changed else
+                f"{remedy}, or keep a frozen copy (copy.deepcopy) as feature=" if changed else
                 "pass the feature= it was fitted with")
         raise ValueError(f"feature: {where} was fitted on {shown(expected)}, but this call's features are "
                          f"{shown(got)}; {hint}")
