@@ -9,6 +9,7 @@ The NDB score (Richardson & Weiss 2018), the birthday-paradox test (Arora & Zhan
     pairs = fastndb.birthday(fake, threshold=fastndb.duplicate_threshold(real))   # birthday-paradox test
     fastndb.score(real, fake, feature="inception")   # in an embedding space (a name, a module or a callable)
     fastndb.prdc(real, fake).coverage                # precision, recall, density, coverage, exact and tiled
+    fastndb.modes(real, fake).missing               # mode counts (RKE, Vendi) and the modes the generator misses
 
 The public API is what ``__all__`` lists here, plus the faces that need optional packages, imported by their
 module: ``fastndb.metrics`` (torchmetrics), ``fastndb.plot`` (matplotlib), ``fastndb.cli`` (the ``fastndb``
@@ -26,9 +27,10 @@ from fastndb._core.elbow import ElbowResult, elbow
 from fastndb._core.extractors import NAMES as FEATURE_NAMES
 from fastndb._core.extractors import Extractor, extractor
 from fastndb._core.kmeans import KMeansResult, kmeans
+from fastndb._core.modes import modes
 from fastndb._core.options import OPTION_NAMES, BinOptions, TestOptions
 from fastndb._core.references import Reference, list_references, load_reference, remove_reference, save_reference
-from fastndb._core.results import BirthdayResult, MissingMass, NDBResult, PRDCResult
+from fastndb._core.results import BirthdayResult, MissingMass, Mode, ModeCount, ModesResult, NDBResult, PRDCResult
 from fastndb._core.statistics import compare_histograms, expected_null_js
 from fastndb._core.verdict import DuplicateComparison, Verdict, compare_duplicates, decide
 from fastndb._ndb import NDB, NotFittedError
@@ -47,6 +49,9 @@ __all__ = [
     "FittedBins",
     "KMeansResult",
     "MissingMass",
+    "Mode",
+    "ModeCount",
+    "ModesResult",
     "NDBResult",
     "NotFittedError",
     "PRDCResult",
@@ -69,6 +74,7 @@ __all__ = [
     "list_references",
     "load_reference",
     "missing_mass",
+    "modes",
     "prdc",
     "remove_reference",
     "save_reference",

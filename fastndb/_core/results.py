@@ -358,3 +358,127 @@ class PRDCResult:
         return (f"PRDCResult(precision={self.precision:.4f}, recall={self.recall:.4f}, density={self.density:.4f}, "
                 f"coverage={self.coverage:.4f}, nearest_k={self.nearest_k}, num_real={self.num_real}, "
                 f"num_fake={self.num_fake})")
+
+
+@dataclass(frozen=True)
+class ModeCount:
+    r"""An effective mode count: the RKE count :math:`1 / \hat U` (:mod:`fastndb._core.modes`) with its interval.
+
+    Attributes:
+        count: :math:`1/\hat U`, :math:`\hat U` the mean of :math:`k(x_i, x_j)^2` over pairs ``i != j``; it estimates
+            :math:`1 / E[k(X, X')^2]` (``M`` for ``M`` equal, separated modes) and does not grow with ``n``.
+        low, high: its interval at the result's confidence (delta method on the log scale).
+        published: the estimator as Jalali et al. publish it, :math:`n^2 / \sum_{ij} k^2` with the diagonal
+            (pulled towards ``n`` at small ``n``: compare it only at equal ``n``).
+        num_samples: ``n``.
+        log_se: standard error of :math:`\log` count.
+    """
+
+    count: float
+    low: float
+    high: float
+    published: float
+    num_samples: int
+    log_se: float
+
+    def to_dict(self, *, python: bool = False) -> dict:
+        """Fields as a dict (already plain Python values)."""
+        return fields_as_dict(self, python=python)
+
+    def __str__(self) -> str:
+        return f"{self.count:.3g} ({self.low:.3g}-{self.high:.3g})"
+
+
+@dataclass(frozen=True)
+class Mode:
+    r"""One mode one side has and the other lacks: an eigenvector :math:`v` of :math:`C_r - C_f` (missing) or
+    :math:`C_f - C_r` (invented) in the shared random Fourier space (:mod:`fastndb._core.modes`).
+
+    Attributes:
+        weight: its eigenvalue, :math:`v^\top C_r v - v^\top C_f v` (missing; swapped for invented): about the mass
+            the mode lacks on the other side, for separated modes.
+        real_share, fake_share: :math:`v^\top C v` of each side: about the mode's weight in the real and in the fake
+            data.
+        real_share_se, fake_share_se: their standard errors (the loadings' spread over :math:`\sqrt n`, ``v`` held).
+        examples: ``(examples,)`` int64 indices of the samples that load the mode most (real samples for a missing
+            mode, fake samples for an invented one), on the device the work ran on.
+        example_loadings: ``(examples,)`` float64 their loadings :math:`(\phi(x)^\top v)^2`.
+    """
+
+    weight: float
+    real_share: float
+    fake_share: float
+    real_share_se: float
+    fake_share_se: float
+    examples: Tensor
+    example_loadings: Tensor
+
+    def swapped(self) -> Mode:
+        """The same mode with the sides' shares exchanged (a mode found with fake as the first side)."""
+        return Mode(weight=self.weight, real_share=self.fake_share, fake_share=self.real_share,
+                    real_share_se=self.fake_share_se, fake_share_se=self.real_share_se, examples=self.examples,
+                    example_loadings=self.example_loadings)
+
+    def to_dict(self, *, python: bool = False) -> dict:
+        """Fields as a dict (``python=True``: tensors as lists)."""
+        return fields_as_dict(self, python=python)
+
+
+@dataclass(frozen=True)
+class ModesResult:
+    r"""How many modes each side has, and which the generator misses or invents (:func:`fastndb.modes`).
+
+    What it means: at the kernel's bandwidth, the real data have about ``real.count`` modes of equal weight, the
+    generator about ``fake.count``; ``ratio`` below 1 says the generator spreads over fewer (its interval says
+    whether that is beyond sampling noise). ``missing`` lists directions the real data load and the generator does
+    not, with the real samples that show them. What it does not mean: a count is not a number of classes; it
+    depends on the bandwidth (compare only at one bandwidth, which is why the fake side uses the real side's) and on
+    the feature space, and a generator that copies the training set gets the real count.
+
+    Attributes:
+        real, fake: :class:`ModeCount` of each side.
+        ratio, ratio_low, ratio_high: ``fake.count / real.count`` with its interval (the sides independent).
+        vendi_real, vendi_fake: the Vendi counts (order 1) on ``vendi_samples`` samples of each side.
+        vendi_samples: samples per side behind them (equal, so they compare). vendi_method: ``"exact"`` or
+            ``"fourier"`` (random Fourier features).
+        bandwidth: :math:`\sigma`, in the samples' units (after ``feature=``). bandwidth_rule: ``"plateau"`` or
+            ``"given"``.
+        missing: modes the real data have and the generator lacks, strongest first. invented: the reverse.
+        num_features: ``r`` random Fourier frequencies behind ``missing``, ``invented`` and a ``"fourier"`` Vendi.
+        confidence: level of the intervals.
+        curve_bandwidths: ``bandwidth`` and its halvings, five times. curve_real, curve_fake: the RKE counts of
+            each side there (on at most 2,000 samples per side): how the counts depend on the scale; compare the two
+            sides at one bandwidth, never across.
+    """
+
+    real: ModeCount
+    fake: ModeCount
+    ratio: float
+    ratio_low: float
+    ratio_high: float
+    vendi_real: float
+    vendi_fake: float
+    vendi_samples: int
+    vendi_method: str
+    bandwidth: float
+    bandwidth_rule: str
+    missing: tuple[Mode, ...]
+    invented: tuple[Mode, ...]
+    num_features: int
+    confidence: float
+    curve_bandwidths: tuple[float, ...] = ()
+    curve_real: tuple[float, ...] = ()
+    curve_fake: tuple[float, ...] = ()
+
+    def to_dict(self, *, python: bool = False) -> dict:
+        """Fields as a dict, counts and modes as their own dicts (``python=True``: JSON-ready)."""
+        out = fields_as_dict(self, python=python)
+        out["real"], out["fake"] = self.real.to_dict(), self.fake.to_dict()
+        out["missing"] = [mode.to_dict(python=python) for mode in self.missing]
+        out["invented"] = [mode.to_dict(python=python) for mode in self.invented]
+        return out
+
+    def __repr__(self) -> str:
+        return (f"ModesResult(real={self.real}, fake={self.fake}, ratio={self.ratio:.3g} "
+                f"({self.ratio_low:.3g}-{self.ratio_high:.3g}), vendi={self.vendi_real:.3g} vs {self.vendi_fake:.3g}, "
+                f"bandwidth={self.bandwidth:.4g}, missing={len(self.missing)}, invented={len(self.invented)})")
