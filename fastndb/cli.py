@@ -333,6 +333,45 @@ def _birthday(args: argparse.Namespace) -> int:
     return 0
 
 
+def _modes(args: argparse.Namespace) -> int:
+    from fastndb._core.files import sample_names
+    from fastndb._core.modes import modes
+    from fastndb.report import printable
+
+    real, fake = _load(args.real, args), _load(args.fake, args)
+    feature = _feature(args)
+    _same_sample_shape(real, fake, args)
+    result = modes(real, fake, bandwidth=args.bandwidth, feature=feature, value_range=_value_range(args),
+                   num_samples=args.num_samples or None, top=args.top, examples=args.examples_per_mode,
+                   seed=args.seed, progress=_progress(args))
+    if args.json:
+        _print_json(result.to_dict(python=True))
+    else:
+        level = f"{result.confidence:.0%}"
+        print(f"effective modes (RKE) at bandwidth {result.bandwidth:.4g} ({result.bandwidth_rule} rule):")
+        print(f"  real {result.real.count:.4g} ({level} interval {result.real.low:.4g} to {result.real.high:.4g}), "
+              f"{result.real.num_samples} samples")
+        print(f"  fake {result.fake.count:.4g} ({level} interval {result.fake.low:.4g} to {result.fake.high:.4g}), "
+              f"{result.fake.num_samples} samples")
+        print(f"  fake / real {result.ratio:.3f} ({level} interval {result.ratio_low:.3f} to {result.ratio_high:.3f})")
+        print(f"Vendi: real {result.vendi_real:.4g}, fake {result.vendi_fake:.4g} ({result.vendi_samples} samples "
+              f"each, {result.vendi_method})")
+        sides = (("missing (real has, fake lacks)", result.missing, sample_names(args.real)),
+                 ("over-filled or invented (fake has more)", result.invented, sample_names(args.fake)))
+        for title, found, where in sides:
+            print(f"modes {title}: {len(found) or 'none'}")
+            for i, mode in enumerate(found, 1):
+                shown = mode.examples[:5].tolist()
+                label = ", ".join(printable(where[j]) if where is not None else str(j) for j in shown)
+                print(f"  {i}. {100 * mode.real_share:.1f}% of real, {100 * mode.fake_share:.1f}% of fake; "
+                      f"e.g. {label}")
+    if args.plot:
+        from fastndb import plot
+
+        _save_figure(plot.mode_curves(result)[0], args.plot)
+    return 0
+
+
 def _fit(args: argparse.Namespace) -> int:
     from fastndb._core.options import TEST_OPTION_NAMES
     from fastndb._core.references import save_reference
@@ -538,6 +577,13 @@ def _distance(text: str) -> float:
     return value
 
 
+def _bandwidth(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive finite bandwidth, got {text}")
+    return value
+
+
 def _num_bins(text: str) -> int:
     value = int(text)
     if value < 2:
@@ -607,6 +653,25 @@ def build_parser() -> argparse.ArgumentParser:
     birthday.add_argument("--grid-shape", type=_positive_int, nargs="+", metavar="N",
                           help="C H W (or H W) of one sample, for flat samples")
     birthday.set_defaults(run=_birthday)
+
+    counts = commands.add_parser("modes", parents=[common, weights], help="effective mode counts, missing modes",
+                                 description="Effective mode counts (RKE, Vendi) of REAL and FAKE, and the modes "
+                                             "FAKE misses or invents.")
+    counts.add_argument("real", help="image folder, .npy, .npz[:name] or .pt[:name]")
+    counts.add_argument("fake", help="same forms as REAL, same number of features")
+    for option in ("value_range", "feature"):
+        flag, settings = option_flag(option)
+        counts.add_argument(flag, **settings)
+    counts.add_argument("--bandwidth", type=_bandwidth, help="kernel bandwidth in the samples' (or features') units "
+                                                             "(default: the plateau rule on REAL)")
+    counts.add_argument("--num-samples", type=_count, default=20_000, metavar="N",
+                        help="use at most N samples of each set, chosen by content; 0: all (default: 20000)")
+    counts.add_argument("--top", type=_count, default=5, help="missing and invented modes listed (default: 5)")
+    counts.add_argument("--examples-per-mode", type=_positive_int, default=8, metavar="N",
+                        help="sample indices kept per mode (default: 8)")
+    counts.add_argument("--seed", type=int, default=0, help="seed of every random choice (default: 0)")
+    counts.add_argument("--plot", metavar="PNG", help="write the counts against the bandwidth")
+    counts.set_defaults(run=_modes)
 
     fit = commands.add_parser("fit", parents=[common, weights], help="fit bins on REAL and store them under a name",
                               description="Fit NDB bins on REAL and store them as a named reference in "

@@ -1059,9 +1059,9 @@ class PRDCMetric(_Metric):
         if comm.world_size > 1:
             local, _ = comm.all_gather_cat(local)
             keys, _ = comm.all_gather_cat(keys)
-        if local.shape[0] > self.max_samples:
-            local = local.index_select(0, torch.topk(keys, self.max_samples, largest=False).indices)
-        return local
+        # in key order, whatever the ranks' order: the seeded choices made on the rows (the jackknife's groups, the
+        # mode counts' subsets) are then those of one process fed the union
+        return local.index_select(0, torch.argsort(keys)[: self.max_samples])
 
     def compute(self) -> dict[str, Tensor]:
         """The four metrics on the kept samples of all ranks (see the class docstring).
@@ -1147,3 +1147,121 @@ class PRDCMetric(_Metric):
 
 def _prdc_outputs(result: Any, device: torch.device) -> dict[str, Tensor]:
     return {key: torch.tensor(value, dtype=torch.float64, device=device) for key, value in result.scores().items()}
+
+
+class ModesMetric(PRDCMetric):
+    """Effective mode counts and the missing modes (:func:`fastndb.modes`) as a ``torchmetrics.Metric``.
+
+    Held like :class:`PRDCMetric` (samples, at most ``max_samples`` per side, chosen by content keys; the real side
+    up front with ``real=``, or sent with ``update(imgs, real=True)``); ``compute()`` gathers the union of every rank
+    in key order, so the numbers under DDP are those of one process fed the union.
+
+    Args:
+        bandwidth: :math:`\\sigma` of the kernel (``None``: the plateau rule on the real samples).
+        real, max_samples, reset_real_features, feature, value_range, seed: as :class:`PRDCMetric`.
+        top: missing and invented modes kept in :attr:`result`.
+        **kwargs: ``torchmetrics.Metric`` options.
+
+    ``compute()`` returns 0-d float64 tensors ``real_count``, ``fake_count``, ``ratio``, ``ratio_low``,
+    ``ratio_high``, ``vendi_real``, ``vendi_fake``; the full :class:`~fastndb.ModesResult` is :attr:`result`.
+    ``forward(imgs, real=False)`` accumulates and returns the counts of that fake batch against the real samples
+    held (``None`` for a real batch).
+
+    Example:
+        >>> import torch
+        >>> g = torch.Generator().manual_seed(0)
+        >>> centres = torch.randn(8, 4, generator=g) * 50
+        >>> metric = ModesMetric(bandwidth=20.0)
+        >>> metric.update(centres[torch.arange(800) % 8] + torch.randn(800, 4, generator=g), real=True)
+        >>> metric.update(centres[torch.arange(800) % 2] + torch.randn(800, 4, generator=g), real=False)
+        >>> out = metric.compute()
+        >>> round(float(out["real_count"])), round(float(out["fake_count"]))
+        (8, 2)
+    """
+
+    higher_is_better = True
+
+    def __init__(
+        self,
+        bandwidth: float | None = None,
+        *,
+        real: object = None,
+        max_samples: int = 10_000,
+        reset_real_features: bool = True,
+        feature: object = None,
+        value_range: tuple[float, float] | None = None,
+        seed: int = 0,
+        top: int = 5,
+        **kwargs: Any,
+    ) -> None:
+        from fastndb._core.modes import check_bandwidth
+
+        self.bandwidth = check_bandwidth(bandwidth)
+        self.top = check_int(top, "top", minimum=0)
+        super().__init__(1, real=real, max_samples=max_samples, reset_real_features=reset_real_features,
+                         feature=feature, value_range=value_range, seed=seed, **kwargs)
+
+    def _modes(self, real: Tensor, fake: Tensor) -> Any:
+        from fastndb._core.modes import modes
+
+        return modes(real, fake, bandwidth=self.bandwidth, top=self.top, seed=self.seed)
+
+    def forward(self, imgs: Any, real: bool) -> dict[str, Tensor] | None:  # type: ignore[override]
+        """:meth:`update`, then the counts of this fake batch against the real samples held on this process (not
+        synced); ``None`` for a real batch or fewer than 2 samples on a side."""
+        batch = self._add(imgs, real)
+        self._update_count += 1
+        self._computed = None
+        held = self._kept[True].samples
+        if real or batch is None or held is None or min(held.shape[0], batch.shape[0]) < 2:
+            return self._forwarded(None)
+        return self._forwarded(_modes_outputs(self._modes(held, batch), self.device))
+
+    def compute(self) -> dict[str, Tensor]:
+        """The counts on the kept samples of all ranks (see the class docstring).
+
+        Raises:
+            ValueError: no real or no fake samples, or fewer than 2 on a side.
+        """
+        comm = collective_of(self)
+        real, fake = self._union(True, comm), self._union(False, comm)
+        if real is None or fake is None:
+            missing = "real" if real is None else "fake"
+            raise ValueError(f"compute: no {missing} samples yet; call update(imgs, real={missing == 'real'}) first")
+        result = self._modes(real, fake)
+        self._result = result
+        self._real_closed = True
+        return _modes_outputs(result, self.device)
+
+    @property
+    def result(self) -> Any:
+        """The full :class:`~fastndb.ModesResult` of the last ``compute()``."""
+        if self._result is None:
+            raise NotReadyError(self._not_ready["result"])
+        return self._result
+
+    def _config(self) -> dict:
+        return {**super()._config(), "metric": "ModesMetric", "bandwidth": self.bandwidth}
+
+    def plot(self, val: Any = None, ax: Any = None) -> tuple[Any, Any]:
+        """The count curves of the last ``compute()`` (``val=None``; computed first if needed), or the real and
+        fake counts over a list of ``compute()`` outputs. Returns ``(fig, ax)``."""
+        from fastndb import plot
+
+        if val is None or isinstance(val, dict):
+            if self._result is None:
+                self.compute()
+            return plot.mode_curves(self.result, ax=ax)
+        values = list(val)
+        fig, ax = plot.metric_history(values, key="real_count", ax=ax)
+        plot.metric_history(values, key="fake_count", ax=ax)
+        ax.set_ylabel("effective modes (RKE)")
+        ax.legend(["real", "fake"])
+        return fig, ax
+
+
+def _modes_outputs(result: Any, device: torch.device) -> dict[str, Tensor]:
+    values = {"real_count": result.real.count, "fake_count": result.fake.count, "ratio": result.ratio,
+              "ratio_low": result.ratio_low, "ratio_high": result.ratio_high, "vendi_real": result.vendi_real,
+              "vendi_fake": result.vendi_fake}
+    return {key: torch.tensor(value, dtype=torch.float64, device=device) for key, value in values.items()}

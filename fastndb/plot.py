@@ -130,6 +130,86 @@ def prdc_scores(result: Any, *, ax: Any = None) -> tuple[Any, Any]:
     return fig, ax
 
 
+def mode_curves(result: Any, *, ax: Any = None) -> tuple[Any, Any]:
+    """The RKE counts of both sides of a :class:`~fastndb.ModesResult` against the bandwidth (log-log), the chosen
+    bandwidth marked with both counts' intervals.
+
+    Example:
+        >>> import torch, fastndb, fastndb.plot
+        >>> g = torch.Generator().manual_seed(0)
+        >>> result = fastndb.modes(torch.randn(200, 4, generator=g), torch.randn(200, 4, generator=g), top=0)
+        >>> fig, ax = fastndb.plot.mode_curves(result)
+        >>> len(ax.lines) >= 2
+        True
+    """
+    fig, ax = _figure_and_axes(ax, (4.5, 3.2))
+    widths = list(result.curve_bandwidths)
+    ax.plot(widths, result.curve_real, "o-", color="#4c72b0", label="real")
+    ax.plot(widths, result.curve_fake, "s--", color="#dd8452", label="fake")
+    for count, colour in ((result.real, "#4c72b0"), (result.fake, "#dd8452")):
+        ax.errorbar([result.bandwidth], [count.count], yerr=[[count.count - count.low], [count.high - count.count]],
+                    color=colour, capsize=4)
+    ax.axvline(result.bandwidth, color="grey", linewidth=0.8, linestyle=":")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("kernel bandwidth")
+    ax.set_ylabel("effective modes (RKE)")
+    ax.set_title(f"{result.real.count:.3g} real vs {result.fake.count:.3g} fake modes at {result.bandwidth:.3g} "
+                 f"({result.bandwidth_rule})", fontsize=9)
+    ax.legend()
+    fig.tight_layout()
+    return fig, ax
+
+
+def missing_modes(result: Any, real: Tensor, *, image_shape: tuple[int, ...] | None = None, invented: bool = False,
+                  fake: Tensor | None = None, title: str | None = None) -> tuple[Any, Any]:
+    """One row per missing mode of a :class:`~fastndb.ModesResult`: its example real samples as images, labelled
+    with the mode's real and fake shares (``invented=True``: the invented modes, from ``fake``).
+
+    Args:
+        result: the modes result. real: the real samples it was computed on (images, or flat rows of an image).
+        image_shape: ``(C, H, W)`` of a flat sample. invented: draw the invented modes. fake: their samples.
+
+    Example:
+        >>> import torch, fastndb, fastndb.plot
+        >>> g = torch.Generator().manual_seed(0)
+        >>> centres = torch.rand(4, 16, generator=g)
+        >>> real = (centres[torch.arange(200) % 4] + 0.01 * torch.randn(200, 16, generator=g)).clamp(0, 1)
+        >>> result = fastndb.modes(real, real[torch.arange(200) % 4 != 3], bandwidth=0.3, value_range=(0, 1))
+        >>> fig, ax = fastndb.plot.missing_modes(result, real)
+        >>> len(ax.images)
+        1
+    """
+    modes = result.invented if invented else result.missing
+    samples = fake if invented else real
+    if invented and fake is None:
+        raise ValueError("fake: expected the fake samples to draw the invented modes, got None")
+    if not modes:
+        fig, ax = _figure_and_axes(None, (4.0, 1.0))
+        ax.text(0.5, 0.5, "no invented modes" if invented else "no missing modes", ha="center", va="center")
+        ax.set_axis_off()
+        return fig, ax
+    flat = torch.as_tensor(samples)
+    channels, height, width = _image_shape(flat, image_shape)
+    rows = [flat[mode.examples.to(flat.device)].reshape(-1, channels, height, width).double().cpu() for mode in modes]
+    columns = max(r.shape[0] for r in rows)
+    images = torch.cat([torch.cat([r, torch.ones(columns - r.shape[0], channels, height, width,
+                                                 dtype=torch.float64)]) for r in rows])
+    if images.max() > 1:
+        images = images / 255.0
+    fig, ax = image_grid(images, columns=columns, title=title)
+    labels = [f"{100 * m.real_share:.1f}% real / {100 * m.fake_share:.1f}% fake" for m in modes]
+    ax.set_axis_on()
+    ax.set_xticks([])
+    ax.set_yticks([(i + 0.5) * (height + 1) for i in range(len(modes))])
+    ax.set_yticklabels(labels, fontsize=7)
+    for spine in ax.spines.values():
+        spine.set_visible(False)
+    fig.set_size_inches(0.5 * columns + 2.2, 0.5 * len(modes) + 0.8)
+    fig.tight_layout()
+    return fig, ax
+
+
 def _image_shape(samples: Tensor, image_shape: tuple[int, ...] | None) -> tuple[int, int, int]:
     """``(C, H, W)`` of one sample: given, from the samples' own shape, or from a square ``D``."""
     if image_shape is None:

@@ -17,7 +17,7 @@ import torch.distributed as dist
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import fastndb  # noqa: E402
-from fastndb.metrics import BirthdayMetric, NDBMetric, PRDCMetric  # noqa: E402
+from fastndb.metrics import BirthdayMetric, ModesMetric, NDBMetric, PRDCMetric  # noqa: E402
 from tests.ddp_data import fake_shards, feature_net, real_shards, real_union  # noqa: E402
 
 
@@ -105,6 +105,15 @@ def main() -> None:
     if fake.shape[0]:
         capped.update(fake, real=False)
     out["prdc_capped"] = capped.compute()
+
+    # mode counts: the union in key order, the bandwidth rule and the subsets seeded on it
+    for name, cap in (("modes", 10_000), ("modes_capped", 700)):
+        counts = ModesMetric(max_samples=cap, top=2)
+        counts.update(real, real=True)
+        if fake.shape[0]:
+            counts.update(fake, real=False)
+        out[name] = counts.compute()
+        out[name + "_missing"] = [mode.examples for mode in counts.result.missing]
 
     torch.save(out, out_dir / f"rank{rank}.pt")
     dist.barrier()

@@ -15,7 +15,7 @@ import torch
 
 import fastndb
 from fastndb._core.collectives import SingleProcess, resolve_collective
-from fastndb.metrics import BirthdayMetric, NDBMetric, PRDCMetric
+from fastndb.metrics import BirthdayMetric, ModesMetric, NDBMetric, PRDCMetric
 from tests.ddp_data import fake_union, feature_net, real_union
 
 WORKER = Path(__file__).with_name("ddp_worker.py")
@@ -147,6 +147,21 @@ def test_prdc_metric_under_ddp_equals_one_process_on_the_union(ranks, name, cap)
     expected = single.compute()
     for rank in ranks:
         assert all(torch.equal(rank[name][k], expected[k]) for k in expected), (rank[name], expected)
+
+
+@pytest.mark.parametrize("name, cap", [("modes", 10_000), ("modes_capped", 700)])
+def test_modes_metric_under_ddp_equals_one_process_on_the_union(ranks, name, cap):
+    """Issue 27: the counts, the bandwidth and the missing modes' examples of two gloo ranks equal one process."""
+    single = ModesMetric(max_samples=cap, top=2)
+    single.update(real_union(), real=True)
+    single.update(fake_union(), real=False)
+    expected = single.compute()
+    examples = [mode.examples for mode in single.result.missing]
+    for rank in ranks:  # the ranks run one thread each: GEMMs blocked otherwise round differently in the last bits
+        assert all(torch.allclose(rank[name][k], expected[k], rtol=1e-9, atol=0) for k in expected), (
+            rank[name], expected)
+        assert len(rank[name + "_missing"]) == len(examples)
+        assert all(torch.equal(a, b) for a, b in zip(rank[name + "_missing"], examples, strict=True))
 
 
 def test_metric_with_the_real_side_up_front_under_ddp(ranks):

@@ -12,13 +12,13 @@ import torch
 
 import fastndb
 from fastndb._core.modes import (
+    _frequencies,
     count_curve,
     differential_modes,
     fourier_covariance,
     plateau_bandwidth,
     rke_count,
     vendi_count,
-    _frequencies,
 )
 from fastndb.kernels.kernel_sums import gaussian_pair_sums
 
@@ -250,3 +250,92 @@ def test_differential_modes_handles_empty_top() -> None:
     x = torch.randn(20, 2, dtype=torch.float64)
     omega = _frequencies(2, 8, 1.0, 0, x.device, x.dtype)
     assert differential_modes(x, x, omega, top=0, examples=3) == ()
+
+
+def _separated_pair(seed: int = 20) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    centres = torch.randn(6, 4, generator=g) * 50
+    real_labels, fake_labels = torch.arange(600) % 6, torch.arange(600) % 4
+    real = centres[real_labels] + torch.randn(600, 4, generator=g)
+    fake = centres[fake_labels] + torch.randn(600, 4, generator=g)
+    return real, fake, real_labels, fake_labels
+
+
+def test_metric_equals_the_function_and_follows_the_contract() -> None:
+    pytest.importorskip("torchmetrics")
+    from fastndb.metrics import ModesMetric, NotReadyError
+
+    real, fake, _, _ = _separated_pair()
+    metric = ModesMetric(top=2)
+    with pytest.raises(NotReadyError):
+        metric.result  # noqa: B018
+    for start in range(0, 600, 200):
+        metric.update(real[start : start + 200], real=True)
+        metric.update(fake[start : start + 200], real=False)
+    out = metric.compute()
+    expected = fastndb.modes(real, fake, top=2)
+    assert float(out["real_count"]) == pytest.approx(expected.real.count, rel=1e-9)
+    assert float(out["fake_count"]) == pytest.approx(expected.fake.count, rel=1e-9)
+    assert float(out["ratio_high"]) < 1
+    # merge_state: two halves equal one metric fed both
+    a, b = ModesMetric(top=2), ModesMetric(top=2)
+    a.update(real[:300], real=True), a.update(fake[:300], real=False)
+    b.update(real[300:], real=True), b.update(fake[300:], real=False)
+    a.merge_state(b)
+    merged = a.compute()
+    assert all(torch.allclose(merged[k], out[k], rtol=1e-9) for k in out)
+    with pytest.raises(ValueError):
+        a.merge_state(ModesMetric(bandwidth=3.0))
+    # forward: the batch's counts against the held real samples
+    fresh = ModesMetric(bandwidth=10.0, real=real)
+    batch = fresh(fake[:300], real=False)
+    assert float(batch["fake_count"]) == pytest.approx(fastndb.modes(real, fake[:300], bandwidth=10.0).fake.count)
+    fresh.reset()
+    assert fresh(real[:10], real=True) is None  # real given up front: ignored, with a warning once
+
+
+def test_metric_plot() -> None:
+    pytest.importorskip("torchmetrics")
+    pytest.importorskip("matplotlib")
+    from fastndb import plot
+    from fastndb.metrics import ModesMetric
+
+    real, fake, _, _ = _separated_pair()
+    metric = ModesMetric(real=real)
+    metric.update(fake, real=False)
+    fig, ax = metric.plot()
+    assert len(ax.lines) >= 2
+    plot.close(fig)
+    fig, ax = metric.plot([metric.compute(), metric.compute()])
+    plot.close(fig)
+
+
+def test_missing_modes_picture_has_one_row_per_mode() -> None:
+    pytest.importorskip("matplotlib")
+    from fastndb import plot
+
+    real, fake, _, _ = _separated_pair()
+    real = torch.sigmoid(real.repeat(1, 4) / 50)  # 16 values in [0, 1]: 4 x 4 images
+    fake = torch.sigmoid(fake.repeat(1, 4) / 50)
+    out = fastndb.modes(real, fake, bandwidth=0.05, value_range=(0, 1))
+    fig, ax = plot.missing_modes(out, real, image_shape=(1, 4, 4))
+    assert len(ax.get_yticklabels()) == len(out.missing) > 0
+    plot.close(fig)
+    with pytest.raises(ValueError, match="fake"):
+        plot.missing_modes(out, real, image_shape=(1, 4, 4), invented=True)
+
+
+def test_cli_modes(tmp_path, capsys) -> None:
+    from fastndb import cli
+
+    real, fake, _, _ = _separated_pair()
+    np.save(tmp_path / "real.npy", real.numpy())
+    np.save(tmp_path / "fake.npy", fake.numpy())
+    assert cli.main(["modes", str(tmp_path / "real.npy"), str(tmp_path / "fake.npy"), "--quiet"]) == 0
+    text = capsys.readouterr().out
+    assert "effective modes (RKE)" in text and "modes missing (real has, fake lacks): 2" in text
+    assert cli.main(["modes", str(tmp_path / "real.npy"), str(tmp_path / "fake.npy"), "--quiet", "--json"]) == 0
+    payload = json.loads(capsys.readouterr().out)
+    assert round(payload["real"]["count"]) == 6 and len(payload["missing"]) == 2
+    with pytest.raises(SystemExit):
+        cli.main(["modes", str(tmp_path / "real.npy"), str(tmp_path / "fake.npy"), "--bandwidth", "0"])

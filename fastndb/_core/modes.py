@@ -61,6 +61,7 @@ EXACT_VENDI_LIMIT = 2048  # samples up to which the Vendi count is exact (a 32 M
 NUM_FEATURES = 1024  # random Fourier frequencies (2r = 2048 features) of the Vendi approximation and of FINC
 BANDWIDTH_SAMPLES = 2000  # real samples the bandwidth rule looks at
 PLATEAU_SLOPE = 0.05  # |d log RKE / d log sigma| below which the count counts as settled
+RELATIVE_WEIGHT = 0.05  # a missing (invented) mode is reported when its weight is at least this share of the top one's
 _GRID = 48  # bandwidths the rule tries, log-spaced
 _ROWS = 4096  # rows of Fourier features formed at once
 
@@ -74,9 +75,13 @@ def _subset_rows(x: Tensor, size: int, seed: int) -> Tensor:
 
 
 def _pair_sq_distances(x: Tensor) -> Tensor:
-    """``(s, s)`` squared distances of a small set (the bandwidth rule's subset, at most ``BANDWIDTH_SAMPLES``)."""
+    """``(s, s)`` float64 squared distances of a small set (the bandwidth rule's subset, at most
+    ``BANDWIDTH_SAMPLES``), centred and computed in float64: the nearest-neighbour distances the rule starts from
+    are then free of the expansion's float32 rounding (which depends on the rows' order)."""
+    x = x.to(torch.float64)
+    x = x - x.mean(0)
     norms = squared_norms(x)
-    return _block_squared_distances(x, norms, x, norms).to(torch.float64)
+    return _block_squared_distances(x, norms, x, norms)
 
 
 def plateau_bandwidth(x: Tensor, *, samples: int = BANDWIDTH_SAMPLES, seed: int = 0) -> float:
@@ -102,9 +107,7 @@ def plateau_bandwidth(x: Tensor, *, samples: int = BANDWIDTH_SAMPLES, seed: int 
         >>> 5 < plateau_bandwidth(x) < 50
         True
     """
-    sub = _subset_rows(x, samples, seed)
-    sub = sub - sub.mean(0)
-    d2 = _pair_sq_distances(sub)
+    d2 = _pair_sq_distances(_subset_rows(x, samples, seed))
     s = d2.shape[0]
     off = ~torch.eye(s, dtype=torch.bool, device=d2.device)
     values = d2[off]
@@ -140,9 +143,7 @@ def count_curve(x: Tensor, bandwidths: list[float], *, samples: int = BANDWIDTH_
         >>> [round(c, 2) for c in count_curve(x, [1.0, 1000.0])]
         [2.02, 1.0]
     """
-    sub = _subset_rows(x, samples, seed)
-    sub = sub - sub.mean(0)
-    d2 = _pair_sq_distances(sub)
+    d2 = _pair_sq_distances(_subset_rows(x, samples, seed))
     values = d2[~torch.eye(d2.shape[0], dtype=torch.bool, device=d2.device)]
     means = torch.stack([torch.exp(-values / (sigma * sigma)).mean() for sigma in bandwidths])
     return tuple(1.0 / v if v > 0 else math.inf for v in host_values(means))
@@ -264,6 +265,10 @@ def differential_modes(x: Tensor, y: Tensor, omega: Tensor, *, top: int, example
                        cov_x: Tensor | None = None, cov_y: Tensor | None = None) -> tuple[Mode, ...]:
     r"""The ``top`` modes ``x`` loads and ``y`` does not: eigenvectors of :math:`C_x - \eta C_y` with the largest
     positive eigenvalues, each with its shares on both sides and the ``examples`` rows of ``x`` that load it most.
+    A direction is kept only when its share on ``x`` exceeds that on ``y`` beyond chance: by more than
+    :math:`z \sqrt{\mathrm{se}_x^2 + \mathrm{se}_y^2}`, :math:`z` the two-sided 5% quantile Bonferroni-corrected
+    over the ``2r`` directions the eigenvector was chosen from; and when its weight is at least ``RELATIVE_WEIGHT``
+    of the strongest one's (the directions after a dropped mode's own one describe its inner structure).
 
     Args:
         x, y: ``(n, D)`` and ``(m, D)`` samples (centred alike). omega: ``(D, r)`` shared frequencies.
@@ -288,9 +293,14 @@ def differential_modes(x: Tensor, y: Tensor, omega: Tensor, *, top: int, example
                          loads_y.std(0) / math.sqrt(y.shape[0])])
     stats_host = host_values(stats.reshape(-1))
     t = values.numel()
+    # the eigenvector is the direction of largest difference among the 2r: a mode is kept when its difference
+    # passes a two-sided test at 5% Bonferroni-corrected over those 2r directions (noise directions drop out)
+    z = _normal_quantile(1 - 0.05 / (2 * 2 * omega.shape[1]))
     modes = []
     for i in range(t):
         eig, share_x, share_y, se_x, se_y = (stats_host[j * t + i] for j in range(5))
+        if share_x - share_y <= z * math.hypot(se_x, se_y) or eig < RELATIVE_WEIGHT * stats_host[0]:
+            continue
         modes.append(Mode(weight=eig, real_share=share_x, fake_share=share_y, real_share_se=se_x,
                           fake_share_se=se_y, examples=best.indices[:, i], example_loadings=best.values[:, i]))
     return tuple(modes)
@@ -338,6 +348,20 @@ def mode_analysis(x: Tensor, y: Tensor, *, bandwidth: float | None, confidence: 
                        bandwidth=sigma / unit, bandwidth_rule=rule, missing=missing, invented=invented,
                        num_features=num_features, confidence=confidence,
                        curve_bandwidths=tuple(b / unit for b in curve), curve_real=curve_real, curve_fake=curve_fake)
+
+
+def check_bandwidth(bandwidth: object) -> float | None:
+    """``bandwidth`` as a float, or ``None``.
+
+    Raises:
+        ValueError: not a positive finite number or ``None``.
+    """
+    if bandwidth is None:
+        return None
+    if isinstance(bandwidth, bool) or not isinstance(bandwidth, int | float) or not (
+            math.isfinite(bandwidth) and bandwidth > 0):
+        raise ValueError(f"bandwidth: expected a positive finite number or None, got {bandwidth!r}")
+    return float(bandwidth)
 
 
 def modes(
@@ -396,11 +420,7 @@ def modes(
     """
     from fastndb._core.coverage import prepare_pair
 
-    if bandwidth is not None:
-        if isinstance(bandwidth, bool) or not isinstance(bandwidth, int | float) or not (
-                math.isfinite(bandwidth) and bandwidth > 0):
-            raise ValueError(f"bandwidth: expected a positive finite number or None, got {bandwidth!r}")
-        bandwidth = float(bandwidth)
+    bandwidth = check_bandwidth(bandwidth)
     if num_samples is not None:
         num_samples = check_int(num_samples, "num_samples", minimum=2)
     if vendi_samples is not None:
