@@ -356,6 +356,9 @@ def _modes(args: argparse.Namespace) -> int:
         print(f"  fake / real {result.ratio:.3f} ({level} interval {result.ratio_low:.3f} to {result.ratio_high:.3f})")
         print(f"Vendi: real {result.vendi_real:.4g}, fake {result.vendi_fake:.4g} ({result.vendi_samples} samples "
               f"each, {result.vendi_method})")
+        if result.modes_bandwidth != result.bandwidth:
+            print(f"the real data count as one mode at {result.bandwidth:.4g}: the modes below are read at "
+                  f"{result.modes_bandwidth:.4g}, where they count {_count_at(result, result.modes_bandwidth)}")
         sides = (("missing (real has, fake lacks)", result.missing, sample_names(args.real)),
                  ("over-filled or invented (fake has more)", result.invented, sample_names(args.fake)))
         for title, found, where in sides:
@@ -370,6 +373,12 @@ def _modes(args: argparse.Namespace) -> int:
 
         _save_figure(plot.mode_curves(result)[0], args.plot)
     return 0
+
+
+def _count_at(result: Any, bandwidth: float) -> str:
+    """The real and fake counts of the curve at ``bandwidth``."""
+    i = min(range(len(result.curve_bandwidths)), key=lambda j: abs(result.curve_bandwidths[j] - bandwidth))
+    return f"{result.curve_real[i]:.3g} real and {result.curve_fake[i]:.3g} fake modes"
 
 
 def _fit(args: argparse.Namespace) -> int:
@@ -431,11 +440,11 @@ def _report(args: argparse.Namespace) -> int:
                              fake_names=sample_names(args.fake), examples=args.examples, max_flagged=args.max_flagged,
                              birthday_samples=args.birthday_samples or None,
                              coverage_samples=args.prdc_samples or None, nearest_k=args.nearest_k,
-                             pictures=chosen == "html", **options)
+                             modes_samples=args.modes_samples or None, pictures=chosen == "html", **options)
     for caught_warning in caught:  # the function's arguments are the flags the user typed
         text = str(caught_warning.message)
         for argument, flag in (("coverage_samples", "--prdc-samples"), ("birthday_samples", "--birthday-samples"),
-                               ("nearest_k", "--nearest-k")):
+                               ("modes_samples", "--modes-samples"), ("nearest_k", "--nearest-k")):
             text = text.replace(argument, flag)
         warnings.warn(text, caught_warning.category, stacklevel=2)
     path = built.save(args.output, chosen)
@@ -705,6 +714,9 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--prdc-samples", type=_count, default=5000, metavar="N",
                         help="samples of each set for precision, recall, density, coverage; 0: skip (default: 5000)")
     report.add_argument("--nearest-k", type=_positive_int, default=5, help="k of the coverage metrics (default: 5)")
+    report.add_argument("--modes-samples", type=_count, default=2000, metavar="N",
+                        help="mode counts and missing modes on at most N samples of each set; 0: skip them "
+                             "(default: 2000)")
     report.set_defaults(run=_report)
 
     refs = commands.add_parser("refs", help="list the stored references, or remove some",

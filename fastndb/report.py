@@ -36,7 +36,7 @@ from fastndb._core.features import to_float
 from fastndb._core.inputs import as_batches, check_same_library, concatenate
 from fastndb._core.optional import require
 from fastndb._core.options import DEFAULT_BINS_RULE, default_num_bins
-from fastndb._core.results import BirthdayResult, NDBResult, PRDCResult
+from fastndb._core.results import BirthdayResult, ModesResult, NDBResult, PRDCResult
 from fastndb._core.verdict import (
     DuplicateComparison,
     Verdict,
@@ -86,6 +86,8 @@ class Report:
         decision: the :class:`~fastndb._core.verdict.Verdict` behind ``verdict``.
         duplicates: the fake-against-real duplicate comparison (``None`` without the birthday test).
         examples_as_images: whether the examples were shown as images.
+        modes: the :class:`~fastndb.ModesResult` (``None`` when skipped), its example indices mapped to the samples
+            given (the report's own subset of ``modes_samples`` per side was taken first).
     """
 
     verdict: list[str]
@@ -103,6 +105,30 @@ class Report:
     example_values: dict[str, list[list[float]]] = field(default_factory=dict)
     decision: Verdict | None = None
     duplicates: DuplicateComparison | None = None
+    modes: ModesResult | None = None
+
+    def _mode_lines(self) -> list[tuple[str, bool, list[str]]]:
+        """``(text, real side, example names)`` of each missing and invented mode."""
+        out = []
+        if self.modes is None:
+            return out
+        for label, found, real in (("missing", self.modes.missing, True), ("over-filled", self.modes.invented, False)):
+            for i, mode in enumerate(found, 1):
+                text = (f"{label} mode {i}: {mode.real_share:.1%} of real, {mode.fake_share:.1%} of fake")
+                out.append((text, real, [self._name(real, j) for j in mode.examples.tolist()]))
+        return out
+
+    def _mode_summary(self) -> str:
+        m = self.modes
+        text = (f"Effective modes (RKE, kernel bandwidth {m.bandwidth:.4g}, {m.bandwidth_rule} rule): real "
+                f"{m.real.count:.3g} ({m.real.low:.3g}-{m.real.high:.3g}), fake {m.fake.count:.3g} "
+                f"({m.fake.low:.3g}-{m.fake.high:.3g}); fake / real {m.ratio:.3f} ({m.ratio_low:.3f}-"
+                f"{m.ratio_high:.3f}); Vendi {m.vendi_real:.3g} against {m.vendi_fake:.3g} on {m.vendi_samples} "
+                f"samples each.")
+        if m.modes_bandwidth != m.bandwidth:
+            text += (f" The real data count as one mode at that bandwidth (no separated modes); the modes below are "
+                     f"read at {m.modes_bandwidth:.4g}.")
+        return text
 
     # ----------------------------------------------------------------------------------------------- text
     def _name(self, real: bool, index: int) -> str:
@@ -132,6 +158,11 @@ class Report:
                 lines.append(f"\n{self.flagged_not_shown} more flagged bins are not shown.")
         else:
             lines.append("No bin differs.")
+        if self.modes is not None:
+            lines += ["", "## Modes", "", markdown_text(self._mode_summary()), ""]
+            found = self._mode_lines()
+            lines += [f"- {markdown_text(text)}; examples: {', '.join(markdown_text(n) for n in names)}"
+                      for text, _, names in found] or ["No missing or over-filled mode beyond chance."]
         if self.birthday is not None:
             lines += ["", "## Closest pairs (birthday test)", "", "| sample | sample | distance |",
                       "| --- | --- | --- |"]
@@ -198,6 +229,14 @@ class Report:
         if self.flagged_not_shown:
             parts.append(f"<p>{self.flagged_not_shown} more flagged bins are not shown (the table in the Markdown "
                          f"form lists the same bins).</p>")
+        if self.modes is not None:
+            parts += ["<h2>Modes</h2>", f"<p>{esc(self._mode_summary())}</p>", image("mode-curves", "mode counts"),
+                      image("missing-modes", "examples of the missing modes"),
+                      image("invented-modes", "examples of the over-filled modes")]
+            found = self._mode_lines()
+            parts.append("<ul>" + "".join(f"<li>{esc(text)}; examples: {esc(', '.join(names))}</li>"
+                                          for text, _, names in found) + "</ul>" if found else
+                         "<p>No missing or over-filled mode beyond chance.</p>")
         if self.birthday is not None:
             parts += ["<h2>Closest pairs (birthday test)</h2>", image("pairs", "closest pairs side by side"),
                       "<table><tr><th>sample</th><th>sample</th><th>distance</th></tr>"]
@@ -380,6 +419,7 @@ def build(
     birthday_samples: int | None = 1000,
     coverage_samples: int | None = 5000,
     nearest_k: int = 5,
+    modes_samples: int | None = 2000,
     pictures: bool = True,
     **options: Any,
 ) -> Report:
@@ -397,6 +437,7 @@ def build(
             nearest-neighbour distance among as many real samples, whose own duplicate count is the null level.
         coverage_samples: samples of each set for the coverage metrics (``None``: skip them).
         nearest_k: ``k`` of the coverage metrics.
+        modes_samples: samples of each set for the mode counts and the missing modes (``None``: skip them).
         pictures: draw the pictures (needs matplotlib).
         **options: the options of ``fastndb.score`` (``alpha``, ``tolerance``, ``seed``, ``value_range``,
             ``feature``, ...).
@@ -457,6 +498,16 @@ def build(
             fake_x[:size], null_samples, threshold, seed=ndb.seed, value_range=value_range, feature=feature))
         timings["birthday test"] = time.perf_counter() - began
 
+    modes = None
+    if modes_samples is not None and min(real_x.shape[0], fake_x.shape[0], modes_samples) < 2:
+        warnings.warn(f"mode counts skipped: they need at least 2 samples on each side, got modes_samples "
+                      f"{modes_samples}, {fake_x.shape[0]} fake and {real_x.shape[0]} real", UserWarning, stacklevel=2)
+    elif modes_samples is not None:
+        began = time.perf_counter()
+        modes = _modes_on_subsets(real_x, fake_x, modes_samples, seed=ndb.seed, feature=feature,
+                                  value_range=value_range, examples=examples)
+        timings["mode counts"] = time.perf_counter() - began
+
     flagged, not_shown = flagged_bins(ndb, result, real_x, fake_x, examples=examples, max_flagged=max_flagged)
     as_images = _is_images(real_x)
     images: dict[str, bytes] = {}
@@ -465,6 +516,17 @@ def build(
         from fastndb import plot
 
         images["bins"] = _png(plot.bin_proportions(result)[0])
+        if modes is not None:
+            images["mode-curves"] = _png(plot.mode_curves(modes)[0])
+            if as_images:
+                shape = _sample_shape(real_x)
+                for key, found, side, invented in (("missing-modes", modes.missing, real_x, False),
+                                                   ("invented-modes", modes.invented, fake_x, True)):
+                    if found:
+                        shown = to_float(side.reshape(side.shape[0], *shape), value_range).clamp(0, 1).cpu()
+                        images[key] = _png(plot.missing_modes(modes, shown, invented=invented, fake=shown,
+                                                              title="over-filled or invented modes" if invented
+                                                              else "missing modes")[0])
         if as_images:
             images.update(example_strips(flagged, real_x, fake_x, value_range))
             if pairs is not None:
@@ -493,4 +555,27 @@ def build(
     decision = verdict(result, coverage, duplicates)
     return Report([decision.headline, *decision.lines], result, coverage, pairs, null_duplicates, flagged,
                   not_shown, settings, names, fake_names, images, as_images and pictures, values, decision,
-                  duplicates)
+                  duplicates, modes)
+
+
+def _modes_on_subsets(real: Tensor, fake: Tensor, size: int, *, seed: int, feature: object,
+                      value_range: tuple[float, float] | None, examples: int) -> ModesResult:
+    """:func:`fastndb.modes` on at most ``size`` samples of each side chosen by content keys, with the modes'
+    example indices mapped back to the samples given (so that file names can be shown)."""
+    import dataclasses
+
+    from fastndb._core.modes import modes
+    from fastndb._core.sampling import SEEDING_SALT, key_positions, row_keys
+
+    def chosen(x: Tensor) -> Tensor:
+        if x.shape[0] <= size:
+            return torch.arange(x.shape[0], device=x.device)
+        positions, _ = key_positions(row_keys(x.reshape(x.shape[0], -1), seed, SEEDING_SALT))
+        return (positions < size).nonzero()[:, 0]
+
+    real_rows, fake_rows = chosen(real), chosen(fake)
+    out = modes(real[real_rows], fake[fake_rows], feature=feature, value_range=value_range, seed=seed,
+                examples=examples)
+    remap = lambda mode, rows: dataclasses.replace(mode, examples=rows.to(mode.examples.device)[mode.examples])  # noqa: E731
+    return dataclasses.replace(out, missing=tuple(remap(m, real_rows) for m in out.missing),
+                               invented=tuple(remap(m, fake_rows) for m in out.invented))

@@ -339,3 +339,26 @@ def test_cli_modes(tmp_path, capsys) -> None:
     assert round(payload["real"]["count"]) == 6 and len(payload["missing"]) == 2
     with pytest.raises(SystemExit):
         cli.main(["modes", str(tmp_path / "real.npy"), str(tmp_path / "fake.npy"), "--bandwidth", "0"])
+
+
+def test_missing_digit_found_in_the_digits_network_space() -> None:
+    """On data without separated modes (the rule finds the one-mode plateau) the differential modes are read at a
+    finer scale; an oracle that drops the 4s has its top missing mode's examples read as 4 by the digits network."""
+    pytest.importorskip("sklearn")
+    import warnings
+
+    from fastndb._core.digits_net import load_digits_net
+    from fastndb.demo.runner import load_digits_tensor
+
+    images, labels = load_digits_tensor()
+    images = images.reshape(-1, 1, 8, 8)
+    order = torch.randperm(images.shape[0], generator=torch.Generator().manual_seed(0))
+    a, b = order[:898], order[898:]
+    keep = b[labels[b] != 4]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        out = fastndb.modes(images[a], images[keep], feature="digits", value_range=(0, 1), top=1)
+    assert out.real.count < 2 and out.modes_bandwidth < out.bandwidth
+    with torch.no_grad():
+        read = load_digits_net()(images[a][out.missing[0].examples]).argmax(1)
+    assert (read == 4).float().mean() >= 0.8

@@ -53,13 +53,18 @@ def test_the_numbers_are_the_apis(digits_report):
     assert {int(labels[i]) for i in empty.real_examples} <= {3, 8}  # the empty bin holds the dropped digits
     text = built.to_markdown()
     assert f"| {empty.index} | {empty.z:+.2f} |" in text and "r" + str(empty.real_examples[0]) + ".png" in text
+    # the modes section: the top missing mode's examples (mapped back to the samples given) are the dropped digits
+    top = built.modes.missing[0]
+    assert sum(int(labels[i]) in (3, 8) for i in top.examples.tolist()) >= 0.8 * top.examples.numel()
+    assert "## Modes" in text and f"r{top.examples[0]}.png" in text
 
 
 def test_the_html_is_self_contained(digits_report, tmp_path):
     _, _, built = digits_report
     page = built.to_html()
     assert "http://" not in page and "https://" not in page and "<script" not in page
-    assert page.count('src="data:image/png;base64,') == 2 + len(built.flagged)  # bins, pairs, one strip per bin
+    modes = 1 + bool(built.modes.missing) + bool(built.modes.invented)  # the count curves, the modes' examples
+    assert page.count('src="data:image/png;base64,') == 2 + len(built.flagged) + modes  # bins, pairs, a strip a bin
     assert built.save(tmp_path / "r.md").read_text().startswith("# fastndb report")
 
 
@@ -127,7 +132,8 @@ def test_the_report_renders_in_a_real_browser(digits_report, tmp_path):
     assert with_images > 10 * without + 0.01, (with_images, without)  # the pictures rendered
     dom = subprocess.run([_browser(), "--headless", "--no-sandbox", "--disable-gpu", "--dump-dom", page.as_uri()],
                          capture_output=True, text=True, timeout=120).stdout
-    assert dom.count("<img") == 2 + len(built.flagged) and "Flagged bins" in dom
+    modes = 1 + bool(built.modes.missing) + bool(built.modes.invented)
+    assert dom.count("<img") == 2 + len(built.flagged) + modes and "Flagged bins" in dom and "Modes" in dom
 
 
 def test_score_writes_the_flagged_bins_examples(tmp_path):

@@ -61,8 +61,11 @@ EXACT_VENDI_LIMIT = 2048  # samples up to which the Vendi count is exact (a 32 M
 NUM_FEATURES = 1024  # random Fourier frequencies (2r = 2048 features) of the Vendi approximation and of FINC
 BANDWIDTH_SAMPLES = 2000  # real samples the bandwidth rule looks at
 PLATEAU_SLOPE = 0.05  # |d log RKE / d log sigma| below which the count counts as settled
+ONE_MODE = 2.0  # a real count below this at the rule's bandwidth: the one-mode plateau (no separated modes)
+MODES_RESOLUTION = 10.0  # the real count the differential modes' kernel resolves when the counts' own sees one mode
 RELATIVE_WEIGHT = 0.05  # a missing (invented) mode is reported when its weight is at least this share of the top one's
-_GRID = 48  # bandwidths the rule tries, log-spaced
+GRID_TOP = 8.0  # the rule's largest bandwidth, in units of the largest distance (one blob settles below it)
+_GRID = 64  # bandwidths the rule tries, log-spaced
 _ROWS = 4096  # rows of Fourier features formed at once
 
 
@@ -88,7 +91,7 @@ def plateau_bandwidth(x: Tensor, *, samples: int = BANDWIDTH_SAMPLES, seed: int 
     r"""The bandwidth rule: the smallest :math:`\sigma` at which the RKE count of ``x`` stops depending on it.
 
     On a seeded subset of at most ``samples`` rows, :math:`\log(1/\hat U(\sigma))` is evaluated on ``_GRID``
-    log-spaced bandwidths from the median nearest-neighbour distance to twice the largest distance; the result is
+    log-spaced bandwidths from the median nearest-neighbour distance to ``GRID_TOP`` times the largest distance; the result is
     the first :math:`\sigma` where the slope :math:`|d \log \mathrm{RKE} / d \log \sigma|` falls below
     ``PLATEAU_SLOPE`` (the flattest one when none does). For separated modes that is the scale at which each mode
     counts as one and distinct modes stay distinct.
@@ -117,7 +120,7 @@ def plateau_bandwidth(x: Tensor, *, samples: int = BANDWIDTH_SAMPLES, seed: int 
     nearest = torch.where(torch.eye(s, dtype=torch.bool, device=d2.device), math.inf, d2).min(1).values
     nearest = nearest[nearest > 0]
     low = float(nearest.median().sqrt()) if nearest.numel() else float(positive.min().sqrt())
-    high = 2 * float(positive.max().sqrt())
+    high = GRID_TOP * float(positive.max().sqrt())
     if not high > low:
         return high
     grid = torch.logspace(math.log10(low), math.log10(high), _GRID, dtype=torch.float64, device=d2.device)
@@ -140,7 +143,7 @@ def count_curve(x: Tensor, bandwidths: list[float], *, samples: int = BANDWIDTH_
 
     Example:
         >>> x = torch.cat([torch.zeros(50, 3), torch.full((50, 3), 100.0)])
-        >>> [round(c, 2) for c in count_curve(x, [1.0, 1000.0])]
+        >>> [round(c, 2) for c in count_curve(x, [1.0, 1e5])]
         [2.02, 1.0]
     """
     d2 = _pair_sq_distances(_subset_rows(x, samples, seed))
@@ -313,6 +316,26 @@ def _loadings(x: Tensor, omega: Tensor, vectors: Tensor) -> Tensor:
     return torch.cat(parts)
 
 
+def differential_bandwidth(bandwidths: list[float], real_counts: tuple[float, ...]) -> float:
+    """The bandwidth of the differential modes: the counts' own, unless the real data count as one mode there (the
+    rule found only the one-mode plateau: no separated modes), then the largest of ``bandwidths`` (the count curve's
+    halvings) at which the real count reaches ``MODES_RESOLUTION``, the smallest when none does. A kernel that sees
+    one mode cannot tell which part of it the generator misses (measured on the digits: docs/modes.md).
+
+    Example:
+        >>> differential_bandwidth([8.0, 4.0, 2.0, 1.0], (1.1, 3.0, 12.0, 90.0))
+        2.0
+        >>> differential_bandwidth([8.0, 4.0], (8.2, 30.0))
+        8.0
+    """
+    if real_counts[0] >= ONE_MODE:
+        return bandwidths[0]
+    for bandwidth, count in zip(bandwidths, real_counts, strict=True):
+        if count >= MODES_RESOLUTION:
+            return bandwidth
+    return bandwidths[-1]
+
+
 def mode_analysis(x: Tensor, y: Tensor, *, bandwidth: float | None, confidence: float, vendi_samples: int | None,
                   num_features: int, top: int, examples: int, seed: int, unit: float, block_rows: int | None,
                   progress: bool | None) -> ModesResult:
@@ -334,20 +357,22 @@ def mode_analysis(x: Tensor, y: Tensor, *, bandwidth: float | None, confidence: 
     size = min(n, m) if vendi_samples is None else min(n, m, vendi_samples)
     vendi_real, method = vendi_count(_subset_rows(x, size, seed), sigma, num_features=num_features, seed=seed)
     vendi_fake, _ = vendi_count(_subset_rows(y, size, seed + 1), sigma, num_features=num_features, seed=seed)
-    omega = _frequencies(x.shape[1], num_features, sigma, seed, x.device, x.dtype)
+    curve = [sigma / 2**j for j in range(CURVE_STEPS)]
+    curve_real, curve_fake = count_curve(x, curve, seed=seed), count_curve(y, curve, seed=seed)
+    modes_sigma = differential_bandwidth(curve, curve_real)
+    omega = _frequencies(x.shape[1], num_features, modes_sigma, seed, x.device, x.dtype)
     cov_x, cov_y = fourier_covariance(x, omega), fourier_covariance(y, omega)
     missing = differential_modes(x, y, omega, top=top, examples=examples, cov_x=cov_x, cov_y=cov_y)
     invented = differential_modes(y, x, omega, top=top, examples=examples, cov_x=cov_y, cov_y=cov_x)
     invented = tuple(mode.swapped() for mode in invented)
-    curve = [sigma / 2**j for j in range(CURVE_STEPS)]
-    curve_real, curve_fake = count_curve(x, curve, seed=seed), count_curve(y, curve, seed=seed)
     logger.info("modes: n=%d, m=%d, sigma=%.4g (%s), RKE %.3g vs %.3g", n, m, sigma / unit, rule, real.count,
                 fake.count)
     return ModesResult(real=real, fake=fake, ratio=ratio, ratio_low=ratio_low, ratio_high=ratio_high,
                        vendi_real=vendi_real, vendi_fake=vendi_fake, vendi_samples=size, vendi_method=method,
                        bandwidth=sigma / unit, bandwidth_rule=rule, missing=missing, invented=invented,
                        num_features=num_features, confidence=confidence,
-                       curve_bandwidths=tuple(b / unit for b in curve), curve_real=curve_real, curve_fake=curve_fake)
+                       curve_bandwidths=tuple(b / unit for b in curve), curve_real=curve_real, curve_fake=curve_fake,
+                       modes_bandwidth=modes_sigma / unit)
 
 
 def check_bandwidth(bandwidth: object) -> float | None:

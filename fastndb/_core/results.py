@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, fields
 
 from torch import Tensor
@@ -449,6 +450,9 @@ class ModesResult:
         curve_bandwidths: ``bandwidth`` and its halvings, five times. curve_real, curve_fake: the RKE counts of
             each side there (on at most 2,000 samples per side): how the counts depend on the scale; compare the two
             sides at one bandwidth, never across.
+        modes_bandwidth: the bandwidth of ``missing`` and ``invented``: ``bandwidth``, or where the real data count as
+            one mode there, the first of ``curve_bandwidths`` at which their count reaches 10 (a kernel that sees one
+            mode cannot tell which part of it is missing).
     """
 
     real: ModeCount
@@ -469,6 +473,7 @@ class ModesResult:
     curve_bandwidths: tuple[float, ...] = ()
     curve_real: tuple[float, ...] = ()
     curve_fake: tuple[float, ...] = ()
+    modes_bandwidth: float = math.nan
 
     def to_dict(self, *, python: bool = False) -> dict:
         """Fields as a dict, counts and modes as their own dicts (``python=True``: JSON-ready)."""
