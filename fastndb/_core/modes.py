@@ -60,6 +60,7 @@ logger = logging.getLogger(__name__)
 EXACT_VENDI_LIMIT = 2048  # samples up to which the Vendi count is exact (a 32 MiB float64 matrix at the limit)
 NUM_FEATURES = 1024  # random Fourier frequencies (2r = 2048 features) of the Vendi approximation and of FINC
 BANDWIDTH_SAMPLES = 2000  # real samples the bandwidth rule looks at
+SHOULDER_SLOPE = 0.25  # a local minimum of |slope| this flat, above one mode, also counts as the modes' plateau
 PLATEAU_SLOPE = 0.05  # |d log RKE / d log sigma| below which the count counts as settled
 ONE_MODE = 2.0  # a real count below this at the rule's bandwidth: the one-mode plateau (no separated modes)
 MODES_RESOLUTION = 10.0  # the real count the differential modes' kernel resolves when the counts' own sees one mode
@@ -91,10 +92,11 @@ def plateau_bandwidth(x: Tensor, *, samples: int = BANDWIDTH_SAMPLES, seed: int 
     r"""The bandwidth rule: the smallest :math:`\sigma` at which the RKE count of ``x`` stops depending on it.
 
     On a seeded subset of at most ``samples`` rows, :math:`\log(1/\hat U(\sigma))` is evaluated on ``_GRID``
-    log-spaced bandwidths from the median nearest-neighbour distance to ``GRID_TOP`` times the largest distance; the result is
-    the first :math:`\sigma` where the slope :math:`|d \log \mathrm{RKE} / d \log \sigma|` falls below
-    ``PLATEAU_SLOPE`` (the flattest one when none does). For separated modes that is the scale at which each mode
-    counts as one and distinct modes stay distinct.
+    log-spaced bandwidths from the median nearest-neighbour distance to ``GRID_TOP`` times the largest distance;
+    the result is the first :math:`\sigma` where the slope :math:`|d \log \mathrm{RKE} / d \log \sigma|` falls
+    below ``PLATEAU_SLOPE``, or has a local minimum below ``SHOULDER_SLOPE`` with a count of at least 2 (modes
+    separated, though not by much), the flattest one when none does. For separated modes that is the scale at
+    which each mode counts as one and distinct modes stay distinct.
 
     Args:
         x: ``(n, D)`` floating samples (``n >= 2``), any device.
@@ -128,8 +130,14 @@ def plateau_bandwidth(x: Tensor, *, samples: int = BANDWIDTH_SAMPLES, seed: int 
     log_count = -torch.log(mean_k2.clamp_min(1e-300))
     log_sigma = torch.log(grid)
     slope = (log_count[2:] - log_count[:-2]) / (log_sigma[2:] - log_sigma[:-2])
-    flat = (slope.abs() <= PLATEAU_SLOPE).nonzero()
-    index = int(flat[0, 0]) if flat.numel() else int(slope.abs().argmin())
+    steep = slope.abs()
+    counts = torch.exp(log_count[1:-1])
+    # a shoulder: a local minimum of the slope, flat enough, above one mode (modes that are separated, not far apart)
+    shoulder = torch.zeros_like(steep, dtype=torch.bool)
+    shoulder[1:-1] = (steep[1:-1] <= steep[:-2]) & (steep[1:-1] <= steep[2:])
+    shoulder &= (steep <= SHOULDER_SLOPE) & (counts >= ONE_MODE)
+    flat = ((steep <= PLATEAU_SLOPE) | shoulder).nonzero()
+    index = int(flat[0, 0]) if flat.numel() else int(steep.argmin())
     return float(grid[index + 1])
 
 
@@ -360,11 +368,13 @@ def mode_analysis(x: Tensor, y: Tensor, *, bandwidth: float | None, confidence: 
     curve = [sigma / 2**j for j in range(CURVE_STEPS)]
     curve_real, curve_fake = count_curve(x, curve, seed=seed), count_curve(y, curve, seed=seed)
     modes_sigma = differential_bandwidth(curve, curve_real)
-    omega = _frequencies(x.shape[1], num_features, modes_sigma, seed, x.device, x.dtype)
-    cov_x, cov_y = fourier_covariance(x, omega), fourier_covariance(y, omega)
-    missing = differential_modes(x, y, omega, top=top, examples=examples, cov_x=cov_x, cov_y=cov_y)
-    invented = differential_modes(y, x, omega, top=top, examples=examples, cov_x=cov_y, cov_y=cov_x)
-    invented = tuple(mode.swapped() for mode in invented)
+    missing = invented = ()
+    if top > 0:
+        omega = _frequencies(x.shape[1], num_features, modes_sigma, seed, x.device, x.dtype)
+        cov_x, cov_y = fourier_covariance(x, omega), fourier_covariance(y, omega)
+        missing = differential_modes(x, y, omega, top=top, examples=examples, cov_x=cov_x, cov_y=cov_y)
+        invented = differential_modes(y, x, omega, top=top, examples=examples, cov_x=cov_y, cov_y=cov_x)
+        invented = tuple(mode.swapped() for mode in invented)
     logger.info("modes: n=%d, m=%d, sigma=%.4g (%s), RKE %.3g vs %.3g", n, m, sigma / unit, rule, real.count,
                 fake.count)
     return ModesResult(real=real, fake=fake, ratio=ratio, ratio_low=ratio_low, ratio_high=ratio_high,
@@ -422,7 +432,8 @@ def modes(
         vendi_samples: samples per side for the Vendi counts (equal on both sides; ``None``: as many as the smaller
             set holds, then from random Fourier features beyond ``EXACT_VENDI_LIMIT``).
         num_features: ``r``, random Fourier frequencies of the Vendi approximation and the differential modes.
-        top: missing and invented modes reported at most. examples: sample indices kept per mode.
+        top: missing and invented modes reported at most (0: none, and no Fourier covariances formed).
+        examples: sample indices kept per mode.
         confidence: level of the intervals. seed: seed of every random choice.
         block_rows: tile edge. progress: tqdm bar.
 

@@ -19,6 +19,7 @@ import json
 import logging
 import math
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -75,6 +76,10 @@ class EpochRecord:
     missing_low: float = math.nan
     missing_high: float = math.nan
     decision: str = ""
+    modes_real: float = math.nan
+    modes_fake: float = math.nan
+    modes_ratio_low: float = math.nan
+    modes_ratio_high: float = math.nan
 
     def to_dict(self) -> dict:
         """Fields as a dict."""
@@ -131,6 +136,9 @@ class CollapseMonitor:
             a healthy generator's JS should fall towards it, a collapsed one stays far above.
         null_coverage: the coverage (``k = 5``, on ``birthday_samples`` real and fake samples; recorded each epoch
             with recall) expected by chance alone, for a generator that samples like the data.
+        modes_bandwidth: the kernel bandwidth of the recorded mode counts: the one :func:`fastndb.modes` reads the
+            missing modes at on the real subset (where the real data resolve into modes).
+        modes_real: the real subset's :class:`~fastndb.ModeCount` there.
         collapsed_at: the epoch mode dropping (partial or total) was flagged, or ``None``.
         last_result: the full :class:`~fastndb.NDBResult` of the latest :meth:`observe` (per-bin shares, z), or
             ``None`` before the first.
@@ -184,6 +192,15 @@ class CollapseMonitor:
         # the duplicates of as many real samples at the same threshold: the level the generator's are tested against
         self.real_duplicates = int(birthday(self._coverage_real, num_pairs=1, threshold=self.duplicate_threshold,
                                             value_range=value_range, feature=self.feature).num_duplicates or 0)
+        # effective mode counts (RKE) of the same real subset and each epoch's samples, at the scale that resolves the
+        # real data into modes (fastndb.modes' own choice for the missing modes), fixed once
+        from fastndb._core.modes import modes
+
+        first = modes(self._coverage_real, self._coverage_real, top=0, value_range=value_range, feature=self.feature,
+                      seed=seed, vendi_samples=2)
+        self.modes_bandwidth = first.modes_bandwidth
+        self.modes_real = modes(self._coverage_real, self._coverage_real, bandwidth=self.modes_bandwidth, top=0,
+                                value_range=value_range, feature=self.feature, seed=seed, vendi_samples=2).real
         self.last_verdict: Verdict | None = None
         self.collapsed_at: int | None = None
         self.last_result: NDBResult | None = None
@@ -206,7 +223,10 @@ class CollapseMonitor:
             ``coverage_shortfall`` (standard errors below chance), ``missing_mass``, ``missing_low``,
             ``missing_high`` (the missing mass and its 95% interval), ``decision`` (the verdict: ``"missing"``,
             ``"within tolerance"`` or ``"inconclusive"``; also as ``signal``), ``collapsed`` (whether mode dropping
-            has been flagged by now), and with ``second_feature`` also ``feature_ndb_ratio``, ``feature_js``.
+            has been flagged by now), ``modes_real``, ``modes_fake``, ``modes_ratio_low``, ``modes_ratio_high``
+            (the effective mode counts, RKE, of the real subset and of the first ``birthday_samples`` samples at
+            :attr:`modes_bandwidth`, and the 95% interval of their ratio: :func:`fastndb.modes`), and with
+            ``second_feature`` also ``feature_ndb_ratio``, ``feature_js``.
             :attr:`last_result` holds the full NDB result, :attr:`last_verdict` the verdict.
         """
         epoch = check_int(epoch, "epoch", minimum=0)
@@ -240,7 +260,19 @@ class CollapseMonitor:
         if self.second is not None:
             second = self.second.score(samples)
             stats.update(feature_ndb_ratio=second.ndb_ratio, feature_js=second.js)
+        stats.update(self._mode_counts(fake_subset))
         return stats
+
+    def _mode_counts(self, fake: Tensor) -> dict:
+        """The RKE counts of the real subset and of ``fake`` at :attr:`modes_bandwidth`, the ratio's interval."""
+        from fastndb._core.modes import modes
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # a collapsed generator's samples may sit beyond the kernel's reach
+            out = modes(self._coverage_real, fake, bandwidth=self.modes_bandwidth, top=0, value_range=self.value_range,
+                        feature=self.feature, seed=self.seed, vendi_samples=2)
+        return {"modes_real": out.real.count, "modes_fake": out.fake.count, "modes_ratio_low": out.ratio_low,
+                "modes_ratio_high": out.ratio_high}
 
     def generate_and_observe(self, generator: Generator, epoch: int) -> dict:
         """Draw :attr:`num_samples` from ``generator`` on its device (seeded latents) and :meth:`observe` them."""
