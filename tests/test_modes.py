@@ -362,3 +362,52 @@ def test_missing_digit_found_in_the_digits_network_space() -> None:
     with torch.no_grad():
         read = load_digits_net()(images[a][out.missing[0].examples]).argmax(1)
     assert (read == 4).float().mean() >= 0.8
+
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+@settings(max_examples=40, deadline=None, derandomize=True)
+@given(n=st.integers(2, 60), dim=st.integers(1, 5), scale=st.sampled_from([1e-6, 1.0, 1e6]),
+       duplicates=st.booleans(), bandwidth_factor=st.sampled_from([0.01, 1.0, 100.0]),
+       dtype=st.sampled_from([torch.float32, torch.float64]), seed=st.integers(0, 10_000))
+def test_counts_stay_in_their_ranges(n, dim, scale, duplicates, bandwidth_factor, dtype, seed) -> None:
+    """Whatever the data (duplicated, tiny or huge scales, few samples): 1 <= published <= n, the count at least 1
+    and equal to a float64 reference, the interval around it, Vendi between 1 and n; samples all beyond each other's
+    reach count as infinitely many modes, with a warning."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, dim, generator=g, dtype=torch.float64) * scale
+    if duplicates:
+        x[n // 2:] = x[0]
+    x = x.to(dtype)
+    sigma = bandwidth_factor * scale
+    d2 = torch.cdist(x.double(), x.double()) ** 2
+    k2 = torch.exp(-d2 / sigma**2)
+    k2.fill_diagonal_(0)
+    total = float(k2.sum())
+    if total < 1e-30 * n * n:  # every pair beyond the kernel's reach (float32's exp underflows there): refused as such
+        with pytest.warns(UserWarning, match="own mode"):
+            out = rke_count(x, sigma)
+        assert out.count == math.inf
+        return
+    out = rke_count(x, sigma)
+    # float32 distances carry eps_32 relative rounding, magnified d^2 / sigma^2 times in exp(-d^2 / sigma^2): far
+    # below the typical distance (a count near n) the count keeps about 3 digits, at the rule's scales about 5
+    tolerance = 1e-9 if dtype == torch.float64 else 1e-4 if bandwidth_factor >= 1 else 1e-2
+    assert out.count == pytest.approx(n * (n - 1) / total, rel=tolerance)
+    assert 1 - 1e-9 <= out.count and 1 - 1e-9 <= out.published <= n + 1e-9
+    assert out.low <= out.count <= out.high
+    vendi, _ = vendi_count(x, sigma)
+    assert 1 - 1e-6 <= vendi <= n + 1e-6
+
+
+def test_inference_mode_and_uint8_inputs() -> None:
+    g = torch.Generator().manual_seed(3)
+    images = torch.randint(0, 256, (300, 1, 4, 4), generator=g, dtype=torch.uint8)
+    with torch.inference_mode():
+        held = images.clone()
+        out = fastndb.modes(held, held[:200], top=1)
+    again = fastndb.modes(images.float() / 255, images[:200].float() / 255, value_range=(0, 1), top=1)
+    assert out.real.count == pytest.approx(again.real.count, rel=1e-6)
+    assert out.bandwidth == pytest.approx(again.bandwidth, rel=1e-6)
