@@ -8,6 +8,7 @@
     python benchmarks/modes.py ground_truth  # ring and grid GANs: Spearman with the modes captured
     python benchmarks/modes.py stacked       # stacked digits (1,000 modes), quick runs: the same
     python benchmarks/modes.py speed         # 20,000 x 784 and 50,000 x 64 against baselines
+    python benchmarks/modes.py sharded       # the RKE count's tiles split between 1 and 2 gloo processes
 
 Writes benchmarks/results/modes_<section>.{txt,json}.
 """
@@ -29,6 +30,9 @@ from _common import cpu_name, peak_memory_during
 
 import fastndb
 from fastndb._core.modes import (
+    CURVE_STEPS,
+    count_curve,
+    differential_bandwidth,
     plateau_bandwidth,
     rke_count,
     vendi_count,
@@ -347,7 +351,7 @@ def ground_truth_section(args) -> dict:
 
     torch.set_num_threads(min(2, os.cpu_count() or 1))
     saved = {(r["data"], r["generator"], r["seed"]): r
-             for r in json.loads((OUT / "ground_truth.json").read_text())["runs"]}
+             for r in json.loads((OUT / "ground_truth.json").read_text())["rows"]}
     rows = []
     lines = ["", f"ring and grid GANs of benchmarks/ground_truth.py (seeds {args.seeds}, {args.steps} steps, the "
                  "same runs: modes captured recomputed and checked against its saved table), 2,000 samples each; "
@@ -410,8 +414,12 @@ def stacked_section(args) -> dict:
     real, _ = stacked_digits(20_000, seed=99, images=test_pool[0], labels=test_pool[1])
     real = real * 2 - 1  # [-1, 1], like the generators
     real_small = real[-2000:]
-    sigma = plateau_bandwidth(real_small.reshape(2000, -1))
-    real_count = rke_count(real_small.reshape(2000, -1), sigma)
+    real_flat = real_small.reshape(2000, -1)
+    sigma = plateau_bandwidth(real_flat)
+    real_count = rke_count(real_flat, sigma)
+    curve = [sigma / 2**j for j in range(CURVE_STEPS)]
+    fine = differential_bandwidth(curve, count_curve(real_flat, curve))
+    real_fine = rke_count(real_flat, fine)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         bins = fastndb.NDB(100, seed=0, value_range=(-1, 1), progress=False).fit(real)
@@ -419,28 +427,32 @@ def stacked_section(args) -> dict:
     lines = ["", f"stacked digits (1,000 modes), the runs of benchmarks/stacked_digits.py at {args.stack_steps} steps, "
                  f"seed 0, 5 checkpoints each; 1,000 samples per checkpoint; RKE counts in pixels (3 x 28 x 28, "
                  f"[-1, 1]) at the real data's plateau bandwidth {sigma:.3g} (real: {real_count} on 2,000 test-digit "
-                 "stacks)", "",
-             "| generator | step | modes | RKE fake (95% interval) | fake / real | NDB/K (K = 100) | coverage |",
-             "|" + " --- |" * 7]
+                 f"stacks) and at the missing modes' finer one, {fine:.3g} (real: {real_fine})", "",
+             "| generator | step | modes | RKE fake (95% interval) | fake / real | at the finer bandwidth: fake, "
+             "fake / real | NDB/K (K = 100) | coverage |", "|" + " --- |" * 8]
     for name, setting in GENERATORS.items():
         for step, generator in train_checkpoints(train_pool, seed=0, steps=args.stack_steps, checkpoints=5,
                                                  **setting):
             fake = sample(generator, 1000, generator_rng=torch.Generator().manual_seed(7 + step))
             truth = stacked_mode_statistics((fake + 1) / 2, classifier)
             count = rke_count(fake.reshape(1000, -1), sigma)
+            count_fine = rke_count(fake.reshape(1000, -1), fine)
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 ndb = bins.score(fake).ndb_ratio
                 coverage = fastndb.prdc(real_small[:1000], fake, nearest_k=5, value_range=(-1, 1), subsets=0).coverage
             row = {"generator": name, "step": step, "modes_captured": truth.modes_captured,
                    "captured_share": truth.modes_captured / 1000, "fake_count": count.count,
-                   "ratio": count.count / real_count.count, "ndb_ratio": ndb, "coverage": coverage}
+                   "ratio": count.count / real_count.count, "fake_count_fine": count_fine.count,
+                   "ratio_fine": count_fine.count / real_fine.count, "ndb_ratio": ndb, "coverage": coverage}
             rows.append(row)
             lines.append(f"| {name} | {step} | {truth.modes_captured} | {count.count:.3g} ({count.low:.3g}-"
-                         f"{count.high:.3g}) | {row['ratio']:.3f} | {ndb:.2f} | {coverage:.3f} |")
+                         f"{count.high:.3g}) | {row['ratio']:.3f} | {count_fine.count:.3g}, {row['ratio_fine']:.3f} | "
+                         f"{ndb:.2f} | {coverage:.3f} |")
             print(lines[-1], flush=True)
-    lines += _spearman_table(rows, {"RKE count, fake / real": "ratio", "NDB/K (K = 100)": "ndb_ratio",
-                                    "coverage": "coverage"})
+    lines += _spearman_table(rows, {"RKE count, fake / real": "ratio",
+                                    "RKE count at the finer bandwidth, fake / real": "ratio_fine",
+                                    "NDB/K (K = 100)": "ndb_ratio", "coverage": "coverage"})
     return {"results": rows, "lines": lines}
 
 
@@ -522,9 +534,56 @@ def speed_section(args) -> dict:
     return {"results": results, "lines": lines}
 
 
+def _sharded_worker(rank: int, world: int, init: str, n: int, d: int, queue) -> None:
+    import torch.distributed as dist
+
+    from fastndb._core.collectives import TorchDistributed
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{init}", rank=rank, world_size=world)
+    x = torch.rand(n, d, generator=torch.Generator().manual_seed(n))
+    comm = TorchDistributed()
+    dist.barrier()
+    began = time.perf_counter()
+    out, peak = peak_memory_during(lambda: rke_count(x, 2.0, comm=comm))
+    seconds = time.perf_counter() - began
+    queue.put({"rank": rank, "seconds": seconds, "peak": peak, "count": out.count})
+    dist.barrier()
+    dist.destroy_process_group()
+
+
+def sharded_section(args) -> dict:
+    import tempfile
+
+    import torch.multiprocessing as mp
+
+    lines = ["", "the exact RKE count with its tiles split between W gloo processes (one thread each; every rank holds "
+                 "all samples, one all-reduce of n + 2 float64 values combines them), against W = 1", "",
+             "| n x D | processes | seconds (slowest rank) | speed-up | peak memory per rank | count |",
+             "|" + " --- |" * 6]
+    results = []
+    for n, d in ((20_000, 784), (50_000, 64)):
+        base = None
+        for world in (1, 2):
+            ctx = mp.get_context("spawn")
+            queue = ctx.Queue()
+            with tempfile.TemporaryDirectory() as tmp:
+                mp.spawn(_sharded_worker, args=(world, f"{tmp}/init", n, d, queue), nprocs=world, join=True)
+            rows = [queue.get() for _ in range(world)]
+            seconds = max(r["seconds"] for r in rows)
+            base = base or seconds
+            row = {"shape": f"{n:,} x {d}", "processes": world, "seconds": seconds, "speedup": base / seconds,
+                   "peak": max(r["peak"] for r in rows), "count": rows[0]["count"]}
+            results.append(row)
+            lines.append(f"| {row['shape']} | {world} | {seconds:.2f} | {base / seconds:.2f} | "
+                         f"{row['peak'] / 2**20:.0f} MiB | {row['count']:.10g} |")
+            print(lines[-1], flush=True)
+    return {"results": results, "lines": lines}
+
+
 SECTIONS = {"mixtures": mixtures_section, "exactness": exactness_section, "intervals": intervals_section,
             "bandwidth": bandwidth_section, "missing": missing_section, "ground_truth": ground_truth_section,
-            "stacked": stacked_section, "speed": speed_section}
+            "stacked": stacked_section, "speed": speed_section, "sharded": sharded_section}
 
 
 def main() -> None:

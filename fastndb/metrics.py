@@ -1201,10 +1201,16 @@ class ModesMetric(PRDCMetric):
         super().__init__(1, real=real, max_samples=max_samples, reset_real_features=reset_real_features,
                          feature=feature, value_range=value_range, seed=seed, **kwargs)
 
-    def _modes(self, real: Tensor, fake: Tensor) -> Any:
-        from fastndb._core.modes import modes
+    def _modes(self, real: Tensor, fake: Tensor, comm: Collective | None = None) -> Any:
+        """:func:`fastndb.modes` of the held samples; with ``comm`` (every rank holding the same union) the RKE
+        counts' tiles are split between the ranks."""
+        from fastndb._core.coverage import prepare_pair
+        from fastndb._core.modes import NUM_FEATURES, mode_analysis
 
-        return modes(real, fake, bandwidth=self.bandwidth, top=self.top, seed=self.seed)
+        x, y, unit = prepare_pair(real, fake, feature=None, value_range=None, num_samples=None, seed=self.seed)
+        return mode_analysis(x, y, bandwidth=self.bandwidth, confidence=0.95, vendi_samples=None,
+                             num_features=NUM_FEATURES, top=self.top, examples=8, seed=self.seed, unit=unit,
+                             block_rows=None, progress=False, comm=comm)
 
     def forward(self, imgs: Any, real: bool) -> dict[str, Tensor] | None:  # type: ignore[override]
         """:meth:`update`, then the counts of this fake batch against the real samples held on this process (not
@@ -1228,7 +1234,7 @@ class ModesMetric(PRDCMetric):
         if real is None or fake is None:
             missing = "real" if real is None else "fake"
             raise ValueError(f"compute: no {missing} samples yet; call update(imgs, real={missing == 'real'}) first")
-        result = self._modes(real, fake)
+        result = self._modes(real, fake, comm if comm.world_size > 1 else None)
         self._result = result
         self._real_closed = True
         return _modes_outputs(result, self.device)

@@ -39,7 +39,7 @@ class PairSums(NamedTuple):
 
 
 def gaussian_pair_sums(x: Tensor, gamma: float, *, block_rows: int | None = None,
-                       on_block: Callable[[int], None] | None = None) -> PairSums:
+                       on_block: Callable[[int], None] | None = None, shard: tuple[int, int] = (0, 1)) -> PairSums:
     r"""The sums :math:`S_1, S_2, s_i` of :math:`e^{-\gamma \|x_i - x_j\|^2}` over the pairs ``i != j`` of ``x``.
 
     Args:
@@ -48,6 +48,9 @@ def gaussian_pair_sums(x: Tensor, gamma: float, *, block_rows: int | None = None
         gamma: :math:`\gamma > 0`.
         block_rows: block edge (default: 2048 on CPU, 8192 on GPU).
         on_block: called with the rows of each finished row block (progress).
+        shard: ``(rank, world_size)``: visit only the tiles ``t`` (numbered row by row over the upper triangle) with
+            ``t % world_size == rank`` and return their part of the sums; the parts of all ranks add up to the whole
+            (each rank holding all of ``x``: the work, not the samples, is split).
 
     Example:
         >>> x = torch.tensor([[0.0], [1.0], [3.0]], dtype=torch.float64)
@@ -61,9 +64,14 @@ def gaussian_pair_sums(x: Tensor, gamma: float, *, block_rows: int | None = None
     total = torch.zeros((), dtype=torch.float64, device=x.device)
     total_squared = torch.zeros((), dtype=torch.float64, device=x.device)
     row_sums = torch.zeros(n, dtype=torch.float64, device=x.device)
+    rank, world = shard
+    tile = -1
     for i0 in range(0, n, rows):
         a, a_sq = x[i0 : i0 + rows], norms[i0 : i0 + rows]
         for j0 in range(i0, n, rows):
+            tile += 1
+            if tile % world != rank:
+                continue
             block = _block_squared_distances(a, a_sq, x[j0 : j0 + rows], norms[j0 : j0 + rows])
             values = block.mul_(-gamma).exp_()
             if j0 == i0:

@@ -106,6 +106,12 @@ def main() -> None:
         capped.update(fake, real=False)
     out["prdc_capped"] = capped.compute()
 
+    # fastndb.modes on each rank's shard: the union gathered in rank order, the RKE tiles split between the ranks
+    sharded = fastndb.modes(real, fake if fake.shape[0] else real[:10], top=2, distributed=True)
+    out["modes_functional"] = {"real": sharded.real.count, "fake": sharded.fake.count, "bandwidth": sharded.bandwidth,
+                               "vendi": sharded.vendi_real, "log_se": sharded.real.log_se,
+                               "missing": [m.examples for m in sharded.missing]}
+
     # mode counts: the union in key order, the bandwidth rule and the subsets seeded on it
     for name, cap in (("modes", 10_000), ("modes_capped", 700)):
         counts = ModesMetric(max_samples=cap, top=2)

@@ -16,7 +16,7 @@ import torch
 import fastndb
 from fastndb._core.collectives import SingleProcess, resolve_collective
 from fastndb.metrics import BirthdayMetric, ModesMetric, NDBMetric, PRDCMetric
-from tests.ddp_data import fake_union, feature_net, real_union
+from tests.ddp_data import fake_shards, fake_union, feature_net, real_shards, real_union
 
 WORKER = Path(__file__).with_name("ddp_worker.py")
 WORLD = 2
@@ -162,6 +162,21 @@ def test_modes_metric_under_ddp_equals_one_process_on_the_union(ranks, name, cap
             rank[name], expected)
         assert len(rank[name + "_missing"]) == len(examples)
         assert all(torch.equal(a, b) for a, b in zip(rank[name + "_missing"], examples, strict=True))
+
+
+def test_modes_function_on_shards_equals_one_process_on_the_union(ranks):
+    """Issue 28: fastndb.modes given each rank's shard (distributed) equals one process given the union in rank
+    order: the bandwidth, the counts (the RKE tiles split between the ranks), Vendi and the missing modes."""
+    real_parts, fake_parts = real_shards(WORLD), fake_shards(WORLD)
+    fake_parts = [f if f.shape[0] else r[:10] for f, r in zip(fake_parts, real_parts, strict=True)]
+    expected = fastndb.modes(torch.cat(real_parts), torch.cat(fake_parts), top=2, distributed=False)
+    for rank in ranks:
+        got = rank["modes_functional"]
+        assert got["bandwidth"] == expected.bandwidth and got["vendi"] == pytest.approx(expected.vendi_real, rel=1e-9)
+        assert got["real"] == pytest.approx(expected.real.count, rel=1e-12)
+        assert got["fake"] == pytest.approx(expected.fake.count, rel=1e-12)
+        assert got["log_se"] == pytest.approx(expected.real.log_se, rel=1e-9)
+        assert all(torch.equal(a, m.examples) for a, m in zip(got["missing"], expected.missing, strict=True))
 
 
 def test_metric_with_the_real_side_up_front_under_ddp(ranks):

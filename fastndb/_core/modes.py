@@ -48,11 +48,12 @@ import torch
 from torch import Tensor
 
 from fastndb._core.checks import check_int, check_open_unit, check_seed
+from fastndb._core.collectives import Collective, resolve_collective
 from fastndb._core.progress import progress_bar
 from fastndb._core.results import Mode, ModeCount, ModesResult
 from fastndb._core.sync import host_values
 from fastndb.kernels.assign import squared_norms
-from fastndb.kernels.kernel_sums import gaussian_pair_sums
+from fastndb.kernels.kernel_sums import PairSums, gaussian_pair_sums
 from fastndb.kernels.pairwise import _block_squared_distances
 
 logger = logging.getLogger(__name__)
@@ -161,7 +162,7 @@ def count_curve(x: Tensor, bandwidths: list[float], *, samples: int = BANDWIDTH_
 
 
 def rke_count(x: Tensor, bandwidth: float, *, confidence: float = 0.95, block_rows: int | None = None,
-              on_block=None) -> ModeCount:
+              on_block=None, comm: Collective | None = None) -> ModeCount:
     r"""The RKE mode count of ``x`` at ``bandwidth`` with its interval (module docstring), exact and tiled.
 
     Args:
@@ -169,6 +170,9 @@ def rke_count(x: Tensor, bandwidth: float, *, confidence: float = 0.95, block_ro
         bandwidth: :math:`\sigma > 0`, in the units of ``x``.
         confidence: level of the interval.
         block_rows: tile edge. on_block: progress callback.
+        comm: a :class:`~fastndb._core.collectives.Collective` whose ranks all hold the same ``x``: each sums
+            ``1 / world_size`` of the tiles, and one all-reduce of ``n + 2`` float64 values combines them (equal to one
+            process up to the order of float64 additions).
 
     Memory: ``x``, one ``block_rows^2`` tile, ``n`` float64 row sums.
 
@@ -183,7 +187,13 @@ def rke_count(x: Tensor, bandwidth: float, *, confidence: float = 0.95, block_ro
         raise ValueError(f"x: expected at least 2 samples for a mode count, got {n}")
     centred = x - x.mean(0, dtype=torch.float64).to(x.dtype)
     gamma = 1.0 / (bandwidth * bandwidth)  # k^2 = exp(-d^2 / sigma^2)
-    sums = gaussian_pair_sums(centred, gamma, block_rows=block_rows, on_block=on_block)
+    if comm is not None and comm.world_size > 1:
+        part = gaussian_pair_sums(centred, gamma, block_rows=block_rows, on_block=on_block,
+                                  shard=(comm.rank, comm.world_size))
+        packed = comm.all_reduce_sum(torch.cat([part.total.view(1), part.total_squared.view(1), part.row_sums]))
+        sums = PairSums(packed[0], packed[1], packed[2:])
+    else:
+        sums = gaussian_pair_sums(centred, gamma, block_rows=block_rows, on_block=on_block)
     pairs = n * (n - 1)
     u = sums.total / pairs
     zeta2 = (sums.total_squared / pairs - u * u).clamp_min(0)
@@ -346,17 +356,18 @@ def differential_bandwidth(bandwidths: list[float], real_counts: tuple[float, ..
 
 def mode_analysis(x: Tensor, y: Tensor, *, bandwidth: float | None, confidence: float, vendi_samples: int | None,
                   num_features: int, top: int, examples: int, seed: int, unit: float, block_rows: int | None,
-                  progress: bool | None) -> ModesResult:
+                  progress: bool | None, comm: Collective | None = None) -> ModesResult:
     """The counts, the ratio and the differential modes of prepared samples (:func:`fastndb.modes` does the
-    preparing); ``unit`` is the power-of-two scale applied to both, undone in the reported bandwidth."""
+    preparing); ``unit`` is the power-of-two scale applied to both, undone in the reported bandwidth. With ``comm``
+    every rank holds the same ``x`` and ``y`` and the RKE counts' tiles are split between the ranks."""
     rule = "given" if bandwidth is not None else "plateau"
     sigma = bandwidth * unit if bandwidth is not None else plateau_bandwidth(x, seed=seed)
     centre = x.mean(0, dtype=torch.float64).to(x.dtype)
     x, y = x - centre, y - centre
     n, m = x.shape[0], y.shape[0]
     with progress_bar(progress, total=n + m, desc="mode counts", unit="row") as bar:
-        real = rke_count(x, sigma, confidence=confidence, block_rows=block_rows, on_block=bar.update)
-        fake = rke_count(y, sigma, confidence=confidence, block_rows=block_rows, on_block=bar.update)
+        real = rke_count(x, sigma, confidence=confidence, block_rows=block_rows, on_block=bar.update, comm=comm)
+        fake = rke_count(y, sigma, confidence=confidence, block_rows=block_rows, on_block=bar.update, comm=comm)
     z = _normal_quantile(0.5 + confidence / 2)
     ratio = fake.count / real.count
     log_se = math.hypot(real.log_se, fake.log_se)
@@ -415,6 +426,8 @@ def modes(
     seed: int = 0,
     block_rows: int | None = None,
     progress: bool | None = None,
+    distributed: bool | None = None,
+    group: object = None,
 ) -> ModesResult:
     r"""Effective mode counts of the real and the fake samples, their ratio, and the modes the generator misses and
     invents (see :class:`~fastndb.ModesResult` and :mod:`fastndb._core.modes`).
@@ -436,6 +449,12 @@ def modes(
         examples: sample indices kept per mode.
         confidence: level of the intervals. seed: seed of every random choice.
         block_rows: tile edge. progress: tqdm bar.
+        distributed: ``None`` (default): when ``torch.distributed`` is initialised with several processes, ``real``
+            and ``fake`` are this rank's shards (as :func:`fastndb.kmeans` takes them): each rank embeds its own,
+            the union (in rank order) is gathered on every rank, and the RKE counts' tiles are split between the
+            ranks; the result equals one process fed the union (float64 sums up to their order). ``False``: this
+            process alone. ``True``: require a process group.
+        group: the ``torch.distributed`` process group (``None``: the default group).
 
     Memory: the samples, one tile, a ``(2r)^2`` float64 covariance per side, the Vendi kernel matrix of
     ``vendi_samples`` (at most ``EXACT_VENDI_LIMIT``) rows, the bandwidth rule's ``BANDWIDTH_SAMPLES^2`` distances:
@@ -466,7 +485,16 @@ def modes(
     examples = check_int(examples, "examples", minimum=1)
     confidence = check_open_unit(confidence, "confidence")
     seed = check_seed(seed)
-    x, y, unit = prepare_pair(real, fake, feature=feature, value_range=value_range, num_samples=num_samples, seed=seed)
+    comm = resolve_collective(distributed, group)
+    sharded = comm.world_size > 1
+    x, y, unit = prepare_pair(real, fake, feature=feature, value_range=value_range,
+                              num_samples=None if sharded else num_samples, seed=seed)
+    if sharded:
+        x, y, unit = _union_of_ranks(x, y, unit, comm)
+        if num_samples is not None:
+            from fastndb._core.coverage import _subset
+
+            x, y = _subset(x, num_samples, seed), _subset(y, num_samples, seed)
     for name, count in (("real", x.shape[0]), ("fake", y.shape[0])):
         if count < 2:
             raise ValueError(f"{name}: expected at least 2 samples for a mode count, got {count}")
@@ -474,4 +502,15 @@ def modes(
         x, y = x.float(), y.float()
     return mode_analysis(x, y, bandwidth=bandwidth, confidence=confidence, vendi_samples=vendi_samples,
                          num_features=num_features, top=top, examples=examples, seed=seed, unit=unit,
-                         block_rows=block_rows, progress=progress)
+                         block_rows=block_rows, progress=progress, comm=comm if sharded else None)
+
+
+def _union_of_ranks(x: Tensor, y: Tensor, unit: float, comm: Collective) -> tuple[Tensor, Tensor, float]:
+    """Every rank's prepared samples concatenated in rank order, at one power-of-two scale: each rank scaled its own
+    by the unit of its largest magnitude; the common unit is the smallest (the union's largest magnitude), and
+    rescaling by a ratio of powers of two is exact."""
+    units = comm.all_gather_cat(torch.tensor([unit], dtype=torch.float64, device=x.device))[0]
+    common = float(units.min())
+    if common != unit:
+        x, y = x * (common / unit), y * (common / unit)
+    return comm.all_gather_cat(x)[0], comm.all_gather_cat(y)[0], common
