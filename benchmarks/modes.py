@@ -545,7 +545,7 @@ def _sharded_worker(rank: int, world: int, init: str, n: int, d: int, queue) -> 
     comm = TorchDistributed()
     dist.barrier()
     began = time.perf_counter()
-    out, peak = peak_memory_during(lambda: rke_count(x, 2.0, comm=comm))
+    out, peak = peak_memory_during(lambda: rke_count(x, 0.2 * d**0.5, comm=comm))  # about half the typical distance
     seconds = time.perf_counter() - began
     queue.put({"rank": rank, "seconds": seconds, "peak": peak, "count": out.count})
     dist.barrier()

@@ -1069,21 +1069,29 @@ class PRDCMetric(_Metric):
         Raises:
             ValueError: no real or no fake samples, or too few for ``nearest_k``.
         """
-        from fastndb._core.coverage import prdc
-
         comm = collective_of(self)
         real, fake = self._union(True, comm), self._union(False, comm)
         if real is None or fake is None:
             missing = "real" if real is None else "fake"
             raise ValueError(f"compute: no {missing} samples yet; call update(imgs, real={missing == 'real'}) first")
-        result = prdc(real, fake, nearest_k=self.nearest_k, inclusive=self.inclusive)
+        result = self._score(real, fake, comm)
         self._result = result
         self._real_closed = True
+        return self._outputs(result)
+
+    def _score(self, real: Tensor, fake: Tensor, comm: Collective) -> Any:
+        """The result of the union (every rank holds the same ``real`` and ``fake``)."""
+        from fastndb._core.coverage import prdc
+
+        return prdc(real, fake, nearest_k=self.nearest_k, inclusive=self.inclusive)
+
+    def _outputs(self, result: Any) -> dict[str, Tensor]:
         return _prdc_outputs(result, self.device)
 
     @property
     def result(self) -> Any:
-        """The full :class:`~fastndb.PRDCResult` of the last ``compute()``."""
+        """The full result of the last ``compute()``: a :class:`~fastndb.PRDCResult` (a
+        :class:`~fastndb.ModesResult` for :class:`ModesMetric`)."""
         if self._result is None:
             raise NotReadyError(self._not_ready["result"])
         return self._result
@@ -1223,28 +1231,11 @@ class ModesMetric(PRDCMetric):
             return self._forwarded(None)
         return self._forwarded(_modes_outputs(self._modes(held, batch), self.device))
 
-    def compute(self) -> dict[str, Tensor]:
-        """The counts on the kept samples of all ranks (see the class docstring).
+    def _score(self, real: Tensor, fake: Tensor, comm: Collective) -> Any:
+        return self._modes(real, fake, comm if comm.world_size > 1 else None)
 
-        Raises:
-            ValueError: no real or no fake samples, or fewer than 2 on a side.
-        """
-        comm = collective_of(self)
-        real, fake = self._union(True, comm), self._union(False, comm)
-        if real is None or fake is None:
-            missing = "real" if real is None else "fake"
-            raise ValueError(f"compute: no {missing} samples yet; call update(imgs, real={missing == 'real'}) first")
-        result = self._modes(real, fake, comm if comm.world_size > 1 else None)
-        self._result = result
-        self._real_closed = True
+    def _outputs(self, result: Any) -> dict[str, Tensor]:
         return _modes_outputs(result, self.device)
-
-    @property
-    def result(self) -> Any:
-        """The full :class:`~fastndb.ModesResult` of the last ``compute()``."""
-        if self._result is None:
-            raise NotReadyError(self._not_ready["result"])
-        return self._result
 
     def _config(self) -> dict:
         return {**super()._config(), "metric": "ModesMetric", "bandwidth": self.bandwidth}
