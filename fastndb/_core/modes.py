@@ -89,6 +89,12 @@ def _pair_sq_distances(x: Tensor) -> Tensor:
     return _block_squared_distances(x, norms, x, norms)
 
 
+def _upper(d2: Tensor) -> Tensor:
+    """The strictly upper triangle of a square matrix, flat."""
+    rows, cols = torch.triu_indices(d2.shape[0], d2.shape[0], offset=1, device=d2.device)
+    return d2[rows, cols]
+
+
 def plateau_bandwidth(x: Tensor, *, samples: int = BANDWIDTH_SAMPLES, seed: int = 0) -> float:
     r"""The bandwidth rule: the smallest :math:`\sigma` at which the RKE count of ``x`` stops depending on it.
 
@@ -115,8 +121,7 @@ def plateau_bandwidth(x: Tensor, *, samples: int = BANDWIDTH_SAMPLES, seed: int 
     """
     d2 = _pair_sq_distances(_subset_rows(x, samples, seed))
     s = d2.shape[0]
-    off = ~torch.eye(s, dtype=torch.bool, device=d2.device)
-    values = d2[off]
+    values = _upper(d2)  # each pair once: the mean over i != j is the mean over i < j
     positive = values[values > 0]
     if positive.numel() == 0:
         return 1.0  # all samples identical: every bandwidth gives one mode
@@ -155,8 +160,7 @@ def count_curve(x: Tensor, bandwidths: list[float], *, samples: int = BANDWIDTH_
         >>> [round(c, 2) for c in count_curve(x, [1.0, 1e5])]
         [2.02, 1.0]
     """
-    d2 = _pair_sq_distances(_subset_rows(x, samples, seed))
-    values = d2[~torch.eye(d2.shape[0], dtype=torch.bool, device=d2.device)]
+    values = _upper(_pair_sq_distances(_subset_rows(x, samples, seed)))
     means = torch.stack([torch.exp(-values / (sigma * sigma)).mean() for sigma in bandwidths])
     return tuple(1.0 / v if v > 0 else math.inf for v in host_values(means))
 
@@ -283,7 +287,8 @@ def vendi_count(x: Tensor, bandwidth: float, *, order: float = 1.0, num_features
 
 
 def differential_modes(x: Tensor, y: Tensor, omega: Tensor, *, top: int, examples: int, eta: float = 1.0,
-                       cov_x: Tensor | None = None, cov_y: Tensor | None = None) -> tuple[Mode, ...]:
+                       cov_x: Tensor | None = None, cov_y: Tensor | None = None,
+                       spectrum: tuple[Tensor, Tensor] | None = None) -> tuple[Mode, ...]:
     r"""The ``top`` modes ``x`` loads and ``y`` does not: eigenvectors of :math:`C_x - \eta C_y` with the largest
     positive eigenvalues, each with its shares on both sides and the ``examples`` rows of ``x`` that load it most.
     A direction is kept only when its share on ``x`` exceeds that on ``y`` beyond chance: by more than
@@ -296,10 +301,12 @@ def differential_modes(x: Tensor, y: Tensor, omega: Tensor, *, top: int, example
         top: modes returned at most (those with a positive eigenvalue). examples: indices of rows of ``x`` kept.
         eta: :math:`\eta`, the weight of ``y``'s covariance (FINC's; 1: a mode counts when ``x`` loads it more).
         cov_x, cov_y: the covariances when already formed.
+        spectrum: ``torch.linalg.eigh(cov_x - eta * cov_y)`` when already computed (with ``eta = 1`` the modes of
+            the reverse direction are the same eigenvectors with the signs of the eigenvalues flipped).
     """
     cov_x = fourier_covariance(x, omega) if cov_x is None else cov_x
     cov_y = fourier_covariance(y, omega) if cov_y is None else cov_y
-    values, vectors = torch.linalg.eigh(cov_x - eta * cov_y)
+    values, vectors = torch.linalg.eigh(cov_x - eta * cov_y) if spectrum is None else spectrum
     order = torch.argsort(values, descending=True)[:top]
     values, vectors = values[order], vectors[:, order]
     keep = values > 0
@@ -383,8 +390,11 @@ def mode_analysis(x: Tensor, y: Tensor, *, bandwidth: float | None, confidence: 
     if top > 0:
         omega = _frequencies(x.shape[1], num_features, modes_sigma, seed, x.device, x.dtype)
         cov_x, cov_y = fourier_covariance(x, omega), fourier_covariance(y, omega)
-        missing = differential_modes(x, y, omega, top=top, examples=examples, cov_x=cov_x, cov_y=cov_y)
-        invented = differential_modes(y, x, omega, top=top, examples=examples, cov_x=cov_y, cov_y=cov_x)
+        values, vectors = torch.linalg.eigh(cov_x - cov_y)  # one decomposition serves both directions
+        missing = differential_modes(x, y, omega, top=top, examples=examples, cov_x=cov_x, cov_y=cov_y,
+                                     spectrum=(values, vectors))
+        invented = differential_modes(y, x, omega, top=top, examples=examples, cov_x=cov_y, cov_y=cov_x,
+                                      spectrum=(-values, vectors))
         invented = tuple(mode.swapped() for mode in invented)
     logger.info("modes: n=%d, m=%d, sigma=%.4g (%s), RKE %.3g vs %.3g", n, m, sigma / unit, rule, real.count,
                 fake.count)
