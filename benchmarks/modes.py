@@ -547,7 +547,16 @@ def _sharded_worker(rank: int, world: int, init: str, n: int, d: int, queue) -> 
     began = time.perf_counter()
     out, peak = peak_memory_during(lambda: rke_count(x, 0.2 * d**0.5, comm=comm))  # about half the typical distance
     seconds = time.perf_counter() - began
-    queue.put({"rank": rank, "seconds": seconds, "peak": peak, "count": out.count})
+    from fastndb._core.coverage import prdc_prepared
+
+    y = torch.rand(n // 2, d, generator=torch.Generator().manual_seed(n + 1))
+    dist.barrier()
+    began = time.perf_counter()
+    covered, prdc_peak = peak_memory_during(lambda: prdc_prepared(
+        x[: n // 2], y, 1.0, nearest_k=5, inclusive=False, seed=0, block_rows=None, progress=False, subsets=0,
+        confidence=0.95, comm=comm if world > 1 else None))
+    queue.put({"rank": rank, "seconds": seconds, "peak": peak, "count": out.count,
+               "prdc_seconds": time.perf_counter() - began, "prdc_peak": prdc_peak, "coverage": covered.coverage})
     dist.barrier()
     dist.destroy_process_group()
 
@@ -558,12 +567,15 @@ def sharded_section(args) -> dict:
     import torch.multiprocessing as mp
 
     lines = ["", "the exact RKE count with its tiles split between W gloo processes (one thread each; every rank holds "
-                 "all samples, one all-reduce of n + 2 float64 values combines them), against W = 1", "",
-             "| n x D | processes | seconds (slowest rank) | speed-up | peak memory per rank | count |",
-             "|" + " --- |" * 6]
+                 "all samples, one all-reduce of n + 2 float64 values combines them), and precision, recall, density "
+                 "and coverage with their k-NN searches and ball tests split by row blocks (no intervals), against "
+                 "W = 1", "",
+             "| n x D | processes | RKE: seconds (slowest rank) | speed-up | peak memory per rank | count | "
+             "prdc on n/2 real and n/2 fake: seconds | speed-up | peak memory per rank | coverage |",
+             "|" + " --- |" * 10]
     results = []
     for n, d in ((20_000, 784), (50_000, 64)):
-        base = None
+        base = prdc_base = None
         for world in (1, 2):
             ctx = mp.get_context("spawn")
             queue = ctx.Queue()
@@ -572,11 +584,17 @@ def sharded_section(args) -> dict:
             rows = [queue.get() for _ in range(world)]
             seconds = max(r["seconds"] for r in rows)
             base = base or seconds
+            prdc_seconds = max(r["prdc_seconds"] for r in rows)
+            prdc_base = prdc_base if world > 1 else prdc_seconds
             row = {"shape": f"{n:,} x {d}", "processes": world, "seconds": seconds, "speedup": base / seconds,
-                   "peak": max(r["peak"] for r in rows), "count": rows[0]["count"]}
+                   "peak": max(r["peak"] for r in rows), "count": rows[0]["count"], "prdc_seconds": prdc_seconds,
+                   "prdc_speedup": prdc_base / prdc_seconds, "prdc_peak": max(r["prdc_peak"] for r in rows),
+                   "coverage": rows[0]["coverage"]}
             results.append(row)
             lines.append(f"| {row['shape']} | {world} | {seconds:.2f} | {base / seconds:.2f} | "
-                         f"{row['peak'] / 2**20:.0f} MiB | {row['count']:.10g} |")
+                         f"{row['peak'] / 2**20:.0f} MiB | {row['count']:.10g} | {prdc_seconds:.2f} | "
+                         f"{prdc_base / prdc_seconds:.2f} | {row['prdc_peak'] / 2**20:.0f} MiB | "
+                         f"{row['coverage']:.6f} |")
             print(lines[-1], flush=True)
     return {"results": results, "lines": lines}
 

@@ -1080,10 +1080,14 @@ class PRDCMetric(_Metric):
         return self._outputs(result)
 
     def _score(self, real: Tensor, fake: Tensor, comm: Collective) -> Any:
-        """The result of the union (every rank holds the same ``real`` and ``fake``)."""
-        from fastndb._core.coverage import prdc
+        """The result of the union (every rank holds the same ``real`` and ``fake``; the searches are split between
+        the ranks)."""
+        from fastndb._core.coverage import INTERVAL_GROUPS, prdc_prepared, prepare_pair
 
-        return prdc(real, fake, nearest_k=self.nearest_k, inclusive=self.inclusive)
+        x, y, unit = prepare_pair(real, fake, feature=None, value_range=None, num_samples=None, seed=0)
+        return prdc_prepared(x, y, unit, nearest_k=self.nearest_k, inclusive=self.inclusive, seed=0, block_rows=None,
+                             progress=None, subsets=INTERVAL_GROUPS, confidence=0.95,
+                             comm=comm if comm.world_size > 1 else None)
 
     def _outputs(self, result: Any) -> dict[str, Tensor]:
         return _prdc_outputs(result, self.device)

@@ -62,13 +62,16 @@ def _exact_rows(a: Tensor, rows: Tensor, b: Tensor, cols: Tensor) -> Tensor:
     return torch.cat(out) if out else torch.empty(0, cols.shape[1], dtype=torch.float64, device=a.device)
 
 
-def kth_neighbour_sq(x: Tensor, k: int, *, block_rows: int | None = None) -> Tensor:
+def kth_neighbour_sq(x: Tensor, k: int, *, block_rows: int | None = None, shard: tuple[int, int] = (0, 1)) -> Tensor:
     """Exact squared distance ``(N,)`` float64 from each row of ``x (N, D)`` to its ``k``-th nearest other row.
 
     The ``k + 1`` smallest distances of a row include the row itself (0); the largest of them is the radius, as
     ``prdc``'s ``compute_nearest_neighbour_distances``. Candidates are the ``k + 1 + 16`` smallest by the
     expansion; their distances are recomputed exactly, and a row whose radius the band cannot separate from the
     candidates left out is recomputed exactly against every row.
+
+    ``shard=(rank, world_size)``: only the row blocks ``b`` with ``b % world_size == rank`` are searched (each against
+    all of ``x``); the other rows' radii are 0, so that a sum over the ranks is the whole.
 
     Raises:
         ValueError: ``k < 1`` or ``k >= N``.
@@ -88,8 +91,10 @@ def kth_neighbour_sq(x: Tensor, k: int, *, block_rows: int | None = None) -> Ten
     rows = max(1, min(rows, _CANDIDATE_BYTES // (20 * (width + rows))))
     sq = squared_norms(x)
     band = rounding_band(x)
-    radii = torch.empty(n, dtype=torch.float64, device=x.device)
-    for i0 in range(0, n, rows):
+    radii = torch.zeros(n, dtype=torch.float64, device=x.device)
+    for block_index, i0 in enumerate(range(0, n, rows)):
+        if block_index % shard[1] != shard[0]:
+            continue
         a, a_sq = x[i0 : i0 + rows], sq[i0 : i0 + rows]
         best = torch.empty(a.shape[0], 0, dtype=x.dtype, device=x.device)
         best_idx = torch.empty(a.shape[0], 0, dtype=torch.int64, device=x.device)
@@ -150,6 +155,7 @@ def ball_counts(
     inclusive: bool = False,
     block_rows: int | None = None,
     on_block: Callable[[int], None] | None = None,
+    shard: tuple[int, int] = (0, 1),
 ) -> BallCounts:
     """Which pairs ``(a_i, b_j)`` lie inside ``a_i``'s ball and inside ``b_j``'s ball, by tiles.
 
@@ -159,6 +165,9 @@ def ball_counts(
         inclusive: test ``d <= r`` instead of ``d < r``.
         block_rows: block edge (default: 2048 on CPU, 8192 on GPU).
         on_block: called with the rows of each finished row block (progress).
+        shard: ``(rank, world_size)``: only the row blocks of ``a`` with ``b % world_size == rank`` (each against all
+            of ``b``); the other rows' flags stay ``False`` and ``b_count`` holds this share's counts, so that an OR
+            (a sum) over the ranks is the whole.
 
     Example:
         >>> a, b = torch.tensor([[0.0], [10.0]]), torch.tensor([[0.5], [20.0]])
@@ -176,7 +185,9 @@ def ball_counts(
     a_in_b = torch.zeros(n, dtype=torch.bool, device=a.device)
     b_count = torch.zeros(m, dtype=torch.int64, device=a.device)
     settled = 0
-    for i0 in range(0, n, rows):
+    for block_index, i0 in enumerate(range(0, n, rows)):
+        if block_index % shard[1] != shard[0]:
+            continue
         ra = radii_a[i0 : i0 + rows]
         for j0 in range(0, m, rows):
             block = _block_squared_distances(a[i0 : i0 + rows], a_sq[i0 : i0 + rows], b[j0 : j0 + rows],

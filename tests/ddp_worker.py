@@ -106,6 +106,12 @@ def main() -> None:
         capped.update(fake, real=False)
     out["prdc_capped"] = capped.compute()
 
+    # fastndb.prdc on each rank's shard: the union gathered, the k-NN searches and ball tests split by row blocks
+    shared = fastndb.prdc(real, fake if fake.shape[0] else real[:10], nearest_k=4, distributed=True)
+    out["prdc_functional"] = {**shared.scores(), "intervals": [shared.precision_interval, shared.coverage_interval],
+                              "covered": shared.real_covered, "fake_density": shared.fake_density,
+                              "radii": shared.real_radii}
+
     # fastndb.modes on each rank's shard: the union gathered in rank order, the RKE tiles split between the ranks
     sharded = fastndb.modes(real, fake if fake.shape[0] else real[:10], top=2, distributed=True)
     out["modes_functional"] = {"real": sharded.real.count, "fake": sharded.fake.count, "bandwidth": sharded.bandwidth,

@@ -164,6 +164,21 @@ def test_modes_metric_under_ddp_equals_one_process_on_the_union(ranks, name, cap
         assert all(torch.equal(a, b) for a, b in zip(rank[name + "_missing"], examples, strict=True))
 
 
+def test_prdc_function_on_shards_equals_one_process_on_the_union(ranks):
+    """Issue 28: fastndb.prdc given each rank's shard (the searches split by row blocks between the ranks) equals one
+    process given the union in rank order, exactly: the four numbers, their intervals, the per-sample outcomes."""
+    real_parts, fake_parts = real_shards(WORLD), fake_shards(WORLD)
+    fake_parts = [f if f.shape[0] else r[:10] for f, r in zip(fake_parts, real_parts, strict=True)]
+    expected = fastndb.prdc(torch.cat(real_parts), torch.cat(fake_parts), nearest_k=4, distributed=False)
+    for rank in ranks:
+        got = rank["prdc_functional"]
+        assert {k: got[k] for k in expected.scores()} == expected.scores()
+        assert got["intervals"] == [expected.precision_interval, expected.coverage_interval]
+        assert torch.equal(got["covered"], expected.real_covered)
+        assert torch.equal(got["fake_density"], expected.fake_density)
+        assert torch.equal(got["radii"], expected.real_radii)
+
+
 def test_modes_function_on_shards_equals_one_process_on_the_union(ranks):
     """Issue 28: fastndb.modes given each rank's shard (distributed) equals one process given the union in rank
     order: the bandwidth, the counts (the RKE tiles split between the ranks), Vendi and the missing modes."""

@@ -21,6 +21,7 @@ import torch
 from torch import Tensor
 
 from fastndb._core.checks import check_int, check_open_unit, check_seed
+from fastndb._core.collectives import Collective, resolve_collective
 from fastndb._core.extractors import embed, resolve_feature
 from fastndb._core.features import check_value_range, check_value_ranges, rescale, summarize, to_float, unit_scale
 from fastndb._core.inputs import as_batches, check_same_library, concatenate
@@ -29,7 +30,7 @@ from fastndb._core.results import PRDCResult
 from fastndb._core.sampling import SEEDING_SALT, key_positions, row_keys
 from fastndb._core.sync import host_values
 from fastndb.kernels import matmul_precision
-from fastndb.kernels.neighbours import ball_counts, kth_neighbour_sq
+from fastndb.kernels.neighbours import BallCounts, ball_counts, kth_neighbour_sq
 
 logger = logging.getLogger(__name__)
 
@@ -96,6 +97,8 @@ def prdc(
     progress: bool | None = None,
     subsets: int = INTERVAL_GROUPS,
     confidence: float = 0.95,
+    distributed: bool | None = None,
+    group: object = None,
 ) -> PRDCResult:
     """Precision, recall, density and coverage of ``fake`` against ``real`` (see :class:`~fastndb.PRDCResult`).
 
@@ -117,6 +120,12 @@ def prdc(
             cost about ``0.8 G`` times the metrics themselves (the jackknife recomputes them ``G`` times on 90% of
             the samples): pass ``subsets=0`` where only the numbers are wanted.
         confidence: level of the intervals.
+        distributed: ``None`` (default): when ``torch.distributed`` is initialised with several processes, ``real``
+            and ``fake`` are this rank's shards: each rank embeds its own, the union (in rank order) is gathered on
+            every rank, and the k-NN searches and ball tests are split by row blocks between the ranks (each block
+            searched against the whole union, the answers combined by three all-reduces); the result equals one
+            process fed the union. ``False``: this process alone. ``True``: require a process group.
+        group: the ``torch.distributed`` process group (``None``: the default group).
 
     Memory: the samples, one tile of ``block_rows^2`` distances, ``(N + M)(k + 17)`` candidates and at most 65,536
     pairs re-tested at once: never an ``N x N`` or ``N x M`` matrix, whatever the data (duplicates and ties
@@ -145,25 +154,71 @@ def prdc(
     value_range = check_value_range(value_range)
     if block_rows is not None:
         block_rows = check_int(block_rows, "block_rows", minimum=1)
-    x, y, unit = prepare_pair(real, fake, feature=feature, value_range=value_range, num_samples=num_samples,
-                              seed=seed)
+    subsets = check_int(subsets, "subsets", minimum=0)
+    confidence = check_open_unit(confidence, "confidence")
+    comm = resolve_collective(distributed, group)
+    sharded = comm.world_size > 1
+    x, y, unit = prepare_pair(real, fake, feature=feature, value_range=value_range,
+                              num_samples=None if sharded else num_samples, seed=seed)
+    if sharded:
+        x, y, unit = union_of_ranks(x, y, unit, comm)
+        x, y = _subset(x, num_samples, seed), _subset(y, num_samples, seed)
+    return prdc_prepared(x, y, unit, nearest_k=nearest_k, inclusive=inclusive, seed=seed, block_rows=block_rows,
+                         progress=progress, subsets=subsets, confidence=confidence, comm=comm if sharded else None)
+
+
+def union_of_ranks(x: Tensor, y: Tensor, unit: float, comm: Collective) -> tuple[Tensor, Tensor, float]:
+    """Every rank's prepared samples concatenated in rank order, at one power-of-two scale: each rank scaled its own
+    by the unit of its largest magnitude; the common unit is the smallest (the union's largest magnitude), and
+    rescaling by a ratio of powers of two is exact."""
+    units = comm.all_gather_cat(torch.tensor([unit], dtype=torch.float64, device=x.device))[0]
+    common = float(units.min())
+    if common != unit:
+        x, y = x * (common / unit), y * (common / unit)
+    return comm.all_gather_cat(x)[0], comm.all_gather_cat(y)[0], common
+
+
+def _radii(x: Tensor, k: int, block_rows: int | None, comm: Collective | None) -> Tensor:
+    """:func:`kth_neighbour_sq`, its row blocks split between the ranks of ``comm`` (each holding all of ``x``)."""
+    if comm is None:
+        return kth_neighbour_sq(x, k, block_rows=block_rows)
+    return comm.all_reduce_sum(kth_neighbour_sq(x, k, block_rows=block_rows, shard=(comm.rank, comm.world_size)))
+
+
+def _balls(x: Tensor, x_sq: Tensor, y: Tensor, y_sq: Tensor, *, inclusive: bool, block_rows: int | None,
+           comm: Collective | None, on_block=None) -> BallCounts:
+    """:func:`ball_counts`, its row blocks split between the ranks of ``comm`` (each holding all of ``x``, ``y``)."""
+    if comm is None:
+        return ball_counts(x, x_sq, y, y_sq, inclusive=inclusive, block_rows=block_rows, on_block=on_block)
+    part = ball_counts(x, x_sq, y, y_sq, inclusive=inclusive, block_rows=block_rows, on_block=on_block,
+                       shard=(comm.rank, comm.world_size))
+    n, m = x.shape[0], y.shape[0]
+    settled = torch.tensor([part.num_settled], dtype=torch.int64, device=x.device)
+    packed = comm.all_reduce_sum(torch.cat([part.a_any.long(), part.a_in_b.long(), part.b_count, settled]))
+    return BallCounts(packed[:n] > 0, packed[2 * n : 2 * n + m], packed[n : 2 * n] > 0, int(packed[-1]))
+
+
+def prdc_prepared(x: Tensor, y: Tensor, unit: float, *, nearest_k: int, inclusive: bool, seed: int,
+                  block_rows: int | None, progress: bool | None, subsets: int, confidence: float,
+                  comm: Collective | None = None) -> PRDCResult:
+    """:func:`prdc` of prepared samples (:func:`prepare_pair`); with ``comm`` every rank holds the same ``x`` and
+    ``y`` and the searches are split between the ranks."""
     n, m = x.shape[0], y.shape[0]
     for name, count in (("real", n), ("fake", m)):
         if nearest_k >= count:
             raise ValueError(f"nearest_k: expected fewer than the {count} {name} samples (the k-th nearest other "
                              f"sample must exist), got {nearest_k}")
-    real_sq = kth_neighbour_sq(x, nearest_k, block_rows=block_rows)
-    fake_sq = kth_neighbour_sq(y, nearest_k, block_rows=block_rows)
+    real_sq = _radii(x, nearest_k, block_rows, comm)
+    fake_sq = _radii(y, nearest_k, block_rows, comm)
     with progress_bar(progress, total=n, desc="coverage", unit="row") as bar:
-        balls = ball_counts(x, real_sq, y, fake_sq, inclusive=inclusive, block_rows=block_rows, on_block=bar.update)
+        balls = _balls(x, real_sq, y, fake_sq, inclusive=inclusive, block_rows=block_rows, comm=comm,
+                       on_block=bar.update)
     realistic = balls.b_count > 0
     precision, recall, density, coverage = host_values(torch.stack([
         realistic.double().mean(), balls.a_in_b.double().mean(),
         balls.b_count.double().sum() / (nearest_k * m), balls.a_any.double().mean(),
     ]))
     logger.info("prdc: N=%d, M=%d, k=%d, %d boundary pairs re-tested exactly", n, m, nearest_k, balls.num_settled)
-    subsets = check_int(subsets, "subsets", minimum=0)
-    confidence = check_open_unit(confidence, "confidence")
     intervals: dict = {}
     groups = min(subsets, n // MIN_GROUP_SIZE, m // MIN_GROUP_SIZE)
     if groups >= MIN_GROUPS and nearest_k >= min(n, m) - -(-max(n, m) // groups):
@@ -174,7 +229,7 @@ def prdc(
         groups = 0
     if groups >= MIN_GROUPS:
         per_group = jackknife_scores(x, y, nearest_k=nearest_k, inclusive=inclusive, groups=groups, seed=seed,
-                                     block_rows=block_rows)
+                                     block_rows=block_rows, comm=comm)
         # the delete-a-group jackknife's standard error: sqrt((G - 1) / G * sum_g (theta_(-g) - mean)^2)
         spread = torch.sqrt((groups - 1) / groups * ((per_group - per_group.mean(0)) ** 2).sum(0))
         half = student_quantile(0.5 + confidence / 2, groups - 1) * spread
@@ -195,7 +250,7 @@ def prdc(
 
 
 def jackknife_scores(x: Tensor, y: Tensor, *, nearest_k: int, inclusive: bool, groups: int, seed: int,
-                     block_rows: int | None = None) -> Tensor:
+                     block_rows: int | None = None, comm: Collective | None = None) -> Tensor:
     r"""Precision, recall, density and coverage with one of ``groups`` groups left out: ``(G, 4)`` float64.
 
     Both sets are split at random (seeded, on their device) into ``G`` groups; replicate ``g`` recomputes the four
@@ -213,9 +268,8 @@ def jackknife_scores(x: Tensor, y: Tensor, *, nearest_k: int, inclusive: bool, g
     rows = []
     for g in range(groups):
         a, b = x[real_group != g], y[fake_group != g]
-        a_sq = kth_neighbour_sq(a, nearest_k, block_rows=block_rows)
-        b_sq = kth_neighbour_sq(b, nearest_k, block_rows=block_rows)
-        balls = ball_counts(a, a_sq, b, b_sq, inclusive=inclusive, block_rows=block_rows)
+        a_sq, b_sq = _radii(a, nearest_k, block_rows, comm), _radii(b, nearest_k, block_rows, comm)
+        balls = _balls(a, a_sq, b, b_sq, inclusive=inclusive, block_rows=block_rows, comm=comm)
         rows.append(torch.stack([(balls.b_count > 0).double().mean(), balls.a_in_b.double().mean(),
                                  balls.b_count.double().sum() / (nearest_k * b.shape[0]),
                                  balls.a_any.double().mean()]))

@@ -483,7 +483,7 @@ def modes(
         >>> round(out.real.count), round(out.fake.count), len(out.missing) > 0
         (8, 4, True)
     """
-    from fastndb._core.coverage import prepare_pair
+    from fastndb._core.coverage import prepare_pair, union_of_ranks
 
     bandwidth = check_bandwidth(bandwidth)
     if num_samples is not None:
@@ -500,7 +500,7 @@ def modes(
     x, y, unit = prepare_pair(real, fake, feature=feature, value_range=value_range,
                               num_samples=None if sharded else num_samples, seed=seed)
     if sharded:
-        x, y, unit = _union_of_ranks(x, y, unit, comm)
+        x, y, unit = union_of_ranks(x, y, unit, comm)
         if num_samples is not None:
             from fastndb._core.coverage import _subset
 
@@ -513,14 +513,3 @@ def modes(
     return mode_analysis(x, y, bandwidth=bandwidth, confidence=confidence, vendi_samples=vendi_samples,
                          num_features=num_features, top=top, examples=examples, seed=seed, unit=unit,
                          block_rows=block_rows, progress=progress, comm=comm if sharded else None)
-
-
-def _union_of_ranks(x: Tensor, y: Tensor, unit: float, comm: Collective) -> tuple[Tensor, Tensor, float]:
-    """Every rank's prepared samples concatenated in rank order, at one power-of-two scale: each rank scaled its own
-    by the unit of its largest magnitude; the common unit is the smallest (the union's largest magnitude), and
-    rescaling by a ratio of powers of two is exact."""
-    units = comm.all_gather_cat(torch.tensor([unit], dtype=torch.float64, device=x.device))[0]
-    common = float(units.min())
-    if common != unit:
-        x, y = x * (common / unit), y * (common / unit)
-    return comm.all_gather_cat(x)[0], comm.all_gather_cat(y)[0], common
