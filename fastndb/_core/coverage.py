@@ -158,13 +158,22 @@ def prdc(
     confidence = check_open_unit(confidence, "confidence")
     comm = resolve_collective(distributed, group)
     sharded = comm.world_size > 1
-    x, y, unit = prepare_pair(real, fake, feature=feature, value_range=value_range,
-                              num_samples=None if sharded else num_samples, seed=seed)
-    if sharded:
-        x, y, unit = union_of_ranks(x, y, unit, comm)
-        x, y = _subset(x, num_samples, seed), _subset(y, num_samples, seed)
+    x, y, unit = prepare_shards(real, fake, comm, feature=feature, value_range=value_range, num_samples=num_samples,
+                                seed=seed)
     return prdc_prepared(x, y, unit, nearest_k=nearest_k, inclusive=inclusive, seed=seed, block_rows=block_rows,
                          progress=progress, subsets=subsets, confidence=confidence, comm=comm if sharded else None)
+
+
+def prepare_shards(real: object, fake: object, comm: Collective, *, feature: object,
+                   value_range: tuple[float, float] | None, num_samples: int | None, seed: int
+                   ) -> tuple[Tensor, Tensor, float]:
+    """:func:`prepare_pair` of this rank's samples; with several ranks, the union of every rank's (in rank order, at
+    one scale: :func:`union_of_ranks`), then at most ``num_samples`` of each set by content keys."""
+    if comm.world_size == 1:
+        return prepare_pair(real, fake, feature=feature, value_range=value_range, num_samples=num_samples, seed=seed)
+    x, y, unit = prepare_pair(real, fake, feature=feature, value_range=value_range, num_samples=None, seed=seed)
+    x, y, unit = union_of_ranks(x, y, unit, comm)
+    return _subset(x, num_samples, seed), _subset(y, num_samples, seed), unit
 
 
 def union_of_ranks(x: Tensor, y: Tensor, unit: float, comm: Collective) -> tuple[Tensor, Tensor, float]:

@@ -483,7 +483,7 @@ def modes(
         >>> round(out.real.count), round(out.fake.count), len(out.missing) > 0
         (8, 4, True)
     """
-    from fastndb._core.coverage import prepare_pair, union_of_ranks
+    from fastndb._core.coverage import prepare_shards
 
     bandwidth = check_bandwidth(bandwidth)
     if num_samples is not None:
@@ -497,14 +497,8 @@ def modes(
     seed = check_seed(seed)
     comm = resolve_collective(distributed, group)
     sharded = comm.world_size > 1
-    x, y, unit = prepare_pair(real, fake, feature=feature, value_range=value_range,
-                              num_samples=None if sharded else num_samples, seed=seed)
-    if sharded:
-        x, y, unit = union_of_ranks(x, y, unit, comm)
-        if num_samples is not None:
-            from fastndb._core.coverage import _subset
-
-            x, y = _subset(x, num_samples, seed), _subset(y, num_samples, seed)
+    x, y, unit = prepare_shards(real, fake, comm, feature=feature, value_range=value_range, num_samples=num_samples,
+                                seed=seed)
     for name, count in (("real", x.shape[0]), ("fake", y.shape[0])):
         if count < 2:
             raise ValueError(f"{name}: expected at least 2 samples for a mode count, got {count}")
