@@ -10,6 +10,7 @@ The NDB score (Richardson & Weiss 2018), the birthday-paradox test (Arora & Zhan
     fastndb.score(real, fake, feature="inception")   # in an embedding space (a name, a module or a callable)
     fastndb.prdc(real, fake).coverage                # precision, recall, density, coverage, exact and tiled
     fastndb.modes(real, fake).missing               # mode counts (RKE, Vendi) and the modes the generator misses
+    fastndb.memorization(train, fake, test).copy    # generated samples that copy a training sample
 
 The public API is what ``__all__`` lists here, plus the faces that need optional packages, imported by their
 module: ``fastndb.metrics`` (torchmetrics), ``fastndb.plot`` (matplotlib), ``fastndb.cli`` (the ``fastndb``
@@ -27,10 +28,20 @@ from fastndb._core.elbow import ElbowResult, elbow
 from fastndb._core.extractors import NAMES as FEATURE_NAMES
 from fastndb._core.extractors import Extractor, extractor
 from fastndb._core.kmeans import KMeansResult, kmeans
+from fastndb._core.memorization import memorization
 from fastndb._core.modes import modes
 from fastndb._core.options import OPTION_NAMES, BinOptions, TestOptions
 from fastndb._core.references import Reference, list_references, load_reference, remove_reference, save_reference
-from fastndb._core.results import BirthdayResult, MissingMass, Mode, ModeCount, ModesResult, NDBResult, PRDCResult
+from fastndb._core.results import (
+                                   BirthdayResult,
+                                   MemorizationResult,
+                                   MissingMass,
+                                   Mode,
+                                   ModeCount,
+                                   ModesResult,
+                                   NDBResult,
+                                   PRDCResult,
+)
 from fastndb._core.statistics import compare_histograms, expected_null_js
 from fastndb._core.verdict import DuplicateComparison, Verdict, compare_duplicates, decide
 from fastndb._ndb import NDB, NotFittedError
@@ -48,6 +59,7 @@ __all__ = [
     "Extractor",
     "FittedBins",
     "KMeansResult",
+    "MemorizationResult",
     "MissingMass",
     "Mode",
     "ModeCount",
@@ -73,6 +85,7 @@ __all__ = [
     "kmeans",
     "list_references",
     "load_reference",
+    "memorization",
     "missing_mass",
     "modes",
     "prdc",

@@ -375,6 +375,47 @@ def _modes(args: argparse.Namespace) -> int:
     return 0
 
 
+def _memorization(args: argparse.Namespace) -> int:
+    from fastndb._core.files import sample_names
+    from fastndb._core.memorization import memorization
+    from fastndb.report import printable
+
+    train, fake = _load(args.train, args), _load(args.fake, args)
+    test = None if args.test is None else _load(args.test, args)
+    _same_sample_shape(train, fake, args)
+    if test is not None:
+        _same_sample_shape(train, test, args)
+    result = memorization(train, fake, test, alpha=args.alpha, cells=args.cells, feature=_feature(args),
+                          value_range=_value_range(args), num_samples=args.num_samples or None, seed=args.seed,
+                          progress=_progress(args))
+    if args.json:
+        _print_json(result.to_dict(python=True))
+    else:
+        print(result.summary())
+        train_names, fake_names = sample_names(args.train), sample_names(args.fake)
+
+        def name(names: list[str] | None, i: int) -> str:
+            return printable(names[i]) if names is not None else str(i)
+
+        shown = result.closest(args.top).tolist()
+        if shown:
+            print(f"the {len(shown)} generated samples most like copies (ratio = nearest / second-nearest training "
+                  f"distance; p: share of held-out samples with a ratio at most as small):")
+        for i in shown:
+            j = int(result.nearest_train[i])
+            flag = "  COPY" if bool(result.copy[i]) else ""
+            print(f"  {name(fake_names, i)}  nearest training {name(train_names, j)}  distance "
+                  f"{float(result.nearest_distance[i]):.4g}  ratio {float(result.ratio[i]):.3g}  "
+                  f"p {float(result.p_value[i]):.3g}{flag}")
+    if args.pairs:
+        from fastndb import plot
+
+        shape = tuple(args.grid_shape) if args.grid_shape else None
+        _save_figure(plot.memorized_pairs(train, fake, result, count=max(1, args.top), image_shape=shape)[0],
+                     args.pairs)
+    return 0
+
+
 def _count_at(result: Any, bandwidth: float) -> str:
     """The real and fake counts of the curve at ``bandwidth``."""
     i = min(range(len(result.curve_bandwidths)), key=lambda j: abs(result.curve_bandwidths[j] - bandwidth))
@@ -434,17 +475,23 @@ def _report(args: argparse.Namespace) -> int:
                          f"(fastndb score {args.real} FAKE scores against the reference)")
     real, fake = _load(args.real, args), _load(args.fake, args)
     _same_sample_shape(real, fake, args)
+    test = None if args.test is None else _load(args.test, args)
+    if test is not None:
+        _same_sample_shape(real, test, args)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         built = report.build(real, fake, num_bins=num_bins, names=sample_names(args.real),
                              fake_names=sample_names(args.fake), examples=args.examples, max_flagged=args.max_flagged,
                              birthday_samples=args.birthday_samples or None,
                              coverage_samples=args.prdc_samples or None, nearest_k=args.nearest_k,
-                             modes_samples=args.modes_samples or None, pictures=chosen == "html", **options)
+                             modes_samples=args.modes_samples or None,
+                             memorization_samples=args.memorization_samples or None, test=test,
+                             pictures=chosen == "html", **options)
     for caught_warning in caught:  # the function's arguments are the flags the user typed
         text = str(caught_warning.message)
         for argument, flag in (("coverage_samples", "--prdc-samples"), ("birthday_samples", "--birthday-samples"),
-                               ("modes_samples", "--modes-samples"), ("nearest_k", "--nearest-k")):
+                               ("modes_samples", "--modes-samples"), ("nearest_k", "--nearest-k"),
+                               ("memorization_samples", "--memorization-samples")):
             text = text.replace(argument, flag)
         warnings.warn(text, caught_warning.category, stacklevel=2)
     path = built.save(args.output, chosen)
@@ -682,6 +729,31 @@ def build_parser() -> argparse.ArgumentParser:
     counts.add_argument("--plot", metavar="PNG", help="write the counts against the bandwidth")
     counts.set_defaults(run=_modes)
 
+    copies = commands.add_parser("memorization", parents=[common, weights],
+                                 help="generated samples that copy a training sample",
+                                 description="Which samples of FAKE copy a sample of TRAIN: copy flags calibrated on "
+                                             "held-out samples (TEST, else TRAIN leave-one-out), the share of "
+                                             "copies with its interval, AuthPct and C_T.")
+    copies.add_argument("train", help="the training set: image folder, .npy, .npz[:name] or .pt[:name]")
+    copies.add_argument("fake", help="same forms as TRAIN, same number of features")
+    copies.add_argument("--test", metavar="TEST", help="held-out real samples the generator never saw (calibrate the "
+                                                       "flags; needed for C_T)")
+    for option in ("value_range", "feature"):
+        flag, settings = option_flag(option)
+        copies.add_argument(flag, **settings)
+    copies.add_argument("--alpha", type=_probability, default=0.01,
+                        help="false-alarm rate of a copy flag on samples that are no copies (default: 0.01)")
+    copies.add_argument("--cells", type=_positive_int, default=3, help="k-means cells of C_T (default: 3)")
+    copies.add_argument("--num-samples", type=_count, default=0, metavar="N",
+                        help="use at most N samples of each set, chosen by content; 0: all (default: 0)")
+    copies.add_argument("--top", type=_count, default=10, help="samples most like copies listed (default: 10)")
+    copies.add_argument("--seed", type=int, default=0, help="seed of every random choice (default: 0)")
+    copies.add_argument("--pairs", metavar="PNG", help="write the samples most like copies above their nearest "
+                                                       "training samples")
+    copies.add_argument("--grid-shape", type=_positive_int, nargs="+", metavar="N",
+                        help="C H W (or H W) of one sample, for flat samples")
+    copies.set_defaults(run=_memorization)
+
     fit = commands.add_parser("fit", parents=[common, weights], help="fit bins on REAL and store them under a name",
                               description="Fit NDB bins on REAL and store them as a named reference in "
                                           "$FASTNDB_HOME/references (default ~/.cache/fastndb); then "
@@ -717,6 +789,11 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--modes-samples", type=_count, default=2000, metavar="N",
                         help="mode counts and missing modes on at most N samples of each set; 0: skip them "
                              "(default: 2000)")
+    report.add_argument("--memorization-samples", type=_count, default=5000, metavar="N",
+                        help="copies of the training data (REAL) on at most N samples of each set; 0: skip them "
+                             "(default: 5000)")
+    report.add_argument("--test", metavar="TEST", help="held-out real samples the generator never saw, to calibrate "
+                                                       "the copy flags (default: REAL, leave-one-out)")
     report.set_defaults(run=_report)
 
     refs = commands.add_parser("refs", help="list the stored references, or remove some",

@@ -1,5 +1,6 @@
 """torchmetrics faces: :class:`NDBMetric` (used like ``FrechetInceptionDistance``, exact and O(K) under DDP),
-:class:`BirthdayMetric` and :class:`PRDCMetric` (precision, recall, density, coverage).
+:class:`BirthdayMetric`, :class:`PRDCMetric` (precision, recall, density, coverage), :class:`ModesMetric` (mode
+counts) and :class:`MemorizationMetric` (copies of the training data).
 
 Needs torchmetrics (``pip install fastndb[torchmetrics]``); importing this module without it raises
 ``ModuleNotFoundError`` naming that extra. ``import fastndb`` never imports it.
@@ -1265,4 +1266,126 @@ def _modes_outputs(result: Any, device: torch.device) -> dict[str, Tensor]:
     values = {"real_count": result.real.count, "fake_count": result.fake.count, "ratio": result.ratio,
               "ratio_low": result.ratio_low, "ratio_high": result.ratio_high, "vendi_real": result.vendi_real,
               "vendi_fake": result.vendi_fake}
+    return {key: torch.tensor(value, dtype=torch.float64, device=device) for key, value in values.items()}
+
+
+class MemorizationMetric(PRDCMetric):
+    """Copies of the training data (:func:`fastndb.memorization`) as a ``torchmetrics.Metric``.
+
+    The training samples are the real side: ``update(imgs, real=True)`` (or ``real=`` up front), the generated
+    samples ``update(imgs, real=False)``; the held-out samples that calibrate the copy flags come up front with
+    ``test=`` (the same on every rank; without them the training samples calibrate themselves, leave-one-out, and
+    there is no C_T). Held like :class:`PRDCMetric` (at most ``max_samples`` per side, chosen by content keys);
+    ``compute()`` gathers the union of every rank in key order and splits the neighbour searches between the ranks,
+    so the numbers under DDP are those of one process fed the union.
+
+    Args:
+        test: held-out real samples (tensor, array or iterable of batches), embedded with ``feature`` at once.
+        alpha: the copy flags' false-alarm rate on samples that are no copies.
+        cells: k-means cells of C_T.
+        real, max_samples, reset_real_features, feature, value_range, seed: as :class:`PRDCMetric`.
+        **kwargs: ``torchmetrics.Metric`` options.
+
+    ``compute()`` returns 0-d float64 tensors ``copy_share``, ``copy_share_low``, ``copy_share_high``,
+    ``flagged_share``, ``chance_level``, ``authpct``, ``ct`` (NaN without a test set); the full
+    :class:`~fastndb.MemorizationResult` is :attr:`result` (its per-sample tensors follow the held samples, in key
+    order, not the order offered). ``forward(imgs, real=False)`` accumulates and returns
+    the numbers of that fake batch against the training samples held (``None`` for a training batch).
+
+    Example:
+        >>> import torch
+        >>> g = torch.Generator().manual_seed(0)
+        >>> train = torch.randn(1000, 8, generator=g)
+        >>> metric = MemorizationMetric(real=train, test=torch.randn(500, 8, generator=g))
+        >>> metric.update(torch.cat([torch.randn(450, 8, generator=g), train[:50]]), real=False)  # 10% copies
+        >>> out = metric.compute()
+        >>> bool(out["copy_share_low"] > 0.05), int(metric.result.copy.sum()) >= 50
+        (True, True)
+    """
+
+    higher_is_better = False
+
+    def __init__(
+        self,
+        *,
+        test: object = None,
+        alpha: float = 0.01,
+        cells: int = 3,
+        real: object = None,
+        max_samples: int = 10_000,
+        reset_real_features: bool = True,
+        feature: object = None,
+        value_range: tuple[float, float] | None = None,
+        seed: int = 0,
+        **kwargs: Any,
+    ) -> None:
+        from fastndb._core.checks import check_open_unit
+
+        self.alpha = check_open_unit(alpha, "alpha")
+        self.cells = check_int(cells, "cells", minimum=1)
+        super().__init__(1, real=real, max_samples=max_samples, reset_real_features=reset_real_features,
+                         feature=feature, value_range=value_range, seed=seed, **kwargs)
+        self._test: Tensor | None = None
+        if test is not None:
+            raw = concatenate(as_batches(test, "test", check_finite=False, flatten=self.feature is None))
+            if self.feature is not None:
+                x, _ = embed(raw, self.feature, self.value_range, "test")
+            else:
+                summarize(raw, self.value_range, "test")
+                x = to_float(raw, self.value_range)
+            self._test = x
+
+    def _memorization(self, train: Tensor, fake: Tensor, comm: Collective | None = None) -> Any:
+        """:func:`fastndb.memorization` of the held samples; with ``comm`` (every rank holding the same union) the
+        searches are split between the ranks."""
+        from fastndb._core.coverage import prepare_sets
+        from fastndb._core.memorization import memorization_prepared
+
+        sets = [(train, "train"), (fake, "fake")] + ([] if self._test is None else [(self._test.to(train.device),
+                                                                                       "test")])
+        xs, unit = prepare_sets(sets, feature=None, value_range=None, num_samples=None, seed=self.seed)
+        return memorization_prepared(xs[0], xs[1], xs[2] if len(xs) > 2 else None, unit, alpha=self.alpha,
+                                     confidence=0.95, cells=self.cells, seed=self.seed, block_rows=None,
+                                     progress=False, comm=comm)
+
+    def forward(self, imgs: Any, real: bool) -> dict[str, Tensor] | None:  # type: ignore[override]
+        """:meth:`update`, then the numbers of this fake batch against the training samples held on this process
+        (not synced); ``None`` for a training batch or fewer than 3 training samples."""
+        batch = self._add(imgs, real)
+        self._update_count += 1
+        self._computed = None
+        held = self._kept[True].samples
+        if real or batch is None or held is None or held.shape[0] < 3:
+            return self._forwarded(None)
+        return self._forwarded(_memorization_outputs(self._memorization(held, batch), self.device))
+
+    def _score(self, real: Tensor, fake: Tensor, comm: Collective) -> Any:
+        return self._memorization(real, fake, comm if comm.world_size > 1 else None)
+
+    def _outputs(self, result: Any) -> dict[str, Tensor]:
+        return _memorization_outputs(result, self.device)
+
+    def _config(self) -> dict:
+        return {**super()._config(), "metric": "MemorizationMetric", "alpha": self.alpha, "cells": self.cells,
+                "test": None if self._test is None else int(self._test.shape[0])}
+
+    def plot(self, val: Any = None, ax: Any = None) -> tuple[Any, Any]:
+        """The copy share over a list of ``compute()`` outputs (or the last one). Returns ``(fig, ax)``."""
+        from fastndb import plot
+
+        if val is None:
+            if self._result is None:
+                self.compute()
+            val = [self._outputs(self.result)]
+        values = [val] if isinstance(val, dict) else list(val)
+        fig, ax = plot.metric_history(values, key="copy_share", ax=ax)
+        ax.set_ylabel("share of copies")
+        return fig, ax
+
+
+def _memorization_outputs(result: Any, device: torch.device) -> dict[str, Tensor]:
+    values = {"copy_share": result.copy_share, "copy_share_low": result.copy_share_interval[0],
+              "copy_share_high": result.copy_share_interval[1], "flagged_share": result.flagged_share,
+              "chance_level": result.chance_level, "authpct": result.authpct,
+              "ct": float("nan") if result.ct is None else result.ct}
     return {key: torch.tensor(value, dtype=torch.float64, device=device) for key, value in values.items()}

@@ -270,13 +270,30 @@ def birthday_pairs(
         (17, 35)
     """
     x = torch.as_tensor(samples) if not isinstance(samples, Tensor) else samples
-    channels, height, width = _image_shape(x, image_shape)
+    shape = _image_shape(x, image_shape)
     shown = min(result.pairs.shape[0], 16 if num_pairs is None else num_pairs)
     if shown < 1:
         raise ValueError(f"num_pairs: expected at least 1 pair to show, got {num_pairs}")
     pairs = result.pairs[:shown].cpu()
-    images = x.reshape(x.shape[0], channels, height, width).index_select(0, pairs.reshape(-1).to(x.device))
-    images = images.detach().double().cpu().reshape(shown, 2, channels, height, width)
+    distances = result.distances[:shown].tolist()
+    labels = []
+    for (i, j), d in zip(pairs.tolist(), distances, strict=True):
+        duplicate = result.threshold is not None and d <= result.threshold
+        labels.append(f"{i}\n{j}\n{d:.3g}" + ("\ndup" if duplicate else ""))
+    fig, ax = _pair_mosaic(x, pairs[:, 0], x, pairs[:, 1], shape, labels, ax)
+    ax.set_title(f"closest {shown} pairs of {result.num_samples} samples ({result.metric} distance)")
+    fig.tight_layout()
+    return fig, ax
+
+
+def _pair_mosaic(top: Tensor, top_rows: Tensor, bottom: Tensor, bottom_rows: Tensor, shape: tuple[int, int, int],
+                 labels: list[str], ax: Any) -> tuple[Any, Any]:
+    """Column ``p``: ``top[top_rows[p]]`` above ``bottom[bottom_rows[p]]``, scaled to [0, 1] together, labelled."""
+    channels, height, width = shape
+    shown = int(top_rows.numel())
+    upper = top.reshape(top.shape[0], channels, height, width).index_select(0, top_rows.to(top.device))
+    lower = bottom.reshape(bottom.shape[0], channels, height, width).index_select(0, bottom_rows.to(bottom.device))
+    images = torch.stack([upper.detach().double().cpu(), lower.detach().double().cpu()], dim=1)
     low, high = float(images.min()), float(images.max())
     images = (images - low) / (high - low) if high > low else torch.zeros_like(images)
     gap = 1
@@ -290,15 +307,61 @@ def birthday_pairs(
         ax.imshow(mosaic[0].numpy(), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
     else:
         ax.imshow(mosaic[:3].permute(1, 2, 0).numpy(), interpolation="nearest")
-    distances = result.distances[:shown].tolist()
-    labels = []
-    for (i, j), d in zip(pairs.tolist(), distances, strict=True):
-        duplicate = result.threshold is not None and d <= result.threshold
-        labels.append(f"{i}\n{j}\n{d:.3g}" + ("\ndup" if duplicate else ""))
     ax.set_xticks([p * (width + gap) + (width - 1) / 2 for p in range(shown)])
     ax.set_xticklabels(labels, fontsize="x-small")
     ax.set_yticks([])
-    ax.set_title(f"closest {shown} pairs of {result.num_samples} samples ({result.metric} distance)")
+    return fig, ax
+
+
+def memorized_pairs(
+    train: Any,
+    fake: Any,
+    result: Any,
+    *,
+    count: int = 16,
+    image_shape: tuple[int, ...] | None = None,
+    ax: Any = None,
+) -> tuple[Any, Any]:
+    """The generated samples most like copies (:meth:`~fastndb.MemorizationResult.closest`) above their nearest
+    training samples, for a person to judge.
+
+    Column ``p``: a generated sample on top, its nearest training sample below; the label gives both indices, the
+    ratio ``d_1 / d_2`` and "copy" where the sample is flagged. Pixel values are scaled to [0, 1] over the images.
+
+    Args:
+        train, fake: the samples :func:`fastndb.memorization` ran on (indices refer to them), ``(s, C, H, W)``,
+            ``(s, H, W)`` or ``(s, D)`` with ``image_shape`` (or a square ``D`` with 1 or 3 channels).
+        result: their :class:`~fastndb.MemorizationResult`.
+        count: columns (at most the generated samples).
+        image_shape: ``(C, H, W)`` or ``(H, W)`` of one sample when the samples are flat.
+        ax: matplotlib axes (default: a new figure).
+
+    Returns:
+        ``(fig, ax)``.
+
+    Example:
+        >>> import torch, fastndb, fastndb.plot
+        >>> g = torch.Generator().manual_seed(0)
+        >>> train = torch.rand(300, 1, 8, 8, generator=g)
+        >>> fake = torch.cat([torch.rand(60, 1, 8, 8, generator=g), train[:4]])
+        >>> result = fastndb.memorization(train, fake, alpha=0.05)
+        >>> fig, ax = fastndb.plot.memorized_pairs(train, fake, result, count=4)
+        >>> [label.get_text().split()[0] for label in ax.get_xticklabels()]  # the four copies come first
+        ['60', '61', '62', '63']
+    """
+    a = torch.as_tensor(train) if not isinstance(train, Tensor) else train
+    b = torch.as_tensor(fake) if not isinstance(fake, Tensor) else fake
+    count = min(int(count), result.num_fake)
+    if count < 1:
+        raise ValueError(f"count: expected at least 1 sample to show, got {count}")
+    rows = result.closest(count).cpu()
+    nearest = result.nearest_train.cpu()[rows]
+    ratio, flagged = result.ratio.cpu()[rows].tolist(), result.copy.cpu()[rows].tolist()
+    labels = [f"{i}\n{j}\n{r:.2g}" + ("\ncopy" if c else "")
+              for i, j, r, c in zip(rows.tolist(), nearest.tolist(), ratio, flagged, strict=True)]
+    fig, ax = _pair_mosaic(b, rows, a, nearest, _image_shape(b, image_shape), labels, ax)
+    ax.set_title(f"generated (top) and nearest training sample (bottom): {result.num_copies} of {result.num_fake} "
+                 f"flagged as copies")
     fig.tight_layout()
     return fig, ax
 

@@ -36,7 +36,7 @@ from fastndb._core.features import to_float
 from fastndb._core.inputs import as_batches, check_same_library, concatenate
 from fastndb._core.optional import require
 from fastndb._core.options import DEFAULT_BINS_RULE, default_num_bins
-from fastndb._core.results import BirthdayResult, ModesResult, NDBResult, PRDCResult
+from fastndb._core.results import BirthdayResult, MemorizationResult, ModesResult, NDBResult, PRDCResult
 from fastndb._core.verdict import (
     DuplicateComparison,
     Verdict,
@@ -88,6 +88,10 @@ class Report:
         examples_as_images: whether the examples were shown as images.
         modes: the :class:`~fastndb.ModesResult` (``None`` when skipped), its example indices mapped to the samples
             given (the report's own subset of ``modes_samples`` per side was taken first).
+        memorization: the :class:`~fastndb.MemorizationResult` of the real samples as the training set (``None``
+            when skipped); its per-sample tensors follow the report's subsets, and ``copies`` lists the fake samples
+            most like copies with indices mapped to the samples given.
+        copies: ``(fake index, nearest real index, distance, ratio, flagged)`` of the samples most like copies.
     """
 
     verdict: list[str]
@@ -106,6 +110,8 @@ class Report:
     decision: Verdict | None = None
     duplicates: DuplicateComparison | None = None
     modes: ModesResult | None = None
+    memorization: MemorizationResult | None = None
+    copies: list[tuple[int, int, float, float, bool]] = field(default_factory=list)
 
     def _mode_lines(self) -> list[tuple[str, bool, list[str]]]:
         """``(text, real side, example names)`` of each missing and invented mode."""
@@ -163,6 +169,11 @@ class Report:
             found = self._mode_lines()
             lines += [f"- {markdown_text(text)}; examples: {', '.join(markdown_text(n) for n in names)}"
                       for text, _, names in found] or ["No missing or over-filled mode beyond chance."]
+        if self.memorization is not None:
+            lines += ["", "## Copies of the training data", "", markdown_text(self.memorization.summary()), "",
+                      "| fake sample | nearest real sample | distance | ratio | copy |", "| --- | --- | --- | --- | --- |"]
+            lines += [f"| {self._md_name(False, i)} | {self._md_name(True, j)} | {d:.4g} | {r:.3g} | "
+                      f"{'yes' if c else 'no'} |" for i, j, d, r, c in self.copies]
         if self.birthday is not None:
             lines += ["", "## Closest pairs (birthday test)", "", "| sample | sample | distance |",
                       "| --- | --- | --- |"]
@@ -237,6 +248,14 @@ class Report:
             parts.append("<ul>" + "".join(f"<li>{esc(text)}; examples: {esc(', '.join(names))}</li>"
                                           for text, _, names in found) + "</ul>" if found else
                          "<p>No missing or over-filled mode beyond chance.</p>")
+        if self.memorization is not None:
+            parts += ["<h2>Copies of the training data</h2>", f"<p>{esc(self.memorization.summary())}</p>",
+                      image("copies", "generated samples most like copies above their nearest real samples"),
+                      "<table><tr><th>fake sample</th><th>nearest real sample</th><th>distance</th><th>ratio</th>"
+                      "<th>copy</th></tr>"]
+            parts += [f"<tr><td>{esc(self._name(False, i))}</td><td>{esc(self._name(True, j))}</td><td>{d:.4g}</td>"
+                      f"<td>{r:.3g}</td><td>{'yes' if c else 'no'}</td></tr>" for i, j, d, r, c in self.copies]
+            parts.append("</table>")
         if self.birthday is not None:
             parts += ["<h2>Closest pairs (birthday test)</h2>", image("pairs", "closest pairs side by side"),
                       "<table><tr><th>sample</th><th>sample</th><th>distance</th></tr>"]
@@ -420,6 +439,8 @@ def build(
     coverage_samples: int | None = 5000,
     nearest_k: int = 5,
     modes_samples: int | None = 2000,
+    memorization_samples: int | None = 5000,
+    test: object = None,
     pictures: bool = True,
     **options: Any,
 ) -> Report:
@@ -438,6 +459,10 @@ def build(
         coverage_samples: samples of each set for the coverage metrics (``None``: skip them).
         nearest_k: ``k`` of the coverage metrics.
         modes_samples: samples of each set for the mode counts and the missing modes (``None``: skip them).
+        memorization_samples: samples of each set for the copies of the training data (the real samples taken as
+            the training set; ``None``: skip them).
+        test: held-out real samples the generator never saw, to calibrate the copy flags (default: the real
+            samples themselves, leave-one-out).
         pictures: draw the pictures (needs matplotlib).
         **options: the options of ``fastndb.score`` (``alpha``, ``tolerance``, ``seed``, ``value_range``,
             ``feature``, ...).
@@ -508,6 +533,26 @@ def build(
                                   value_range=value_range, examples=examples)
         timings["mode counts"] = time.perf_counter() - began
 
+    copied = None
+    copies: list[tuple[int, int, float, float, bool]] = []
+    if memorization_samples is not None and (real_x.shape[0] < 3 or min(fake_x.shape[0], memorization_samples) < 1):
+        warnings.warn(f"copies of the training data skipped: they need at least 3 real samples and 1 fake sample, "
+                      f"got {real_x.shape[0]} real and {fake_x.shape[0]} fake", UserWarning, stacklevel=2)
+    elif memorization_samples is not None:
+        from fastndb._core.memorization import memorization
+
+        began = time.perf_counter()
+        real_rows = _chosen_rows(real_x, memorization_samples, ndb.seed)
+        fake_rows = _chosen_rows(fake_x, memorization_samples, ndb.seed)
+        copied = memorization(real_x[real_rows], fake_x[fake_rows], test, feature=feature, value_range=value_range,
+                              seed=ndb.seed, distributed=False)
+        top = copied.closest(examples)
+        for i, j, d, r, c in zip(top.tolist(), copied.nearest_train[top].tolist(),
+                                 copied.nearest_distance[top].tolist(), copied.ratio[top].tolist(),
+                                 copied.copy[top].tolist(), strict=True):
+            copies.append((int(fake_rows[i]), int(real_rows[j]), d, r, c))
+        timings["copies of the training data"] = time.perf_counter() - began
+
     flagged, not_shown = flagged_bins(ndb, result, real_x, fake_x, examples=examples, max_flagged=max_flagged)
     as_images = _is_images(real_x)
     images: dict[str, bytes] = {}
@@ -529,6 +574,17 @@ def build(
                                                               else "missing modes")[0])
         if as_images:
             images.update(example_strips(flagged, real_x, fake_x, value_range))
+            if copies:
+                shape = _sample_shape(real_x)
+                fake_shown = torch.tensor([c[0] for c in copies], device=fake_x.device)
+                real_shown = torch.tensor([c[1] for c in copies], device=real_x.device)
+                top_row = to_float(fake_x[fake_shown].reshape(len(copies), *shape), value_range).clamp(0, 1).cpu()
+                bottom = to_float(real_x[real_shown].reshape(len(copies), *shape), value_range).clamp(0, 1).cpu()
+                labels = [f"{i}\n{j}\n{r:.2g}" + ("\ncopy" if c else "") for i, j, _, r, c in copies]
+                fig, ax = plot._pair_mosaic(top_row, torch.arange(len(copies)), bottom, torch.arange(len(copies)),
+                                            tuple(top_row.shape[1:]), labels, None)
+                ax.set_title("fake samples most like copies (top) above their nearest real samples")
+                images["copies"] = _png(fig)
             if pairs is not None:
                 shape = _sample_shape(real_x)
                 shown = to_float(fake_x[:size].reshape(size, *shape), value_range).clamp(0, 1).cpu()
@@ -555,7 +611,17 @@ def build(
     decision = verdict(result, coverage, duplicates)
     return Report([decision.headline, *decision.lines], result, coverage, pairs, null_duplicates, flagged,
                   not_shown, settings, names, fake_names, images, as_images and pictures, values, decision,
-                  duplicates, modes)
+                  duplicates, modes, copied, copies)
+
+
+def _chosen_rows(x: Tensor, size: int, seed: int) -> Tensor:
+    """Rows of at most ``size`` samples of ``x`` chosen by content keys (all rows when ``x`` holds no more)."""
+    from fastndb._core.sampling import SEEDING_SALT, key_positions, row_keys
+
+    if x.shape[0] <= size:
+        return torch.arange(x.shape[0], device=x.device)
+    positions, _ = key_positions(row_keys(x.reshape(x.shape[0], -1), seed, SEEDING_SALT))
+    return (positions < size).nonzero()[:, 0]
 
 
 def _modes_on_subsets(real: Tensor, fake: Tensor, size: int, *, seed: int, feature: object,
@@ -565,15 +631,8 @@ def _modes_on_subsets(real: Tensor, fake: Tensor, size: int, *, seed: int, featu
     import dataclasses
 
     from fastndb._core.modes import modes
-    from fastndb._core.sampling import SEEDING_SALT, key_positions, row_keys
 
-    def chosen(x: Tensor) -> Tensor:
-        if x.shape[0] <= size:
-            return torch.arange(x.shape[0], device=x.device)
-        positions, _ = key_positions(row_keys(x.reshape(x.shape[0], -1), seed, SEEDING_SALT))
-        return (positions < size).nonzero()[:, 0]
-
-    real_rows, fake_rows = chosen(real), chosen(fake)
+    real_rows, fake_rows = _chosen_rows(real, size, seed), _chosen_rows(fake, size, seed)
     out = modes(real[real_rows], fake[fake_rows], feature=feature, value_range=value_range, seed=seed,
                 examples=examples)
     remap = lambda mode, rows: dataclasses.replace(mode, examples=rows.to(mode.examples.device)[mode.examples])  # noqa: E731

@@ -228,3 +228,113 @@ def _settle(inside: Tensor, unsure: Tensor, a: Tensor, b: Tensor, i0: int, j0: i
         inside[r, c] = less(exact_sq(a.index_select(0, r + i0), b.index_select(0, c + j0)), full[r, c])
         count += int(r.numel())
     return count
+
+
+class Nearest(NamedTuple):
+    """Outcome of :func:`nearest_neighbours`: the ``k`` nearest rows of a reference set for each query row.
+
+    Attributes:
+        sq: ``(Q, k)`` float64 exact squared distances, ascending.
+        index: ``(Q, k)`` int64 rows of the reference; among exactly equal distances the lower row comes first
+            (distances of 0 excepted: any of several exact copies may be named).
+    """
+
+    sq: Tensor
+    index: Tensor
+
+
+def nearest_neighbours(
+    queries: Tensor, reference: Tensor, k: int, *, exclude_self: bool = False, block_rows: int | None = None,
+    shard: tuple[int, int] = (0, 1), on_block: Callable[[int], None] | None = None,
+) -> Nearest:
+    """Exact ``k`` nearest rows of ``reference (N, D)`` for every row of ``queries (Q, D)``, by tiles.
+
+    Candidates are the ``k + 16`` smallest by the expansion; their distances are recomputed exactly in float64
+    and sorted (by distance, then row). A row whose ``k``-th exact distance the rounding band cannot separate
+    from the candidates left out is recomputed exactly against the whole reference.
+
+    Args:
+        queries: ``(Q, D)`` rows searched for.
+        reference: ``(N, D)`` rows searched in.
+        k: neighbours per query, ``1 <= k <= N`` (``N - 1`` with ``exclude_self``).
+        exclude_self: ``queries`` is ``reference``: row ``i`` is not its own neighbour (its exact copies are).
+        block_rows: block edge (default: 2048 on CPU, 8192 on GPU).
+        shard: ``(rank, world_size)``: only the query row blocks ``b`` with ``b % world_size == rank``; the other
+            rows hold zeros (distances and indices), so that a sum over the ranks is the whole.
+        on_block: called with the rows of each finished query block (progress).
+
+    Memory: one ``block_rows^2`` tile, ``block_rows x (k + 16 + block_rows)`` merged candidates, the ``(Q, k)``
+    answers and bounded float64 slabs: never a ``Q x N`` matrix.
+
+    Raises:
+        ValueError: ``k`` out of range.
+
+    Example:
+        >>> ref = torch.tensor([[0.0], [1.0], [3.0]])
+        >>> out = nearest_neighbours(torch.tensor([[0.9], [2.9]]), ref, 2)
+        >>> out.index.tolist(), [[round(v, 2) for v in row] for row in out.sq.tolist()]
+        ([[1, 0], [2, 1]], [[0.01, 0.81], [0.01, 3.61]])
+        >>> nearest_neighbours(ref, ref, 1, exclude_self=True).index.tolist()
+        [[1], [0], [1]]
+    """
+    q, n = queries.shape[0], reference.shape[0]
+    available = n - 1 if exclude_self else n
+    if not 1 <= k <= available:
+        rows_meant = "reference rows other than the query" if exclude_self else "reference rows"
+        raise ValueError(f"k: expected 1 <= k <= {available} (the {rows_meant}), got {k}")
+    width = min(available, k + _EXTRA_CANDIDATES)
+    rows = block_rows or default_block_rows(max(q, n), queries.device)
+    rows = max(1, min(rows, _CANDIDATE_BYTES // (20 * (width + rows))))
+    q_sq, r_sq = squared_norms(queries), squared_norms(reference)
+    band = rounding_band(queries, reference)
+    device = queries.device
+    out_sq = torch.zeros(q, k, dtype=torch.float64, device=device)
+    out_idx = torch.zeros(q, k, dtype=torch.int64, device=device)
+    for block_index, i0 in enumerate(range(0, q, rows)):
+        if block_index % shard[1] != shard[0]:
+            continue
+        a, a_sq = queries[i0 : i0 + rows], q_sq[i0 : i0 + rows]
+        here = torch.arange(i0, i0 + a.shape[0], device=device)
+        best = torch.empty(a.shape[0], 0, dtype=queries.dtype, device=device)
+        best_idx = torch.empty(a.shape[0], 0, dtype=torch.int64, device=device)
+        for j0 in range(0, n, rows):
+            block = _block_squared_distances(a, a_sq, reference[j0 : j0 + rows], r_sq[j0 : j0 + rows])
+            cols = torch.arange(j0, j0 + block.shape[1], device=device)
+            if exclude_self:
+                block = block.masked_fill(here[:, None] == cols[None, :], float("inf"))
+            merged = torch.cat([best, block], dim=1)
+            merged_idx = torch.cat([best_idx, cols.expand(a.shape[0], -1)], dim=1)
+            best, where = torch.topk(merged, min(width, merged.shape[1]), dim=1, largest=False)
+            best_idx = merged_idx.gather(1, where)
+        best_idx = best_idx.sort(dim=1).values  # by row, so that the stable sort below puts the lower row first
+        exact = _exact_rows(queries, here, reference, best_idx)
+        exact, order = exact.sort(dim=1, stable=True)
+        idx = best_idx.gather(1, order)
+        kth = exact[:, k - 1]
+        left_out_floor = best.max(dim=1).values.double() - band
+        unsafe = ((kth >= left_out_floor) & (kth > 0) & (best.shape[1] < available)).nonzero()[:, 0]
+        for row in unsafe.tolist():  # a tie within the band at the k-th distance: this row, exactly, in full
+            values, index = _exact_smallest_of_row(queries[i0 + row], reference, k, i0 + row if exclude_self else -1)
+            exact[row, :k], idx[row, :k] = values, index
+        out_sq[i0 : i0 + a.shape[0]], out_idx[i0 : i0 + a.shape[0]] = exact[:, :k], idx[:, :k]
+        if on_block is not None:
+            on_block(a.shape[0])
+    return Nearest(out_sq, out_idx)
+
+
+def _exact_smallest_of_row(query: Tensor, reference: Tensor, k: int, skip: int) -> tuple[Tensor, Tensor]:
+    """The ``k`` smallest exact squared distances from ``query (D,)`` to the rows of ``reference`` (row ``skip``
+    left out), lower rows first among equals, over column chunks of at most ``_EXACT_ELEMENTS`` gathered values."""
+    chunk = max(1, _EXACT_ELEMENTS // max(1, reference.shape[1]))
+    values = torch.empty(0, dtype=torch.float64, device=reference.device)
+    index = torch.empty(0, dtype=torch.int64, device=reference.device)
+    for start in range(0, reference.shape[0], chunk):
+        part = reference[start : start + chunk]
+        d = exact_sq(query[None, :].expand(part.shape[0], -1), part)
+        cols = torch.arange(start, start + part.shape[0], device=reference.device)
+        if skip >= 0:
+            d = d.masked_fill(cols == skip, float("inf"))
+        pool, pool_idx = torch.cat([values, d]), torch.cat([index, cols])
+        pool, order = pool.sort(stable=True)
+        values, index = pool[:k], pool_idx[order][:k]
+    return values, index

@@ -52,7 +52,24 @@ def prepare_pair(
     num_samples: int | None, seed: int,
 ) -> tuple[Tensor, Tensor, float]:
     """Both sets as ``(N, d)`` and ``(M, d)`` floating tensors of one dtype on the real set's device, under the
-    value-range convention (or embedded), at one exact power-of-two scale, and that scale.
+    value-range convention (or embedded), at one exact power-of-two scale, and that scale (:func:`prepare_sets`).
+
+    Raises:
+        TypeError: different array libraries.
+        ValueError: invalid samples, different numbers of features, value ranges that cannot be compared.
+    """
+    (x, y), unit = prepare_sets([(real, "real"), (fake, "fake")], feature=feature, value_range=value_range,
+                                num_samples=num_samples, seed=seed)
+    return x, y, unit
+
+
+def prepare_sets(
+    sets: list[tuple[object, str]], *, feature: object, value_range: tuple[float, float] | None,
+    num_samples: int | None, seed: int,
+) -> tuple[list[Tensor], float]:
+    """Each ``(samples, name)`` of ``sets`` as an ``(N_i, d)`` floating tensor, all of one dtype on the first set's
+    device, under the value-range convention (or embedded), at one exact power-of-two scale; and that scale. The
+    first set is the reference: the others' value ranges and numbers of features are checked against it.
 
     Raises:
         TypeError: different array libraries.
@@ -60,27 +77,31 @@ def prepare_pair(
     """
     extractor = resolve_feature(feature)
     flatten = extractor is None
-    real_batches = as_batches(real, "real", check_finite=False, flatten=flatten)
-    fake_batches = as_batches(fake, "fake", check_finite=False, flatten=flatten)
-    check_same_library(real=real_batches.library, fake=fake_batches.library)
-    real_raw = _subset(concatenate(real_batches), num_samples, seed)
-    fake_raw = _subset(concatenate(fake_batches), num_samples, seed)
+    batches = [as_batches(samples, name, check_finite=False, flatten=flatten) for samples, name in sets]
+    first = sets[0][1]
+    check_same_library(**{name: b.library for (_, name), b in zip(sets, batches, strict=True)})
+    raw = [_subset(concatenate(b), num_samples, seed) for b in batches]
+    names = [name for _, name in sets]
     if extractor is not None:
-        real_x, real_values = embed(real_raw, extractor, value_range, "real")
-        check = lambda summary, name: check_value_ranges(real_values, summary, reference_name="real",  # noqa: E731
+        ref_x, ref_values = embed(raw[0], extractor, value_range, first)
+        check = lambda summary, name: check_value_ranges(ref_values, summary, reference_name=first,  # noqa: E731
                                                           name=name)
-        fake_x, _ = embed(fake_raw, extractor, value_range, "fake", check)
+        xs = [ref_x] + [embed(r, extractor, value_range, name, check)[0] for r, name in zip(raw[1:], names[1:],
+                                                                                             strict=True)]
         value_range = None
     else:
-        real_x, fake_x = real_raw, fake_raw
-    real_summary, fake_summary = summarize(real_x, value_range, "real"), summarize(fake_x, value_range, "fake")
-    check_value_ranges(real_summary, fake_summary, reference_name="real", name="fake")
-    if real_x.shape[1] != fake_x.shape[1]:
-        raise ValueError(f"fake: expected {real_x.shape[1]} features per sample like real, got {fake_x.shape[1]}")
-    unit = unit_scale(max(real_summary.largest, fake_summary.largest))
-    real_f, fake_f = to_float(real_x, value_range), to_float(fake_x, value_range).to(real_x.device)
-    dtype = torch.promote_types(real_f.dtype, fake_f.dtype)
-    return rescale(real_f.to(dtype), unit), rescale(fake_f.to(dtype), unit), unit
+        xs = raw
+    summaries = [summarize(x, value_range, name) for x, name in zip(xs, names, strict=True)]
+    for summary, name, x in zip(summaries[1:], names[1:], xs[1:], strict=True):
+        check_value_ranges(summaries[0], summary, reference_name=first, name=name)
+        if x.shape[1] != xs[0].shape[1]:
+            raise ValueError(f"{name}: expected {xs[0].shape[1]} features per sample like {first}, got {x.shape[1]}")
+    unit = unit_scale(max(s.largest for s in summaries))
+    floats = [to_float(x, value_range).to(xs[0].device) for x in xs]
+    dtype = floats[0].dtype
+    for f in floats[1:]:
+        dtype = torch.promote_types(dtype, f.dtype)
+    return [rescale(f.to(dtype), unit) for f in floats], unit
 
 
 def prdc(
@@ -177,14 +198,20 @@ def prepare_shards(real: object, fake: object, comm: Collective, *, feature: obj
 
 
 def union_of_ranks(x: Tensor, y: Tensor, unit: float, comm: Collective) -> tuple[Tensor, Tensor, float]:
-    """Every rank's prepared samples concatenated in rank order, at one power-of-two scale: each rank scaled its own
-    by the unit of its largest magnitude; the common unit is the smallest (the union's largest magnitude), and
-    rescaling by a ratio of powers of two is exact."""
-    units = comm.all_gather_cat(torch.tensor([unit], dtype=torch.float64, device=x.device))[0]
+    """:func:`union_of_sets` of two sets."""
+    (x, y), unit = union_of_sets([x, y], unit, comm)
+    return x, y, unit
+
+
+def union_of_sets(xs: list[Tensor], unit: float, comm: Collective) -> tuple[list[Tensor], float]:
+    """Every rank's prepared samples of each set concatenated in rank order, at one power-of-two scale: each rank
+    scaled its own by the unit of its largest magnitude; the common unit is the smallest (the union's largest
+    magnitude), and rescaling by a ratio of powers of two is exact."""
+    units = comm.all_gather_cat(torch.tensor([unit], dtype=torch.float64, device=xs[0].device))[0]
     common = float(units.min())
     if common != unit:
-        x, y = x * (common / unit), y * (common / unit)
-    return comm.all_gather_cat(x)[0], comm.all_gather_cat(y)[0], common
+        xs = [x * (common / unit) for x in xs]
+    return [comm.all_gather_cat(x)[0] for x in xs], common
 
 
 def _radii(x: Tensor, k: int, block_rows: int | None, comm: Collective | None) -> Tensor:

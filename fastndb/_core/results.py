@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, fields
 
+import torch
 from torch import Tensor
 
 
@@ -487,3 +488,117 @@ class ModesResult:
         return (f"ModesResult(real={self.real}, fake={self.fake}, ratio={self.ratio:.3g} "
                 f"({self.ratio_low:.3g}-{self.ratio_high:.3g}), vendi={self.vendi_real:.3g} vs {self.vendi_fake:.3g}, "
                 f"bandwidth={self.bandwidth:.4g}, missing={len(self.missing)}, invented={len(self.invented)})")
+
+
+@dataclass(frozen=True)
+class MemorizationResult:
+    r"""Which generated samples copy a training sample, and how many (:func:`fastndb.memorization`).
+
+    What it means: ``copy[j]`` says generated sample ``j`` lies closer to one training sample, relative to the
+    second-nearest, than held-out real data come (a conformal p-value at most ``alpha``); a generator that makes no
+    copies has about ``chance_level`` of its samples flagged, and ``copy_share`` is the share beyond that. What it
+    does not mean: a copy is judged in the feature space given (pixels see pixel copies; an embedding sees copies of
+    content), a copy perturbed beyond the spread of held-out data is not flagged (``copy_share`` is then a lower
+    bound), and a generator can memorise without copying (samples that blend a few training samples).
+
+    Attributes:
+        num_train, num_fake, num_test: the samples behind it (``num_test`` 0: no test set).
+        calibration: ``"test"`` (the held-out samples calibrate the flags) or ``"train"`` (each training sample
+            against the others).
+        alpha: the flags' false-alarm rate on samples that are no copies. confidence: level of the intervals.
+        nearest_train: ``(M,)`` int64 index of each generated sample's nearest training sample.
+        nearest_distance, second_distance: ``(M,)`` float64 distances to the nearest and second-nearest training
+            samples, in the samples' units (after ``feature=``).
+        ratio: ``(M,)`` float64 ``nearest_distance / second_distance`` (0 when both are 0).
+        p_value: ``(M,)`` float64 conformal p-value of each ratio against the calibration set's.
+        copy: ``(M,)`` bool, ``p_value <= alpha``.
+        num_copies: how many are flagged. flagged_share: ``num_copies / num_fake``, flagged_interval its Wilson
+            interval.
+        chance_level: the share flagged when the generator makes no copies: ``floor(alpha (T + 1)) / (T + 1)``.
+        copy_share: ``(flagged_share - chance_level) / (1 - chance_level)``, the share of copies; its
+            copy_share_interval adds the calibration's uncertainty.
+        copying_p_value: exact test of "no copies" (the flags' Beta-binomial null); copying: it is below
+            ``(1 - confidence) / 2``.
+        authpct: AuthPct (Alaa et al. 2022), the percentage of authentic generated samples, with its Wilson
+            authpct_interval; authpct_chance: the same number for the held-out samples (about 50 for data that are
+            no copies; 0 for a generator that copies everything).
+        ct: the C_T score (Meehan et al. 2020; below 0: copying; ``None`` without a test set or when no cell holds
+            more than 20 generated samples), ct_null_sd its standard deviation under "no copying", ct_p_value the
+            one-sided test of copying; ct_cells: k-means cells, ct_cells_used: those that enter it.
+        precision_mode: the matmul precision of the candidate search (answers are exact either way).
+    """
+
+    num_train: int
+    num_fake: int
+    num_test: int
+    calibration: str
+    alpha: float
+    confidence: float
+    nearest_train: Tensor
+    nearest_distance: Tensor
+    second_distance: Tensor
+    ratio: Tensor
+    p_value: Tensor
+    copy: Tensor
+    num_copies: int
+    flagged_share: float
+    flagged_interval: tuple[float, float]
+    chance_level: float
+    copy_share: float
+    copy_share_interval: tuple[float, float]
+    copying_p_value: float
+    copying: bool
+    authpct: float
+    authpct_interval: tuple[float, float]
+    authpct_chance: float
+    ct: float | None
+    ct_null_sd: float | None
+    ct_p_value: float | None
+    ct_cells: int
+    ct_cells_used: int
+    precision_mode: str
+
+    def closest(self, count: int = 16) -> Tensor:
+        """Indices ``(min(count, M),)`` of the generated samples most like copies (smallest ratio, then the smallest
+        distance), for pictures: show ``fake[i]`` next to ``train[nearest_train[i]]``."""
+        order = torch.argsort(self.nearest_distance, stable=True)
+        order = order[torch.argsort(self.ratio[order], stable=True)]
+        return order[:count]
+
+    def scores(self) -> dict:
+        """The headline numbers: ``copy_share``, ``flagged_share``, ``chance_level``, ``authpct``, ``ct`` (NaN
+        without)."""
+        return {"copy_share": self.copy_share, "flagged_share": self.flagged_share, "chance_level": self.chance_level,
+                "authpct": self.authpct, "ct": math.nan if self.ct is None else self.ct}
+
+    def summary(self) -> str:
+        """One paragraph in words, as the CLI and the report print it."""
+        lo, hi = self.copy_share_interval
+        text = (f"{self.num_copies} of {self.num_fake} generated samples ({100 * self.flagged_share:.1f}%) are closer "
+                f"to a training sample than {100 * (1 - self.alpha):.3g}% of held-out samples come (calibrated on "
+                f"{self._calibrated_on()}; chance level "
+                f"{100 * self.chance_level:.2f}%): copies about {100 * self.copy_share:.1f}% "
+                f"({100 * lo:.1f}-{100 * hi:.1f}%), ")
+        verdict = "more than chance" if self.copying else "not beyond chance"
+        text += f"{verdict} (p = {self.copying_p_value:.2g})."
+        text += (f" AuthPct {self.authpct:.1f} ({self.authpct_interval[0]:.1f}-{self.authpct_interval[1]:.1f}; "
+                 f"held-out data: {self.authpct_chance:.1f}).")
+        if self.ct is not None:
+            text += (f" C_T {self.ct:+.2f} (sd {self.ct_null_sd:.2f} without copying; below 0: closer to the "
+                     f"training set than test data; {self.ct_cells_used} of {self.ct_cells} cells).")
+        return text
+
+    def _calibrated_on(self) -> str:
+        if self.calibration == "test":
+            return f"{self.num_test} held-out test samples"
+        return f"the {self.num_train} training samples, each against the others"
+
+    def to_dict(self, *, python: bool = False) -> dict:
+        """Fields as a dict (``python=True``: JSON-ready lists)."""
+        return fields_as_dict(self, python=python)
+
+    def __repr__(self) -> str:
+        ct = "none" if self.ct is None else f"{self.ct:.3g}"
+        return (f"MemorizationResult(copies={self.num_copies}/{self.num_fake}, copy_share={self.copy_share:.3g} "
+                f"({self.copy_share_interval[0]:.3g}-{self.copy_share_interval[1]:.3g}), "
+                f"chance={self.chance_level:.3g}, authpct={self.authpct:.3g}, ct={ct})")
