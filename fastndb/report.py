@@ -171,7 +171,8 @@ class Report:
                       for text, _, names in found] or ["No missing or over-filled mode beyond chance."]
         if self.memorization is not None:
             lines += ["", "## Copies of the training data", "", markdown_text(self.memorization.summary()), "",
-                      "| fake sample | nearest real sample | distance | ratio | copy |", "| --- | --- | --- | --- | --- |"]
+                      "| fake sample | nearest real sample | distance | ratio | copy |",
+                      "| --- | --- | --- | --- | --- |"]
             lines += [f"| {self._md_name(False, i)} | {self._md_name(True, j)} | {d:.4g} | {r:.3g} | "
                       f"{'yes' if c else 'no'} |" for i, j, d, r, c in self.copies]
         if self.birthday is not None:
