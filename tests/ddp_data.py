@@ -17,6 +17,16 @@ def fake_union() -> torch.Tensor:
     return torch.from_numpy(gaussian_mixture(1600, 24, num_modes=8, seed=12, keep_modes=6))
 
 
+def held_out_union() -> torch.Tensor:
+    """Held-out samples of the real distribution (the memorisation tests' calibration set)."""
+    return torch.from_numpy(gaussian_mixture(800, 24, num_modes=8, seed=13))
+
+
+def held_out_shards(world: int) -> list[torch.Tensor]:
+    union = held_out_union()
+    return [union[:300], union[300:]] if world == 2 else [union]
+
+
 def real_shards(world: int) -> list[torch.Tensor]:
     union = real_union()
     first = int(REAL_SPLITS[0] * union.shape[0])

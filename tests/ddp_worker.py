@@ -17,8 +17,15 @@ import torch.distributed as dist
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import fastndb  # noqa: E402
-from fastndb.metrics import BirthdayMetric, ModesMetric, NDBMetric, PRDCMetric  # noqa: E402
-from tests.ddp_data import fake_shards, feature_net, real_shards, real_union  # noqa: E402
+from fastndb.metrics import BirthdayMetric, MemorizationMetric, ModesMetric, NDBMetric, PRDCMetric  # noqa: E402
+from tests.ddp_data import (  # noqa: E402
+    fake_shards,
+    feature_net,
+    real_shards,
+    real_union,
+    held_out_shards,
+    held_out_union,
+)
 
 
 def main() -> None:
@@ -126,6 +133,17 @@ def main() -> None:
             counts.update(fake, real=False)
         out[name] = counts.compute()
         out[name + "_missing"] = [mode.examples for mode in counts.result.missing]
+
+    # copies of the training data: the functional call on each rank's shards, and the metric with the test set up
+    # front; the searches split by query row blocks between the ranks
+    copies = torch.cat([fake, real[:40]]) if fake.shape[0] else real[:10]
+    shared = fastndb.memorization(real, copies, held_out_shards(world)[rank], distributed=True)
+    out["memorization_functional"] = {**shared.scores(), "copy": shared.copy, "nearest": shared.nearest_train,
+                                      "p": shared.p_value, "interval": shared.copy_share_interval}
+    held = MemorizationMetric(test=held_out_union())
+    held.update(real, real=True)
+    held.update(copies, real=False)
+    out["memorization_metric"] = held.compute()
 
     torch.save(out, out_dir / f"rank{rank}.pt")
     dist.barrier()

@@ -15,8 +15,16 @@ import torch
 
 import fastndb
 from fastndb._core.collectives import SingleProcess, resolve_collective
-from fastndb.metrics import BirthdayMetric, ModesMetric, NDBMetric, PRDCMetric
-from tests.ddp_data import fake_shards, fake_union, feature_net, real_shards, real_union
+from fastndb.metrics import BirthdayMetric, MemorizationMetric, ModesMetric, NDBMetric, PRDCMetric
+from tests.ddp_data import (
+    fake_shards,
+    fake_union,
+    feature_net,
+    real_shards,
+    real_union,
+    held_out_shards,
+    held_out_union,
+)
 
 WORKER = Path(__file__).with_name("ddp_worker.py")
 WORLD = 2
@@ -203,3 +211,36 @@ def test_metric_with_the_real_side_up_front_under_ddp(ranks):
         assert all(torch.equal(rank["fixed"]["values"][k], expected[k]) for k in expected)
         assert torch.equal(rank["fixed"]["fake_counts"], single.result.fake_counts)
         assert rank["differing"] is not None and "the ranks' fixed references differ" in rank["differing"]
+
+
+def _copies_of_rank(fake: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
+    return torch.cat([fake, real[:40]]) if fake.shape[0] else real[:10]
+
+
+def test_memorization_on_shards_equals_one_process_on_the_union(ranks):
+    """Issue 29: fastndb.memorization given each rank's shards (the nearest-neighbour searches split by query row
+    blocks, one all-reduce each) equals one process given the unions in rank order, bit for bit."""
+    real_parts, fake_parts = real_shards(WORLD), fake_shards(WORLD)
+    copies = [_copies_of_rank(f, r) for f, r in zip(fake_parts, real_parts, strict=True)]
+    expected = fastndb.memorization(torch.cat(real_parts), torch.cat(copies), torch.cat(held_out_shards(WORLD)),
+                                    distributed=False)
+    assert expected.num_copies >= 40
+    for rank in ranks:
+        got = rank["memorization_functional"]
+        assert {k: got[k] for k in expected.scores()} == pytest.approx(expected.scores(), nan_ok=True, abs=0)
+        assert torch.equal(got["copy"], expected.copy) and torch.equal(got["nearest"], expected.nearest_train)
+        assert torch.equal(got["p"], expected.p_value) and got["interval"] == expected.copy_share_interval
+
+
+def test_memorization_metric_under_ddp_equals_one_process_on_the_union(ranks):
+    """Issue 29: MemorizationMetric under DDP (the kept samples gathered in key order, the searches split) equals one
+    process fed the union."""
+    single = MemorizationMetric(test=held_out_union())
+    single.update(real_union(), real=True)
+    for fake, real in zip(fake_shards(WORLD), real_shards(WORLD), strict=True):
+        single.update(_copies_of_rank(fake, real), real=False)
+    expected = single.compute()
+    for rank in ranks:
+        got = rank["memorization_metric"]
+        for key, value in expected.items():
+            assert torch.equal(got[key], value) or (torch.isnan(got[key]) and torch.isnan(value)), key

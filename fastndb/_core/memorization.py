@@ -283,6 +283,8 @@ def memorization_prepared(x: Tensor, y: Tensor, z: Tensor | None, unit: float, *
     if z is not None and z.shape[0] == 0:
         raise ValueError("test: expected at least 1 held-out sample, got 0 (pass test=None to calibrate on the "
                          "training samples)")
+    if z is not None and cells > n:
+        raise ValueError(f"cells: expected at most the {n} training samples, got {cells}")
     calibration_size = n if z is None else z.shape[0]
     flagged_rank = math.floor(alpha * (calibration_size + 1))
     if flagged_rank < 1:

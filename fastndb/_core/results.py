@@ -583,6 +583,8 @@ class MemorizationResult:
         text += f"{verdict} (p = {self.copying_p_value:.2g})."
         text += (f" AuthPct {self.authpct:.1f} ({self.authpct_interval[0]:.1f}-{self.authpct_interval[1]:.1f}; "
                  f"held-out data: {self.authpct_chance:.1f}).")
+        if self.ct is None and self.num_test:
+            text += " There is no C_T: no k-means cell holds more than 20 generated samples."
         if self.ct is not None:
             text += (f" C_T {self.ct:+.2f} (sd {self.ct_null_sd:.2f} without copying; below 0: closer to the "
                      f"training set than test data; {self.ct_cells_used} of {self.ct_cells} cells).")
