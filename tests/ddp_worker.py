@@ -21,10 +21,10 @@ from fastndb.metrics import BirthdayMetric, MemorizationMetric, ModesMetric, NDB
 from tests.ddp_data import (  # noqa: E402
     fake_shards,
     feature_net,
-    real_shards,
-    real_union,
     held_out_shards,
     held_out_union,
+    real_shards,
+    real_union,
 )
 
 

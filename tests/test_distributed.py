@@ -20,10 +20,10 @@ from tests.ddp_data import (
     fake_shards,
     fake_union,
     feature_net,
-    real_shards,
-    real_union,
     held_out_shards,
     held_out_union,
+    real_shards,
+    real_union,
 )
 
 WORKER = Path(__file__).with_name("ddp_worker.py")
