@@ -100,11 +100,12 @@ def kth_neighbour_sq(x: Tensor, k: int, *, block_rows: int | None = None, shard:
         best_idx = torch.empty(a.shape[0], 0, dtype=torch.int64, device=x.device)
         for j0 in range(0, n, rows):
             block = _block_squared_distances(a, a_sq, x[j0 : j0 + rows], sq[j0 : j0 + rows])
-            merged = torch.cat([best, block], dim=1)
-            merged_idx = torch.cat([best_idx, torch.arange(j0, j0 + block.shape[1], device=x.device).expand(
-                a.shape[0], -1)], dim=1)
-            best, where = torch.topk(merged, min(width, merged.shape[1]), dim=1, largest=False)
-            best_idx = merged_idx.gather(1, where)
+            # the tile's own candidates first, then a merge with the running ones: never a tile-wide index matrix
+            values, where = torch.topk(block, min(width, block.shape[1]), dim=1, largest=False)
+            merged = torch.cat([best, values], dim=1)
+            merged_idx = torch.cat([best_idx, where + j0], dim=1)
+            best, pick = torch.topk(merged, min(width, merged.shape[1]), dim=1, largest=False)
+            best_idx = merged_idx.gather(1, pick)
         here = torch.arange(i0, i0 + a.shape[0], device=x.device)
         exact = _exact_rows(x, here, x, best_idx).sort(dim=1).values
         radius = exact[:, k]  # the (k + 1)-th smallest, the row itself included
@@ -299,13 +300,16 @@ def nearest_neighbours(
         best_idx = torch.empty(a.shape[0], 0, dtype=torch.int64, device=device)
         for j0 in range(0, n, rows):
             block = _block_squared_distances(a, a_sq, reference[j0 : j0 + rows], r_sq[j0 : j0 + rows])
-            cols = torch.arange(j0, j0 + block.shape[1], device=device)
-            if exclude_self:
-                block = block.masked_fill(here[:, None] == cols[None, :], float("inf"))
-            merged = torch.cat([best, block], dim=1)
-            merged_idx = torch.cat([best_idx, cols.expand(a.shape[0], -1)], dim=1)
-            best, where = torch.topk(merged, min(width, merged.shape[1]), dim=1, largest=False)
-            best_idx = merged_idx.gather(1, where)
+            lo, hi = max(i0, j0), min(i0 + a.shape[0], j0 + block.shape[1])
+            if exclude_self and lo < hi:  # this tile holds some queries' own rows: not their neighbours
+                own = torch.arange(lo, hi, device=device)
+                block[own - i0, own - j0] = float("inf")
+            # the tile's own candidates first, then a merge with the running ones: never a tile-wide index matrix
+            values, where = torch.topk(block, min(width, block.shape[1]), dim=1, largest=False)
+            merged = torch.cat([best, values], dim=1)
+            merged_idx = torch.cat([best_idx, where + j0], dim=1)
+            best, pick = torch.topk(merged, min(width, merged.shape[1]), dim=1, largest=False)
+            best_idx = merged_idx.gather(1, pick)
         best_idx = best_idx.sort(dim=1).values  # by row, so that the stable sort below puts the lower row first
         exact = _exact_rows(queries, here, reference, best_idx)
         exact, order = exact.sort(dim=1, stable=True)
