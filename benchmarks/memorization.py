@@ -49,20 +49,21 @@ def mixture_pool(n: int, seed: int) -> torch.Tensor:
 
 
 def planted_draw(pool: torch.Tensor, rate: float, g: torch.Generator, *, n_train: int, n_test: int, n_fake: int,
-                 noise: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+                 noise: float, clamp: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Split ``pool`` at random into train / test / fresh; each generated sample is, independently, an exact copy of
     a random training sample (probability ``rate``), a copy with Gaussian noise of norm about ``noise`` (``rate``)
-    or a fresh held-out sample: the generator's copy rate is ``2 rate``. Returns train, test, fake and the kind of
-    each fake sample (0 fresh, 1 exact, 2 perturbed)."""
+    or a fresh held-out sample: the generator's copy rate is ``2 rate``. ``clamp``: keep the perturbed copies in
+    [0, 1] (images). Returns train, test, fake and the kind of each fake sample (0 fresh, 1 exact, 2 perturbed)."""
     order = torch.randperm(pool.shape[0], generator=g)
     train, test = pool[order[:n_train]], pool[order[n_train : n_train + n_test]]
     fresh = pool[order[n_train + n_test :]]
     kind = torch.multinomial(torch.tensor([1 - 2 * rate, rate, rate]), n_fake, replacement=True, generator=g)
     picked = train[torch.randint(0, n_train, (n_fake,), generator=g)]
-    step = torch.randn(n_fake, pool.shape[1], generator=g) * noise / math.sqrt(pool.shape[1])
+    step = torch.randn(n_fake, *pool.shape[1:], generator=g) * noise / math.sqrt(pool[0].numel())
     fake = fresh[:n_fake].clone()
     fake[kind == 1] = picked[kind == 1]
-    fake[kind == 2] = picked[kind == 2] + step[kind == 2]
+    moved = picked[kind == 2] + step[kind == 2]
+    fake[kind == 2] = moved.clamp(0, 1) if clamp else moved
     return train, test, fake, kind
 
 
@@ -83,16 +84,14 @@ def planted_section(args) -> dict:
              "interval covers 2r | verdict 'copies' | AuthPct | C_T |", "|" + " --- |" * 10]
     results = {}
     pixels = digits()
-    from fastndb._core.digits_net import load_digits_net
-
-    net = load_digits_net()
+    digit_sizes = dict(n_train=900, n_test=450, n_fake=440, clamp=True)
     spaces = {
         "mixture, 20 modes in 16-D": (mixture_pool(6000, 1), None, dict(n_train=3000, n_test=1500, n_fake=1500)),
-        "digits, pixels": (pixels, None, dict(n_train=900, n_test=450, n_fake=440)),
-        "digits, feature='digits'": (pixels, net, dict(n_train=900, n_test=450, n_fake=440)),
+        "digits, pixels": (pixels, None, digit_sizes),
+        "digits, feature='digits'": (pixels.reshape(-1, 1, 8, 8), "digits", digit_sizes),
     }
     for label, (pool, feature, sizes) in spaces.items():
-        sample = pool[:1000]
+        sample = pool[:1000].reshape(1000, -1)
         nn = nearest_neighbours(sample, sample, 1, exclude_self=True).sq.sqrt()
         noise = 0.1 * float(nn.median())
         for rate in RATES:
@@ -167,7 +166,7 @@ def reference_section(args) -> dict:
             g = torch.Generator().manual_seed(int(1000 * rate) + 7)
             n = pool.shape[0]
             sizes = dict(n_train=n // 2, n_test=n // 4, n_fake=n // 4 - 10)
-            nn = nearest_neighbours(pool[:1000], pool[:1000], 1, exclude_self=True)
+            nn = nearest_neighbours(pool[:1000], pool[:1000], 1, exclude_self=True)  # flat pools here
             train, test, fake, _ = planted_draw(pool, rate, g, noise=0.1 * float(nn.sq.sqrt().median()), **sizes)
             out = fastndb.memorization(train, fake, test, seed=3)
             a, b = train.double(), fake.double()

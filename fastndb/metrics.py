@@ -30,7 +30,7 @@ from torch import Tensor
 
 from fastndb._core.backends import resolve_backend
 from fastndb._core.bins import FittedBins, compare_counts, count_bins, fit_bins, merge_summaries
-from fastndb._core.birthday import birthday, check_options
+from fastndb._core.birthday import check_options
 from fastndb._core.checks import check_int, check_seed
 from fastndb._core.collectives import Collective, SingleProcess, TorchDistributed
 from fastndb._core.extractors import embed, label_of, resolve_feature, same_features
@@ -822,9 +822,14 @@ class BirthdayMetric(_Metric):
             return self._forwarded(None)
         return self._forwarded(self._test(x)[1])
 
-    def _test(self, x: Tensor) -> tuple[BirthdayResult, dict[str, Tensor]]:
+    def _test(self, x: Tensor, comm: Collective | None = None) -> tuple[BirthdayResult, dict[str, Tensor]]:
+        """The test of ``x``; with ``comm`` (every rank holding the same ``x``) the pair search is split."""
+        from fastndb._core.birthday import _prepare, birthday_prepared
+
         num_pairs = min(self.num_pairs, x.shape[0] * (x.shape[0] - 1) // 2)
-        result = birthday(x, num_pairs=num_pairs, metric=self.metric, threshold=self.threshold)
+        prepared, unit = _prepare(x, "samples", self.metric, None, None)
+        result = birthday_prepared(prepared, unit, num_pairs=num_pairs, metric=self.metric, threshold=self.threshold,
+                                   confidence=0.95, block_rows=None, progress=None, comm=comm)
         device = x.device
         out = {"closest_distance": result.distances[0].to(torch.float64)}
         if result.num_duplicates is not None:
@@ -846,7 +851,7 @@ class BirthdayMetric(_Metric):
             local, _ = comm.all_gather_cat(local)
         if local is None or local.shape[0] < 2:
             raise ValueError("compute: expected at least 2 samples; call update(samples) first")
-        result, out = self._test(local)
+        result, out = self._test(local, comm if comm.world_size > 1 else None)
         self._samples, self._result = local, result
         return out
 

@@ -67,6 +67,7 @@ def smallest_pairs(
     count_band: tuple[float, float] | None = None,
     settle: Callable[[Tensor], Tensor] | None = None,
     on_block: Callable[[int], None] | None = None,
+    shard: tuple[int, int] = (0, 1),
 ) -> PairSearch:
     """The ``k`` pairs ``i < j`` with the smallest computed squared distances; optionally a threshold count.
 
@@ -82,6 +83,9 @@ def smallest_pairs(
             in row slabs, so its memory is bounded however many pairs fall in it (all of them when every sample
             is the same).
         on_block: called with the number of rows of each finished row block (progress).
+        shard: ``(rank, world_size)``: only the row blocks ``b`` with ``b % world_size == rank`` (each against the
+            blocks to its right); the pairs are this share's ``k`` smallest and the count this share's, so that
+            the ``k`` smallest of the ranks' pairs together, and the sum of their counts, are the whole.
 
     Returns:
         :class:`PairSearch`.
@@ -104,7 +108,9 @@ def smallest_pairs(
         raise ValueError("settle: expected a function deciding the pairs inside count_band, got None")
     kth_best = torch.full((), float("inf"), dtype=x.dtype, device=x.device)  # running k-th smallest value
     lower_or_diagonal: Tensor | None = None
-    for i0 in range(0, s, rows):
+    for block_index, i0 in enumerate(range(0, s, rows)):
+        if block_index % shard[1] != shard[0]:
+            continue
         a, a_sq = x[i0 : i0 + rows], sq[i0 : i0 + rows]
         for j0 in range(i0, s, rows):
             block = _block_squared_distances(a, a_sq, x[j0 : j0 + rows], sq[j0 : j0 + rows])

@@ -100,6 +100,11 @@ def main() -> None:
     birthday_metric = BirthdayMetric(num_samples=5000, threshold=3.1)
     birthday_metric.update(real)
     out["birthday"] = birthday_metric.compute()
+    out["birthday_pairs"] = birthday_metric.result.pairs
+    # fastndb.birthday on each rank's shard: the union gathered, the pair search's row blocks dealt out
+    pairs = fastndb.birthday(real, num_pairs=12, threshold=3.1, distributed=True, block_rows=500)
+    out["birthday_functional"] = {"pairs": pairs.pairs, "distances": pairs.distances,
+                                  "duplicates": pairs.num_duplicates}
 
     # coverage metrics: samples gathered from every rank, the union's smallest keys kept (here: all of them)
     coverage = PRDCMetric(nearest_k=4)

@@ -145,6 +145,18 @@ def test_birthday_metric_under_ddp_tests_the_union(ranks):
     assert float(expected["num_duplicates"]) > 0  # the threshold is wide enough to count something
     for rank in ranks:
         assert all(torch.equal(rank["birthday"][k], expected[k]) for k in expected)
+        assert torch.equal(rank["birthday_pairs"], single.result.pairs)
+
+
+def test_birthday_function_on_shards_equals_one_process_on_the_union(ranks):
+    """Issue 28: fastndb.birthday given each rank's shard (the pair search's 6 row blocks dealt out between the two
+    ranks, candidates gathered, duplicate counts summed) equals one process given the union."""
+    expected = fastndb.birthday(real_union(), num_pairs=12, threshold=3.1, distributed=False, block_rows=500)
+    assert expected.num_duplicates > 0
+    for rank in ranks:
+        got = rank["birthday_functional"]
+        assert torch.equal(got["pairs"], expected.pairs) and torch.equal(got["distances"], expected.distances)
+        assert got["duplicates"] == expected.num_duplicates
 
 
 @pytest.mark.parametrize("name, cap", [("prdc", 10_000), ("prdc_capped", 700)])

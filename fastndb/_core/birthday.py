@@ -22,6 +22,7 @@ import torch
 from torch import Tensor
 
 from fastndb._core.checks import check_int, check_open_unit, check_seed
+from fastndb._core.collectives import Collective, resolve_collective
 from fastndb._core.extractors import Extractor, embed, resolve_feature
 from fastndb._core.features import check_value_range, rescale, summarize, to_float, unit_scale
 from fastndb._core.inputs import as_batches, concatenate
@@ -155,6 +156,8 @@ def birthday(
     feature: object = None,
     block_rows: int | None = None,
     progress: bool | None = None,
+    distributed: bool | None = None,
+    group: object = None,
 ) -> BirthdayResult:
     r"""The ``num_pairs`` most similar pairs among ``s`` samples, and duplicates below ``threshold``.
 
@@ -176,6 +179,12 @@ def birthday(
         block_rows: edge of the square blocks of the tiled search (default: 2048 on CPU, 8192 on GPU);
             memory is about ``block_rows^2`` floats.
         progress: tqdm bar over row blocks (``None``: only on a terminal with tqdm installed).
+        distributed: ``None`` (default): under ``torch.distributed`` with several processes, ``samples`` are this
+            rank's shard: the union (in rank order) is gathered on every rank, the row blocks of the pair search
+            are dealt out between the ranks, and their candidate pairs and duplicate counts are combined (one
+            all-gather, one all-reduce); the result equals one process fed the union (among exactly tied pairs,
+            which are listed may differ). ``False``: this process alone. ``True``: require a process group.
+        group: the ``torch.distributed`` process group (``None``: the default group).
 
     Memory: the samples, one ``block_rows^2`` block of distances with its masks, ``O(num_pairs)`` candidates,
     and at most about 4M float64 values for the exact recomputation, whatever the threshold and however many
@@ -201,18 +210,33 @@ def birthday(
     """
     check_options(metric, threshold)
     value_range = check_value_range(value_range)
+    num_pairs = check_int(num_pairs, "num_pairs", minimum=1)
+    confidence = check_open_unit(confidence, "confidence")
+    if block_rows is not None:
+        block_rows = check_int(block_rows, "block_rows", minimum=1)
+    comm = resolve_collective(distributed, group)
     x, unit = _prepare(samples, "samples", metric, value_range, resolve_feature(feature))
+    if comm.world_size > 1:
+        from fastndb._core.coverage import union_of_sets
+
+        (x,), unit = union_of_sets([x], unit, comm)
+    return birthday_prepared(x, unit, num_pairs=num_pairs, metric=metric, threshold=threshold, confidence=confidence,
+                             block_rows=block_rows, progress=progress,
+                             comm=comm if comm.world_size > 1 else None)
+
+
+def birthday_prepared(x: Tensor, unit: float, *, num_pairs: int, metric: str, threshold: float | None,
+                      confidence: float, block_rows: int | None, progress: bool | None,
+                      comm: Collective | None = None) -> BirthdayResult:
+    """:func:`birthday` of prepared samples (:func:`_prepare`); with ``comm`` every rank holds the same ``x`` and
+    the row blocks of the search are dealt out between the ranks."""
     search = _search_space(x, metric)
     s = x.shape[0]
     if s < 2:
         raise ValueError(f"samples: expected at least 2 samples to form a pair, got {s}")
     total_pairs = s * (s - 1) // 2
-    num_pairs = check_int(num_pairs, "num_pairs", minimum=1)
     if num_pairs > total_pairs:
         raise ValueError(f"num_pairs: expected at most s(s-1)/2 = {total_pairs} pairs for s={s}, got {num_pairs}")
-    confidence = check_open_unit(confidence, "confidence")
-    if block_rows is not None:
-        block_rows = check_int(block_rows, "block_rows", minimum=1)
 
     candidates = min(total_pairs, 2 * num_pairs + _EXTRA_CANDIDATES)
     identical = count_identical_pairs(x) if threshold == 0 and metric == "l2" else None
@@ -227,19 +251,27 @@ def birthday(
             # the reported distance itself is compared, so a pair listed at distance t counts at threshold t
             return (_from_squared(_exact_squared(x, pairs, metric), metric) <= scaled_threshold).sum()
 
+    shard = (0, 1) if comm is None else (comm.rank, comm.world_size)
     with progress_bar(progress, total=s, desc="birthday pairs", unit="row") as bar:
         found = smallest_pairs(search, candidates, block_rows=block_rows, count_band=band, settle=settle,
-                               on_block=bar.update)
+                               on_block=bar.update, shard=shard)
+    found_pairs, num_below = found.pairs, found.num_below
+    if comm is not None:  # every rank's candidates (a superset of the whole search's) and the summed count
+        found_pairs, _ = comm.all_gather_cat(found_pairs)
+        if num_below is not None:
+            num_below = comm.all_reduce_sum(num_below.view(1))[0]
 
-    exact = _exact_squared(x, found.pairs, metric)
-    order = torch.argsort(exact, stable=True)[:num_pairs]
-    pairs, distances = found.pairs[order], _from_squared(exact[order], metric)
+    exact = _exact_squared(x, found_pairs, metric)
+    # by exact distance, ties by (i, j): the same order whatever the search's tiles or ranks
+    by_index = torch.argsort(found_pairs[:, 0] * s + found_pairs[:, 1], stable=True)
+    order = by_index[torch.argsort(exact[by_index], stable=True)][:num_pairs]
+    pairs, distances = found_pairs[order], _from_squared(exact[order], metric)
     if unit != 1.0 and metric == "l2":
         distances = distances / unit
 
     num_duplicates = duplicate_rate = support = interval = rate_interval = None
     if threshold is not None:
-        num_duplicates = identical if identical is not None else int(found.num_below)  # type: ignore[arg-type]
+        num_duplicates = identical if identical is not None else int(num_below)  # type: ignore[arg-type]
         duplicate_rate = num_duplicates / total_pairs
         low, high = poisson_interval(num_duplicates, confidence)
         support = total_pairs / num_duplicates if num_duplicates else math.inf
