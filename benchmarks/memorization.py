@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from _common import cpu_name, peak_memory_during
+from _common import cpu_name, gemm_rate, peak_memory_during
 
 import fastndb
 from fastndb.kernels.neighbours import nearest_neighbours
@@ -213,6 +213,9 @@ def speed_section(args) -> dict:
              "| N x D | method | seconds | peak memory | note |", "|" + " --- |" * 5]
     results = []
     torch.set_num_threads(os.cpu_count() or 1)
+    rate = gemm_rate("cpu")
+    lines.insert(1, f"measured float32 GEMM rate: {rate / 1e9:.0f} GFLOP/s; floor: the three searches' products, "
+                    f"2 D (N^2 + N^2 + N^2 / 2) flops, at that rate")
 
     def record(shape, method, seconds, peak, note=""):
         results.append({"shape": shape, "method": method, "seconds": seconds, "peak_bytes": peak, "note": note})
@@ -229,8 +232,10 @@ def speed_section(args) -> dict:
         fake[: n // 20] = train[: n // 20]
         began = time.perf_counter()
         out, peak = peak_memory_during(lambda a=train, b=fake, c=test: fastndb.memorization(a, b, c))
-        record(shape, "fastndb.memorization (tiled, exact)", time.perf_counter() - began, peak,
-               f"{out.num_copies} flagged")
+        seconds = time.perf_counter() - began
+        floor = 2 * d * 2.5 * n * n / rate
+        record(shape, "fastndb.memorization (tiled, exact)", seconds, peak,
+               f"{out.num_copies} flagged; {floor / seconds:.2f} of the GEMM floor ({floor:.2f} s)")
         same = torch.zeros(n, d)
         began = time.perf_counter()
         _, peak = peak_memory_during(lambda a=same, b=same[: n // 2]: fastndb.memorization(a, b, alpha=0.01))

@@ -8,7 +8,7 @@
     python benchmarks/modes.py ground_truth  # ring and grid GANs: Spearman with the modes captured
     python benchmarks/modes.py stacked       # stacked digits (1,000 modes), quick runs: the same
     python benchmarks/modes.py speed         # 20,000 x 784 and 50,000 x 64 against baselines
-    python benchmarks/modes.py sharded       # the RKE count's tiles split between 1 and 2 gloo processes
+    python benchmarks/modes.py sharded       # every pairwise metric split between 1 and 2 gloo processes
 
 Writes benchmarks/results/modes_<section>.{txt,json}.
 """
@@ -537,26 +537,39 @@ def speed_section(args) -> dict:
 def _sharded_worker(rank: int, world: int, init: str, n: int, d: int, queue) -> None:
     import torch.distributed as dist
 
+    from fastndb._core.birthday import birthday_prepared
     from fastndb._core.collectives import TorchDistributed
+    from fastndb._core.coverage import prdc_prepared
+    from fastndb._core.memorization import memorization_prepared
 
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"file://{init}", rank=rank, world_size=world)
     x = torch.rand(n, d, generator=torch.Generator().manual_seed(n))
-    comm = TorchDistributed()
-    dist.barrier()
-    began = time.perf_counter()
-    out, peak = peak_memory_during(lambda: rke_count(x, 0.2 * d**0.5, comm=comm))  # about half the typical distance
-    seconds = time.perf_counter() - began
-    from fastndb._core.coverage import prdc_prepared
-
     y = torch.rand(n // 2, d, generator=torch.Generator().manual_seed(n + 1))
-    dist.barrier()
-    began = time.perf_counter()
-    covered, prdc_peak = peak_memory_during(lambda: prdc_prepared(
-        x[: n // 2], y, 1.0, nearest_k=5, inclusive=False, seed=0, block_rows=None, progress=False, subsets=0,
-        confidence=0.95, comm=comm if world > 1 else None))
-    queue.put({"rank": rank, "seconds": seconds, "peak": peak, "count": out.count,
-               "prdc_seconds": time.perf_counter() - began, "prdc_peak": prdc_peak, "coverage": covered.coverage})
+    comm = TorchDistributed() if world > 1 else None
+    half = x[: n // 2]
+    runs = {
+        # about half the typical distance
+        "RKE count (n samples)": (lambda: rke_count(x, 0.2 * d**0.5, comm=comm), lambda out: f"{out.count:.10g}"),
+        "precision, recall, density, coverage (n/2 real, n/2 fake, no intervals)": (
+            lambda: prdc_prepared(half, y, 1.0, nearest_k=5, inclusive=False, seed=0, block_rows=None, progress=False,
+                                  subsets=0, confidence=0.95, comm=comm), lambda out: f"coverage {out.coverage:.6f}"),
+        "birthday test (n samples, 20 pairs, a threshold)": (
+            lambda: birthday_prepared(x, 1.0, num_pairs=20, metric="l2", threshold=0.5 * d**0.5 * 0.3,
+                                      confidence=0.95, block_rows=None, progress=False, comm=comm),
+            lambda out: f"closest {float(out.distances[0]):.6f}, {out.num_duplicates} below"),
+        "memorization (n/2 train, n/2 fake, n/4 test)": (
+            lambda: memorization_prepared(half, y, x[n // 2 : n // 2 + n // 4], 1.0, alpha=0.01, confidence=0.95,
+                                          cells=3, seed=0, block_rows=None, progress=False, comm=comm),
+            lambda out: f"{out.num_copies} flagged, C_T {out.ct:+.4f}"),
+    }
+    report = {"rank": rank}
+    for name, (run, value) in runs.items():
+        dist.barrier()
+        began = time.perf_counter()
+        out, peak = peak_memory_during(run)
+        report[name] = {"seconds": time.perf_counter() - began, "peak": peak, "value": value(out)}
+    queue.put(report)
     dist.barrier()
     dist.destroy_process_group()
 
@@ -566,36 +579,33 @@ def sharded_section(args) -> dict:
 
     import torch.multiprocessing as mp
 
-    lines = ["", "the exact RKE count with its tiles split between W gloo processes (one thread each; every rank holds "
-                 "all samples, one all-reduce of n + 2 float64 values combines them), and precision, recall, density "
-                 "and coverage with their k-NN searches and ball tests split by row blocks (no intervals), against "
-                 "W = 1", "",
-             "| n x D | processes | RKE: seconds (slowest rank) | speed-up | peak memory per rank | count | "
-             "prdc on n/2 real and n/2 fake: seconds | speed-up | peak memory per rank | coverage |",
-             "|" + " --- |" * 10]
+    lines = ["", "each pairwise metric with its searches split between W gloo processes (one thread each; every rank "
+                 "holds all samples): the RKE count's tiles (one all-reduce of n + 2 float64 values), the coverage "
+                 "metrics' k-NN searches and ball tests by row blocks (three all-reduces), the birthday test's row "
+                 "blocks (candidates all-gathered, counts summed), memorisation's 2-NN searches by query blocks (one "
+                 "all-reduce each); against W = 1", "",
+             "| metric | n x D | processes | seconds (slowest rank) | speed-up | peak memory per rank | value |",
+             "|" + " --- |" * 7]
     results = []
     for n, d in ((20_000, 784), (50_000, 64)):
-        base = prdc_base = None
+        base: dict = {}
         for world in (1, 2):
             ctx = mp.get_context("spawn")
             queue = ctx.Queue()
             with tempfile.TemporaryDirectory() as tmp:
                 mp.spawn(_sharded_worker, args=(world, f"{tmp}/init", n, d, queue), nprocs=world, join=True)
-            rows = [queue.get() for _ in range(world)]
-            seconds = max(r["seconds"] for r in rows)
-            base = base or seconds
-            prdc_seconds = max(r["prdc_seconds"] for r in rows)
-            prdc_base = prdc_base if world > 1 else prdc_seconds
-            row = {"shape": f"{n:,} x {d}", "processes": world, "seconds": seconds, "speedup": base / seconds,
-                   "peak": max(r["peak"] for r in rows), "count": rows[0]["count"], "prdc_seconds": prdc_seconds,
-                   "prdc_speedup": prdc_base / prdc_seconds, "prdc_peak": max(r["prdc_peak"] for r in rows),
-                   "coverage": rows[0]["coverage"]}
-            results.append(row)
-            lines.append(f"| {row['shape']} | {world} | {seconds:.2f} | {base / seconds:.2f} | "
-                         f"{row['peak'] / 2**20:.0f} MiB | {row['count']:.10g} | {prdc_seconds:.2f} | "
-                         f"{prdc_base / prdc_seconds:.2f} | {row['prdc_peak'] / 2**20:.0f} MiB | "
-                         f"{row['coverage']:.6f} |")
-            print(lines[-1], flush=True)
+            reports = [queue.get() for _ in range(world)]
+            for name in (k for k in reports[0] if k != "rank"):
+                seconds = max(r[name]["seconds"] for r in reports)
+                base.setdefault(name, seconds)
+                row = {"metric": name, "shape": f"{n:,} x {d}", "processes": world, "seconds": seconds,
+                       "speedup": base[name] / seconds, "peak": max(r[name]["peak"] for r in reports),
+                       "value": reports[0][name]["value"], "same_on_ranks": len({r[name]["value"] for r in reports})
+                       == 1}
+                results.append(row)
+                lines.append(f"| {name} | {row['shape']} | {world} | {seconds:.2f} | {row['speedup']:.2f} | "
+                             f"{row['peak'] / 2**20:.0f} MiB | {row['value']} |")
+                print(lines[-1], flush=True)
     return {"results": results, "lines": lines}
 
 

@@ -62,6 +62,47 @@ def _exact_rows(a: Tensor, rows: Tensor, b: Tensor, cols: Tensor) -> Tensor:
     return torch.cat(out) if out else torch.empty(0, cols.shape[1], dtype=torch.float64, device=a.device)
 
 
+def _smallest_candidates(a: Tensor, a_sq: Tensor, ref: Tensor, ref_sq: Tensor, width: int, rows: int,
+                         own_offset: int | None = None) -> tuple[Tensor, Tensor]:
+    """The ``width`` smallest computed squared distances from each row of ``a`` to the rows of ``ref`` and their
+    indices, sorted ascending, one ``rows``-column tile at a time (``own_offset``: ``a`` is ``ref[own_offset:]``,
+    and a row is not its own candidate).
+
+    Once a row holds ``width`` candidates, a tile is first compared with the row's running ``width``-th value: only
+    the entries below it can enter, and they are few (about ``width`` per tile early on, fewer later), so the tile is
+    never sorted. A value left out is at least the running ``width``-th value when it was seen, hence at least the
+    final one: the callers' bound on what was left out holds.
+    """
+    m, device = a.shape[0], a.device
+    best = torch.empty(m, 0, dtype=a.dtype, device=device)
+    best_idx = torch.empty(m, 0, dtype=torch.int64, device=device)
+    for j0 in range(0, ref.shape[0], rows):
+        block = _block_squared_distances(a, a_sq, ref[j0 : j0 + rows], ref_sq[j0 : j0 + rows])
+        if own_offset is not None:
+            lo, hi = max(own_offset, j0), min(own_offset + m, j0 + block.shape[1])
+            if lo < hi:  # this tile holds some rows' own columns
+                own = torch.arange(lo, hi, device=device)
+                block[own - own_offset, own - j0] = float("inf")
+        if best.shape[1] < width:  # not full yet: the tile's own smallest
+            values, where = torch.topk(block, min(width, block.shape[1]), dim=1, largest=False)
+            found, found_idx = values, where + j0
+        else:
+            r, c = (block < best[:, -1:]).nonzero(as_tuple=True)
+            if r.numel() == 0:
+                continue
+            counts = torch.bincount(r, minlength=m)
+            slot = torch.arange(r.numel(), device=device) - (counts.cumsum(0) - counts)[r]  # rank within its row
+            wide = int(counts.max())
+            found = torch.full((m, wide), float("inf"), dtype=a.dtype, device=device)
+            found_idx = torch.zeros(m, wide, dtype=torch.int64, device=device)
+            found[r, slot], found_idx[r, slot] = block[r, c], c + j0
+        merged = torch.cat([best, found], dim=1)
+        merged_idx = torch.cat([best_idx, found_idx], dim=1)
+        best, pick = torch.topk(merged, min(width, merged.shape[1]), dim=1, largest=False)
+        best_idx = merged_idx.gather(1, pick)
+    return best, best_idx
+
+
 def kth_neighbour_sq(x: Tensor, k: int, *, block_rows: int | None = None, shard: tuple[int, int] = (0, 1)) -> Tensor:
     """Exact squared distance ``(N,)`` float64 from each row of ``x (N, D)`` to its ``k``-th nearest other row.
 
@@ -96,16 +137,7 @@ def kth_neighbour_sq(x: Tensor, k: int, *, block_rows: int | None = None, shard:
         if block_index % shard[1] != shard[0]:
             continue
         a, a_sq = x[i0 : i0 + rows], sq[i0 : i0 + rows]
-        best = torch.empty(a.shape[0], 0, dtype=x.dtype, device=x.device)
-        best_idx = torch.empty(a.shape[0], 0, dtype=torch.int64, device=x.device)
-        for j0 in range(0, n, rows):
-            block = _block_squared_distances(a, a_sq, x[j0 : j0 + rows], sq[j0 : j0 + rows])
-            # the tile's own candidates first, then a merge with the running ones: never a tile-wide index matrix
-            values, where = torch.topk(block, min(width, block.shape[1]), dim=1, largest=False)
-            merged = torch.cat([best, values], dim=1)
-            merged_idx = torch.cat([best_idx, where + j0], dim=1)
-            best, pick = torch.topk(merged, min(width, merged.shape[1]), dim=1, largest=False)
-            best_idx = merged_idx.gather(1, pick)
+        best, best_idx = _smallest_candidates(a, a_sq, x, sq, width, rows)
         here = torch.arange(i0, i0 + a.shape[0], device=x.device)
         exact = _exact_rows(x, here, x, best_idx).sort(dim=1).values
         radius = exact[:, k]  # the (k + 1)-th smallest, the row itself included
@@ -186,39 +218,90 @@ def ball_counts(
     a_in_b = torch.zeros(n, dtype=torch.bool, device=a.device)
     b_count = torch.zeros(m, dtype=torch.int64, device=a.device)
     settled = 0
+    inside = unsure = None  # two float buffers of one tile, reused
     for block_index, i0 in enumerate(range(0, n, rows)):
         if block_index % shard[1] != shard[0]:
             continue
-        ra = radii_a[i0 : i0 + rows]
+        a_low, a_high = _band_edges(radii_a[i0 : i0 + rows, None], band, a.dtype, inclusive)
         for j0 in range(0, m, rows):
             block = _block_squared_distances(a[i0 : i0 + rows], a_sq[i0 : i0 + rows], b[j0 : j0 + rows],
                                              b_sq[j0 : j0 + rows])
-            rb = radii_b[j0 : j0 + rows]
-            for radius, target in ((ra[:, None], "a"), (rb[None, :], "b")):
-                fast = radius.to(block.dtype)  # its rounding lies well inside the band
-                inside = less(block, fast)
-                unsure = (block - fast).abs_() <= band
-                if not inclusive:  # nothing lies strictly inside a ball of radius 0: no need to look closer
-                    unsure &= fast > 0
-                if bool(unsure.any()):
-                    settled += _settle(inside, unsure, a, b, i0, j0, radius, less)
-                if target == "a":
-                    a_any[i0 : i0 + block.shape[0]] |= inside.any(dim=1)
-                    b_count[j0 : j0 + block.shape[1]] += inside.sum(dim=0)
-                else:
-                    a_in_b[i0 : i0 + block.shape[0]] |= inside.any(dim=1)
+            here, there = slice(i0, i0 + block.shape[0]), slice(j0, j0 + block.shape[1])
+            if inside is None or inside.shape != block.shape:  # float32 at least: its column sums stay exact
+                mask_dtype = torch.promote_types(block.dtype, torch.float32)
+                inside = torch.empty(block.shape, dtype=mask_dtype, device=block.device)
+                unsure = torch.empty_like(inside)
+            # a's balls (every pair counts, for b_count): computed distances below r - band lie inside, above
+            # r + band outside, and the exact test decides between. The masks are 0/1 in the tile's dtype:
+            # comparisons into a float buffer, float row maxima and column sums are several times faster than
+            # boolean ones on the CPU, and exact (at most block_rows ones per sum)
+            torch.lt(block, a_low, out=inside)
+            torch.le(block, a_high, out=unsure).sub_(inside)  # inside implies below the high edge
+            rows_unsure = (unsure.amax(dim=1) > 0).nonzero()[:, 0]
+            if rows_unsure.numel():
+                settled += _settle(inside, unsure, rows_unsure, a, b, i0, j0, radii_a[here, None], less)
+            a_any[here] |= inside.amax(dim=1) > 0
+            b_count[there] += inside.sum(dim=0).to(torch.int64)
+            # b's balls (an OR per row of a): row minima of the distances less each column's edges decide most rows
+            b_low, b_high = _band_edges(radii_b[None, there], band, a.dtype, inclusive)
+            surely = torch.sub(block, b_low, out=unsure).amin(dim=1) < 0
+            maybe = (torch.sub(block, b_high, out=unsure).amin(dim=1) <= 0) & ~surely
+            a_in_b[here] |= surely
+            if bool(maybe.any()):
+                rows_left = maybe.nonzero()[:, 0]
+                found, count = _settle_rows(block, rows_left, b_low, b_high, a, b, i0, j0, radii_b[None, there],
+                                            less)
+                a_in_b[rows_left + i0] |= found
+                settled += count
         if on_block is not None:
             on_block(min(rows, n - i0))
     return BallCounts(a_any, b_count, a_in_b, settled)
 
 
-def _settle(inside: Tensor, unsure: Tensor, a: Tensor, b: Tensor, i0: int, j0: int, radius: Tensor,
-            less: Callable) -> int:
-    """Re-test the ``unsure`` entries of ``inside`` (in place) exactly from the differences, at most
-    ``_SLAB_PAIRS`` pairs and ``_EXACT_ELEMENTS`` gathered values per side at once (one row's pairs at the least);
-    returns how many were re-tested."""
+def _band_edges(radius: Tensor, band: float, dtype: torch.dtype, inclusive: bool) -> tuple[Tensor, Tensor]:
+    """``r - band`` and ``r + band`` in ``dtype``, rounded outwards: below the first a computed squared distance
+    surely lies inside the ball, above the second surely outside. Nothing lies strictly inside a radius of 0, so
+    without ``inclusive`` such balls get an empty band (``-inf``)."""
+    low, high = _outward(radius - band, dtype, -math.inf), _outward(radius + band, dtype, math.inf)
+    if not inclusive:
+        high = torch.where(radius > 0, high, torch.full_like(high, -math.inf))
+    return low, high
+
+
+def _outward(edge: Tensor, dtype: torch.dtype, direction: float) -> Tensor:
+    """``edge`` (float64) in ``dtype``, rounded away from the band's centre (towards ``direction``) when inexact."""
+    rounded = edge.to(dtype)
+    moved = torch.nextafter(rounded, torch.full_like(rounded, direction))
+    inexact = rounded.double() > edge if direction < 0 else rounded.double() < edge
+    return torch.where(inexact, moved, rounded)
+
+
+def _settle_rows(block: Tensor, rows: Tensor, low: Tensor, high: Tensor, a: Tensor, b: Tensor, i0: int, j0: int,
+                 radius: Tensor, less: Callable) -> tuple[Tensor, int]:
+    """For the tile's ``rows`` (none surely inside a column's ball), whether some pair lies inside exactly: the
+    entries between a column's band edges are re-tested from the differences, a bounded slab at a time; returns
+    the flags and how many pairs were re-tested."""
+    found = torch.zeros(rows.numel(), dtype=torch.bool, device=block.device)
+    pairs_at_once = max(1, min(_SLAB_PAIRS, _EXACT_ELEMENTS // max(1, a.shape[1])))
+    slab = max(1, pairs_at_once // block.shape[1])
+    count = 0
+    for start in range(0, rows.numel(), slab):
+        part = rows[start : start + slab]
+        sub = block.index_select(0, part)
+        r, c = ((sub >= low) & (sub <= high)).nonzero(as_tuple=True)
+        exact = less(exact_sq(a.index_select(0, part[r] + i0), b.index_select(0, c + j0)), radius[0, c])
+        found[start : start + part.numel()] |= torch.zeros(part.numel(), dtype=torch.int64,
+                                                           device=block.device).index_add_(0, r, exact.long()) > 0
+        count += int(r.numel())
+    return found, count
+
+
+def _settle(inside: Tensor, unsure: Tensor, rows_with: Tensor, a: Tensor, b: Tensor, i0: int, j0: int,
+            radius: Tensor, less: Callable) -> int:
+    """Re-test the entries of ``inside`` (a 0/1 float tile, in place) that ``unsure`` (0/1) marks, in the rows
+    ``rows_with``, exactly from the differences, at most ``_SLAB_PAIRS`` pairs and ``_EXACT_ELEMENTS`` gathered values
+    per side at once (one row's pairs at the least); returns how many were re-tested."""
     full = radius.expand(inside.shape)
-    rows_with = unsure.any(dim=1).nonzero()[:, 0]
     pairs_at_once = max(1, min(_SLAB_PAIRS, _EXACT_ELEMENTS // max(1, a.shape[1])))  # bounds the float64 gathers
     slab = max(1, pairs_at_once // inside.shape[1])
     count = 0
@@ -226,7 +309,8 @@ def _settle(inside: Tensor, unsure: Tensor, a: Tensor, b: Tensor, i0: int, j0: i
         rows = rows_with[start : start + slab]
         local = unsure.index_select(0, rows).nonzero()
         r, c = rows[local[:, 0]], local[:, 1]
-        inside[r, c] = less(exact_sq(a.index_select(0, r + i0), b.index_select(0, c + j0)), full[r, c])
+        inside[r, c] = less(exact_sq(a.index_select(0, r + i0), b.index_select(0, c + j0)), full[r, c]).to(
+            inside.dtype)
         count += int(r.numel())
     return count
 
@@ -296,20 +380,7 @@ def nearest_neighbours(
             continue
         a, a_sq = queries[i0 : i0 + rows], q_sq[i0 : i0 + rows]
         here = torch.arange(i0, i0 + a.shape[0], device=device)
-        best = torch.empty(a.shape[0], 0, dtype=queries.dtype, device=device)
-        best_idx = torch.empty(a.shape[0], 0, dtype=torch.int64, device=device)
-        for j0 in range(0, n, rows):
-            block = _block_squared_distances(a, a_sq, reference[j0 : j0 + rows], r_sq[j0 : j0 + rows])
-            lo, hi = max(i0, j0), min(i0 + a.shape[0], j0 + block.shape[1])
-            if exclude_self and lo < hi:  # this tile holds some queries' own rows: not their neighbours
-                own = torch.arange(lo, hi, device=device)
-                block[own - i0, own - j0] = float("inf")
-            # the tile's own candidates first, then a merge with the running ones: never a tile-wide index matrix
-            values, where = torch.topk(block, min(width, block.shape[1]), dim=1, largest=False)
-            merged = torch.cat([best, values], dim=1)
-            merged_idx = torch.cat([best_idx, where + j0], dim=1)
-            best, pick = torch.topk(merged, min(width, merged.shape[1]), dim=1, largest=False)
-            best_idx = merged_idx.gather(1, pick)
+        best, best_idx = _smallest_candidates(a, a_sq, reference, r_sq, width, rows, i0 if exclude_self else None)
         best_idx = best_idx.sort(dim=1).values  # by row, so that the stable sort below puts the lower row first
         exact = _exact_rows(queries, here, reference, best_idx)
         exact, order = exact.sort(dim=1, stable=True)

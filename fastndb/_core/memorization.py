@@ -224,8 +224,13 @@ def average_ranks(values: Tensor) -> Tensor:
 
 
 def ct_score(train: Tensor, fake: Tensor, test: Tensor, *, cells: int, seed: int, block_rows: int | None,
-             comm: Collective | None) -> tuple[float, float, int, Tensor]:
+             comm: Collective | None, fake_nearest: Nearest | None = None,
+             test_nearest: Nearest | None = None) -> tuple[float, float, int, Tensor]:
     """C_T (Meehan et al. 2020) as their code computes it; returns ``(C_T, its null sd, cells used, Z per cell)``.
+
+    ``fake_nearest``, ``test_nearest``: the samples' nearest training samples over the whole training set, when
+    known. A sample whose nearest training sample lies in its own cell has that distance within the cell too; only
+    the others are searched again, within their cell.
 
     Raises:
         ValueError: more cells than training samples; a cell without test samples (pass fewer ``cells``).
@@ -253,10 +258,8 @@ def ct_score(train: Tensor, fake: Tensor, test: Tensor, *, cells: int, seed: int
         if m == 0:
             continue
         reference = train[train_cell == c]
-        to_fake = _search(fake[fake_cell == c], reference, 1, exclude_self=False, block_rows=block_rows,
-                          comm=comm).sq[:, 0]
-        to_test = _search(test[test_cell == c], reference, 1, exclude_self=False, block_rows=block_rows,
-                          comm=comm).sq[:, 0]
+        to_fake = _in_cell(fake, fake_cell, c, fake_nearest, train_cell, reference, block_rows, comm)
+        to_test = _in_cell(test, test_cell, c, test_nearest, train_cell, reference, block_rows, comm)
         ranks = average_ranks(torch.cat([to_fake, to_test]))  # squared distances rank as the distances do
         u = ranks[:m].sum() - m * (m + 1) / 2
         z[c] = (u - (n * m / 2 - 0.5)) / math.sqrt(n * m * (n + m + 1) / 12)
@@ -268,6 +271,20 @@ def ct_score(train: Tensor, fake: Tensor, test: Tensor, *, cells: int, seed: int
     w = weights[kept]
     score, sd = host_values(torch.stack([(w * z[kept]).sum() / w.sum(), w.square().sum().sqrt() / w.sum()]))
     return score, sd, used, z
+
+
+def _in_cell(x: Tensor, cell_of: Tensor, c: int, nearest: Nearest | None, train_cell: Tensor, reference: Tensor,
+             block_rows: int | None, comm: Collective | None) -> Tensor:
+    """Squared distances from the samples of ``x`` in cell ``c`` to their nearest training sample of that cell."""
+    rows = (cell_of == c).nonzero()[:, 0]
+    if nearest is None:
+        return _search(x[rows], reference, 1, exclude_self=False, block_rows=block_rows, comm=comm).sq[:, 0]
+    out = nearest.sq[rows, 0].clone()
+    away = (train_cell[nearest.index[rows, 0]] != c).nonzero()[:, 0]  # their nearest lies in another cell
+    if away.numel():
+        out[away] = _search(x[rows[away]], reference, 1, exclude_self=False, block_rows=block_rows,
+                            comm=comm).sq[:, 0]
+    return out
 
 
 def memorization_prepared(x: Tensor, y: Tensor, z: Tensor | None, unit: float, *, alpha: float, confidence: float,
@@ -327,7 +344,8 @@ def memorization_prepared(x: Tensor, y: Tensor, z: Tensor | None, unit: float, *
     ct = ct_sd = math.nan
     used = 0
     if z is not None:
-        ct, ct_sd, used, _ = ct_score(x, y, z, cells=cells, seed=seed, block_rows=block_rows, comm=comm)
+        ct, ct_sd, used, _ = ct_score(x, y, z, cells=cells, seed=seed, block_rows=block_rows, comm=comm,
+                                      fake_nearest=to_fake, test_nearest=to_test)
         if used == 0:
             warnings.warn(f"memorization: no C_T: no k-means cell holds more than {CT_MIN_FAKE} of the {m} generated "
                           f"samples", UserWarning, stacklevel=3)
