@@ -1044,14 +1044,21 @@ class PRDCMetric(_Metric):
         (not synced), as torchmetrics' ``forward``; ``None`` for a real batch or too few samples."""
         from fastndb._core.coverage import prdc
 
+        return self._forward_against_held(
+            imgs, real, lambda held, batch: min(held.shape[0], batch.shape[0]) > self.nearest_k,
+            lambda held, batch: _prdc_outputs(prdc(held, batch, nearest_k=self.nearest_k, inclusive=self.inclusive,
+                                                   subsets=0), self.device))
+
+    def _forward_against_held(self, imgs: Any, real: bool, enough: Any, outputs: Any) -> dict[str, Tensor] | None:
+        """``forward``'s work: accumulate the batch; for a fake batch, ``outputs(held real, batch)`` where
+        ``enough(held real, batch)``, else ``None``."""
         batch = self._add(imgs, real)
         self._update_count += 1
         self._computed = None
         held = self._kept[True].samples
-        if real or batch is None or held is None or min(held.shape[0], batch.shape[0]) <= self.nearest_k:
+        if real or batch is None or held is None or not enough(held, batch):
             return self._forwarded(None)
-        result = prdc(held, batch, nearest_k=self.nearest_k, inclusive=self.inclusive, subsets=0)
-        return self._forwarded(_prdc_outputs(result, self.device))
+        return self._forwarded(outputs(held, batch))
 
     def _union(self, real: bool, comm: Collective) -> Tensor | None:
         """The kept samples of every rank, cut to the ``max_samples`` smallest keys of the union (a collective)."""
@@ -1233,13 +1240,8 @@ class ModesMetric(PRDCMetric):
     def forward(self, imgs: Any, real: bool) -> dict[str, Tensor] | None:  # type: ignore[override]
         """:meth:`update`, then the counts of this fake batch against the real samples held on this process (not
         synced); ``None`` for a real batch or fewer than 2 samples on a side."""
-        batch = self._add(imgs, real)
-        self._update_count += 1
-        self._computed = None
-        held = self._kept[True].samples
-        if real or batch is None or held is None or min(held.shape[0], batch.shape[0]) < 2:
-            return self._forwarded(None)
-        return self._forwarded(_modes_outputs(self._modes(held, batch), self.device))
+        return self._forward_against_held(imgs, real, lambda held, batch: min(held.shape[0], batch.shape[0]) >= 2,
+                                          lambda held, batch: _modes_outputs(self._modes(held, batch), self.device))
 
     def _score(self, real: Tensor, fake: Tensor, comm: Collective) -> Any:
         return self._modes(real, fake, comm if comm.world_size > 1 else None)
@@ -1356,13 +1358,9 @@ class MemorizationMetric(PRDCMetric):
     def forward(self, imgs: Any, real: bool) -> dict[str, Tensor] | None:  # type: ignore[override]
         """:meth:`update`, then the numbers of this fake batch against the training samples held on this process
         (not synced); ``None`` for a training batch or fewer than 3 training samples."""
-        batch = self._add(imgs, real)
-        self._update_count += 1
-        self._computed = None
-        held = self._kept[True].samples
-        if real or batch is None or held is None or held.shape[0] < 3:
-            return self._forwarded(None)
-        return self._forwarded(_memorization_outputs(self._memorization(held, batch), self.device))
+        return self._forward_against_held(
+            imgs, real, lambda held, batch: held.shape[0] >= 3,
+            lambda held, batch: _memorization_outputs(self._memorization(held, batch), self.device))
 
     def _score(self, real: Tensor, fake: Tensor, comm: Collective) -> Any:
         return self._memorization(real, fake, comm if comm.world_size > 1 else None)

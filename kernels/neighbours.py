@@ -32,6 +32,7 @@ from fastndb.kernels.pairwise import _block_squared_distances, default_block_row
 _EXTRA_CANDIDATES = 16  # candidates beyond k + 1 per row, before the exact recompute
 _EXACT_ELEMENTS = 2**20  # float64 values gathered at once by an exact recompute (8 MiB per temporary)
 _SLAB_PAIRS = 2**16  # ambiguous pairs re-tested at once
+_GROUP = 16  # tile rows per group of the column-side candidate filter
 _CANDIDATE_BYTES = 96 * 2**20  # merged k-NN candidates of a row block, with indices (default blocks fit at small k)
 
 
@@ -49,6 +50,22 @@ def exact_sq(u: Tensor, v: Tensor) -> Tensor:
     fake sample that copies a real one sits at its neighbours' radii) compares equal, bit for bit.
     """
     return (u.double() - v).square_().sum(dim=1)  # v is widened inside the subtraction: no float64 copy of it
+
+
+def _exact_candidates(a: Tensor, rows: Tensor, b: Tensor, best: Tensor, best_idx: Tensor, k: int, band: float
+                      ) -> Tensor:
+    """Exact squared distances ``(P, W)`` from ``a[rows[p]]`` to its candidates ``b[best_idx[p, w]]`` (computed
+    ``best``, ascending), recomputed only where they can be among the ``k`` smallest: a candidate computed above
+    ``c_k + 2 band`` (``c_k`` the row's ``k``-th computed value) has an exact distance above ``c_k + band``, which
+    each of the ``k`` computed smallest is below; the others are ``+inf``. ``best`` may be in any order."""
+    limit = torch.topk(best, k, dim=1, largest=False).values[:, -1:].double() + 2 * band
+    r, w = ((best.double() <= limit) & torch.isfinite(best)).nonzero(as_tuple=True)
+    exact = torch.full(best.shape, math.inf, dtype=torch.float64, device=a.device)
+    per_call = max(1, _EXACT_ELEMENTS // max(1, a.shape[1]))
+    for start in range(0, r.numel(), per_call):
+        rr, ww = r[start : start + per_call], w[start : start + per_call]
+        exact[rr, ww] = exact_sq(a.index_select(0, rows[rr]), b.index_select(0, best_idx[rr, ww]))
+    return exact
 
 
 def _exact_rows(a: Tensor, rows: Tensor, b: Tensor, cols: Tensor) -> Tensor:
@@ -103,6 +120,74 @@ def _smallest_candidates(a: Tensor, a_sq: Tensor, ref: Tensor, ref_sq: Tensor, w
     return best, best_idx
 
 
+def _symmetric_candidates(x: Tensor, sq: Tensor, width: int, rows: int, exclude_self: bool = False
+                          ) -> tuple[Tensor, Tensor]:
+    """:func:`_smallest_candidates` of every row of ``x`` against ``x`` itself, visiting each pair of tiles once: a
+    tile above the diagonal serves its rows and, transposed, its columns. Half the products and half the passes
+    of the row-by-row search; the running candidates of all rows, ``(N, width)``, are held meanwhile."""
+    n, device = x.shape[0], x.device
+    best = torch.full((n, width), math.inf, dtype=x.dtype, device=device)
+    best_idx = torch.zeros(n, width, dtype=torch.int64, device=device)
+    starts = list(range(0, n, rows))
+    seen = [0] * len(starts)  # columns each row block has met so far
+    need = width + 1 if exclude_self else width  # a row's own column is +inf, not a candidate
+    for bi, i0 in enumerate(starts):
+        a, a_sq = x[i0 : i0 + rows], sq[i0 : i0 + rows]
+        for bj in range(bi, len(starts)):
+            j0 = starts[bj]
+            block = _block_squared_distances(a, a_sq, x[j0 : j0 + rows], sq[j0 : j0 + rows])
+            if bj == bi and exclude_self:
+                block.fill_diagonal_(math.inf)
+            _merge_candidates(best, best_idx, i0, block, j0, width, seen[bi] >= need)
+            seen[bi] += block.shape[1]
+            if bj != bi:
+                _merge_candidates(best, best_idx, j0, block, i0, width, seen[bj] >= need, transposed=True)
+                seen[bj] += block.shape[0]
+    return best, best_idx
+
+
+def _merge_candidates(best: Tensor, best_idx: Tensor, r0: int, block: Tensor, c0: int, width: int, full: bool,
+                      transposed: bool = False) -> None:
+    """Merge a tile's entries into the running candidates of rows ``r0...`` (in place): its own smallest while the
+    rows' lists are not full, else only the entries below each row's running ``width``-th value. ``transposed``:
+    the rows are the tile's columns (compared in the tile's own layout, which is several times faster)."""
+    m = block.shape[1] if transposed else block.shape[0]
+    device = block.device
+    current, current_idx = best[r0 : r0 + m], best_idx[r0 : r0 + m]
+    if not full:
+        tile = block.t() if transposed else block
+        values, where = torch.topk(tile, min(width, tile.shape[1]), dim=1, largest=False)
+        found, found_idx = values, where + c0
+    else:
+        threshold = current[:, -1]
+        if transposed and block.shape[0] % _GROUP == 0:
+            # minima over groups of 16 tile rows (a reduction across contiguous columns, several times cheaper than
+            # a comparison of the whole tile) say which groups hold entries below a column's threshold
+            groups = block.view(block.shape[0] // _GROUP, _GROUP, block.shape[1])
+            g, col = (groups.amin(dim=1) < threshold[None, :]).nonzero(as_tuple=True)
+            inside = groups[g, :, col]  # (hits, 16)
+            h, k = (inside < threshold[col, None]).nonzero(as_tuple=True)
+            i, j, values = g[h] * _GROUP + k, col[h], inside[h, k]
+        else:
+            i, j = (block < (threshold[None, :] if transposed else threshold[:, None])).nonzero(as_tuple=True)
+            values = block[i, j]
+        if i.numel() == 0:
+            return
+        r, c = (j, i) if transposed else (i, j)
+        if transposed:  # group by the new rows (nonzero lists them by the tile's rows)
+            order = torch.argsort(r, stable=True)
+            r, c, values = r[order], c[order], values[order]
+        counts = torch.bincount(r, minlength=m)
+        slot = torch.arange(r.numel(), device=device) - (counts.cumsum(0) - counts)[r]  # rank within its row
+        wide = int(counts.max())
+        found = torch.full((m, wide), math.inf, dtype=block.dtype, device=device)
+        found_idx = torch.zeros(m, wide, dtype=torch.int64, device=device)
+        found[r, slot], found_idx[r, slot] = values, c + c0
+    merged = torch.cat([current, found], dim=1)
+    merged_idx = torch.cat([current_idx, found_idx], dim=1)
+    values, pick = torch.topk(merged, width, dim=1, largest=False)
+    best[r0 : r0 + m], best_idx[r0 : r0 + m] = values, merged_idx.gather(1, pick)
+
 def kth_neighbour_sq(x: Tensor, k: int, *, block_rows: int | None = None, shard: tuple[int, int] = (0, 1)) -> Tensor:
     """Exact squared distance ``(N,)`` float64 from each row of ``x (N, D)`` to its ``k``-th nearest other row.
 
@@ -133,13 +218,18 @@ def kth_neighbour_sq(x: Tensor, k: int, *, block_rows: int | None = None, shard:
     sq = squared_norms(x)
     band = rounding_band(x)
     radii = torch.zeros(n, dtype=torch.float64, device=x.device)
+    # one process: each pair of tiles once (symmetric); a shard: its row blocks against all of x
+    everything = _symmetric_candidates(x, sq, width, rows) if shard == (0, 1) else None
     for block_index, i0 in enumerate(range(0, n, rows)):
         if block_index % shard[1] != shard[0]:
             continue
         a, a_sq = x[i0 : i0 + rows], sq[i0 : i0 + rows]
-        best, best_idx = _smallest_candidates(a, a_sq, x, sq, width, rows)
+        if everything is None:
+            best, best_idx = _smallest_candidates(a, a_sq, x, sq, width, rows)
+        else:
+            best, best_idx = everything[0][i0 : i0 + rows], everything[1][i0 : i0 + rows]
         here = torch.arange(i0, i0 + a.shape[0], device=x.device)
-        exact = _exact_rows(x, here, x, best_idx).sort(dim=1).values
+        exact = _exact_candidates(x, here, x, best, best_idx, k + 1, band).sort(dim=1).values
         radius = exact[:, k]  # the (k + 1)-th smallest, the row itself included
         # a candidate left out has an exact distance >= (its computed distance - band) >= best.max - band
         left_out_floor = best.max(dim=1).values.double() - band
@@ -373,6 +463,9 @@ def nearest_neighbours(
     q_sq, r_sq = squared_norms(queries), squared_norms(reference)
     band = rounding_band(queries, reference)
     device = queries.device
+    # the reference against itself in one process: each pair of tiles once (symmetric)
+    symmetric = exclude_self and shard == (0, 1) and queries.data_ptr() == reference.data_ptr()
+    everything = _symmetric_candidates(reference, r_sq, width, rows, exclude_self=True) if symmetric else None
     out_sq = torch.zeros(q, k, dtype=torch.float64, device=device)
     out_idx = torch.zeros(q, k, dtype=torch.int64, device=device)
     for block_index, i0 in enumerate(range(0, q, rows)):
@@ -380,9 +473,13 @@ def nearest_neighbours(
             continue
         a, a_sq = queries[i0 : i0 + rows], q_sq[i0 : i0 + rows]
         here = torch.arange(i0, i0 + a.shape[0], device=device)
-        best, best_idx = _smallest_candidates(a, a_sq, reference, r_sq, width, rows, i0 if exclude_self else None)
-        best_idx = best_idx.sort(dim=1).values  # by row, so that the stable sort below puts the lower row first
-        exact = _exact_rows(queries, here, reference, best_idx)
+        if everything is None:
+            best, best_idx = _smallest_candidates(a, a_sq, reference, r_sq, width, rows,
+                                                  i0 if exclude_self else None)
+        else:
+            best, best_idx = everything[0][i0 : i0 + rows], everything[1][i0 : i0 + rows]
+        best_idx, order_by_row = best_idx.sort(dim=1)  # by row: the stable sort below puts the lower row first
+        exact = _exact_candidates(queries, here, reference, best.gather(1, order_by_row), best_idx, k, band)
         exact, order = exact.sort(dim=1, stable=True)
         idx = best_idx.gather(1, order)
         kth = exact[:, k - 1]
