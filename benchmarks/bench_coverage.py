@@ -1,6 +1,7 @@
 """Coverage metrics benchmark: fastndb.prdc against the prdc package and a full-matrix torch baseline, side by side.
 
-Speed: the same data (10-mode mixture, float32) for each tool in one run, with the GEMM floor measured in that
+Speed: the same data (10-mode mixture, float32) for each tool in one run (fastndb without its intervals, which
+the other tools do not give: the delete-a-group jackknife repeats the work 10 times on 90% of the samples), with the GEMM floor measured in that
 run: ``2 D (N^2 + M^2 + N M)`` flops (the two k-NN radius searches and the real x fake ball tests, one GEMM per
 tile) over the measured float32 GEMM rate. Memory: peak resident memory over the data alone, in a fresh process
 per tool (``tests/coverage_memory.py`` for fastndb); for ``prdc`` it is computed where it cannot run here: its
@@ -112,7 +113,7 @@ elif {kind!r} == "cdist":
     cdist_baseline(torch.from_numpy(real), torch.from_numpy(fake), 5)
 else:
     import fastndb
-    fastndb.prdc(torch.from_numpy(real), torch.from_numpy(fake), nearest_k=5)
+    fastndb.prdc(torch.from_numpy(real), torch.from_numpy(fake), nearest_k=5, subsets=0)
 seconds = time.perf_counter() - start
 done.set(); watcher.join()
 print(seconds, max(peak[0], rss()) - base)
@@ -140,7 +141,7 @@ def main() -> None:
         real = gaussian_mixture(n, d, num_modes=10, seed=0).astype(np.float32)
         fake = gaussian_mixture(n, d, num_modes=10, seed=1, keep_modes=7).astype(np.float32)
         floor = 2 * d * 3 * n * n / rate
-        ours = fastndb.prdc(torch.from_numpy(real), torch.from_numpy(fake), nearest_k=5)
+        ours = fastndb.prdc(torch.from_numpy(real), torch.from_numpy(fake), nearest_k=5, subsets=0)
         row = {"size": f"{n:,} x {d}", "floor_s": floor, "ours": ours.scores(), "tools": {}}
         for kind in ("fastndb", "prdc", "cdist", "faiss"):
             if kind == "faiss" and not is_available("faiss"):

@@ -1,20 +1,24 @@
-r"""Exact tiled k-nearest-neighbour radii and ball tests, never an ``N x N`` or ``N x M`` matrix.
+r"""Exact tiled k-nearest-neighbour search, radii and ball tests, never an ``N x N`` or ``N x M`` matrix.
 
-Two kernels behind the coverage metrics (precision, recall, density, coverage):
+Three kernels behind the coverage metrics (precision, recall, density, coverage) and the memorisation tests:
 
 * :func:`kth_neighbour_sq`: each sample's squared distance to its ``k``-th nearest *other* sample of the same set
   (duplicates count as others, so a radius of 0 is legal).
 * :func:`ball_counts`: for samples ``a`` with radii ``r_a`` and samples ``b`` with radii ``r_b``, which pairs
   fall inside the balls: ``d(a_i, b_j) < r_a[i]`` and ``d(a_i, b_j) < r_b[j]`` (or ``<=`` with ``inclusive``),
   reduced as the metrics need them (per-row any, per-column any and count).
+* :func:`nearest_neighbours`: the ``k`` nearest rows of a reference set, with their indices, for every query.
 
-Both visit ``B x B`` blocks of squared distances by the expansion
+All visit ``B x B`` blocks of squared distances by the expansion
 :math:`\|x\|^2 + \|y\|^2 - 2 x \cdot y` (one GEMM per block), whose rounding is bounded by a band
-:math:`\beta = 8 \sqrt{D}\, \epsilon \cdot 2 \max \|x\|^2` at the GEMM precision in effect. Anything the band cannot
-decide is settled exactly: candidate radii are recomputed in float64 from the differences, and pairs whose
-computed distance lies within the band of a radius are re-tested in float64 from the differences, in slabs of at
-most 65,536 pairs and 1M gathered float64 values at once. Memory: one block, ``O((N + M) k)`` candidates and one
-slab, whatever the data (also when every sample is the same).
+:math:`\beta = 8 \sqrt{D}\, \epsilon \cdot 2 \max \|x\|^2` at the GEMM precision in effect. The searches keep each
+row's running ``k + 16`` smallest computed values; once a row has them, a tile is only compared with the row's
+running last value, and the few entries below it are merged (no sort of the tile). A set searched against itself
+in one process visits each pair of tiles once. Anything the band cannot decide is settled exactly: the candidates
+within the band of the ``k``-th are recomputed in float64 from the differences, and pairs whose computed distance
+lies within the band of a radius are re-tested in float64 from the differences, in slabs of at most 65,536 pairs
+and 1M gathered float64 values at once. Memory: one block (with two 0/1 buffers of its size for the ball tests),
+``O((N + M) k)`` candidates and one slab, whatever the data (also when every sample is the same).
 """
 
 from __future__ import annotations
@@ -438,7 +442,8 @@ def nearest_neighbours(
             rows hold zeros (distances and indices), so that a sum over the ranks is the whole.
         on_block: called with the rows of each finished query block (progress).
 
-    Memory: one ``block_rows^2`` tile, ``block_rows x (k + 16 + block_rows)`` merged candidates, the ``(Q, k)``
+    Memory: one ``block_rows^2`` tile, ``block_rows x (k + 16)`` running candidates (``(N, k + 16)`` for a reference
+    searched against itself in one process, each pair of tiles then visited once), the ``(Q, k)``
     answers and bounded float64 slabs: never a ``Q x N`` matrix.
 
     Raises:

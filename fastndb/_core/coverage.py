@@ -148,7 +148,8 @@ def prdc(
             process fed the union. ``False``: this process alone. ``True``: require a process group.
         group: the ``torch.distributed`` process group (``None``: the default group).
 
-    Memory: the samples, one tile of ``block_rows^2`` distances, ``(N + M)(k + 17)`` candidates and at most 65,536
+    Memory: the samples, one tile of ``block_rows^2`` distances with two 0/1 buffers of its size (float32),
+    ``(N + M)(k + 17)`` candidates and at most 65,536
     pairs re-tested at once: never an ``N x N`` or ``N x M`` matrix, whatever the data (duplicates and ties
     included: a radius of 0 is legal, and nothing lies strictly inside it).
 
