@@ -1,13 +1,13 @@
 """Coverage metrics benchmark: fastndb.prdc against the prdc package and a full-matrix torch baseline, side by side.
 
-Speed: the same data (10-mode mixture, float32) for each tool in one run (fastndb without its intervals, which
-the other tools do not give: the delete-a-group jackknife repeats the work 10 times on 90% of the samples), with
-the GEMM floor measured in that run: ``2 D (N^2 + M^2 + N M)`` flops (the two k-NN radius searches and the real x
-fake ball tests, one GEMM per tile) over the measured float32 GEMM rate. Memory: peak resident memory over the data
-alone, in a fresh process per tool (``tests/coverage_memory.py`` for fastndb); for ``prdc`` it is computed where it cannot run here: its
-``N x N``, ``M x M`` and ``N x M`` distance matrices (float32 for float32 input) and ``np.argpartition``'s int64
-index matrix of the ``N x N`` radius search, ``4 (N^2 + M^2 + N M) + 8 N^2`` bytes at its peak or more (the cdist
-baseline: the three matrices and an ``N x M`` mask).
+Speed: the same data (10-mode mixture, float32) for each tool in one run (fastndb without its intervals, which the
+other tools do not give: the delete-a-group jackknife repeats the work 10 times on 90% of the samples), with the
+GEMM floor measured in that run: ``2 D (N^2 + M^2 + N M)`` flops (the two k-NN radius searches and the real x fake
+ball tests, one GEMM per tile) over the measured float32 GEMM rate. Memory: peak resident memory over the data
+alone, in a fresh process per tool (``tests/coverage_memory.py`` for fastndb); for ``prdc`` it is computed where it
+cannot run here: its ``N x N``, ``M x M`` and ``N x M`` distance matrices (float32 for float32 input) and
+``np.argpartition``'s int64 index matrix of the ``N x N`` radius search, ``4 (N^2 + M^2 + N M) + 8 N^2`` bytes at
+its peak or more (the cdist baseline: the three matrices and an ``N x M`` mask).
 
 The "cdist" baseline is torch-fidelity's method (``torch.cdist`` over whole sets, ``kthvalue``, then the ball tests
 on the full matrices), written here with torch because torch-fidelity itself imports torchvision, which PyPI
