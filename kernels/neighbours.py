@@ -124,20 +124,27 @@ def _smallest_candidates(a: Tensor, a_sq: Tensor, ref: Tensor, ref_sq: Tensor, w
     return best, best_idx
 
 
-def _symmetric_candidates(x: Tensor, sq: Tensor, width: int, rows: int, exclude_self: bool = False
-                          ) -> tuple[Tensor, Tensor]:
+def _symmetric_candidates(x: Tensor, sq: Tensor, width: int, rows: int, exclude_self: bool = False,
+                          pairs: tuple[int, int] = (0, 1)) -> tuple[Tensor, Tensor]:
     """:func:`_smallest_candidates` of every row of ``x`` against ``x`` itself, visiting each pair of tiles once: a
     tile above the diagonal serves its rows and, transposed, its columns. Half the products and half the passes
-    of the row-by-row search; the running candidates of all rows, ``(N, width)``, are held meanwhile."""
+    of the row-by-row search; the running candidates of all rows, ``(N, width)``, are held meanwhile.
+
+    ``pairs=(rank, world_size)``: only the pairs of tiles ``p`` (numbered row by row) with ``p % world_size ==
+    rank``; the candidates are then this share's, to be merged with the other ranks' (:func:`_merge_shares`)."""
     n, device = x.shape[0], x.device
     best = torch.full((n, width), math.inf, dtype=x.dtype, device=device)
     best_idx = torch.zeros(n, width, dtype=torch.int64, device=device)
     starts = list(range(0, n, rows))
     seen = [0] * len(starts)  # columns each row block has met so far
     need = width + 1 if exclude_self else width  # a row's own column is +inf, not a candidate
+    pair = -1
     for bi, i0 in enumerate(starts):
         a, a_sq = x[i0 : i0 + rows], sq[i0 : i0 + rows]
         for bj in range(bi, len(starts)):
+            pair += 1
+            if pair % pairs[1] != pairs[0]:
+                continue
             j0 = starts[bj]
             block = _block_squared_distances(a, a_sq, x[j0 : j0 + rows], sq[j0 : j0 + rows])
             if bj == bi and exclude_self:
@@ -148,6 +155,18 @@ def _symmetric_candidates(x: Tensor, sq: Tensor, width: int, rows: int, exclude_
                 _merge_candidates(best, best_idx, j0, block, i0, width, seen[bj] >= need, transposed=True)
                 seen[bj] += block.shape[0]
     return best, best_idx
+
+
+def _merge_shares(share: tuple[Tensor, Tensor], gather: Callable[[Tensor], Tensor], width: int
+                  ) -> tuple[Tensor, Tensor]:
+    """Every rank's candidates of every row (``gather``: the ranks' tensors concatenated along dim 0 in rank
+    order), merged into each row's ``width`` smallest: what one process visiting all pairs of tiles holds."""
+    best, best_idx = share
+    n = best.shape[0]
+    values = gather(best).view(-1, n, width).permute(1, 0, 2).reshape(n, -1)
+    index = gather(best_idx).view(-1, n, width).permute(1, 0, 2).reshape(n, -1)
+    merged, pick = torch.topk(values, width, dim=1, largest=False)
+    return merged, index.gather(1, pick)
 
 
 def _merge_candidates(best: Tensor, best_idx: Tensor, r0: int, block: Tensor, c0: int, width: int, full: bool,
@@ -192,7 +211,8 @@ def _merge_candidates(best: Tensor, best_idx: Tensor, r0: int, block: Tensor, c0
     values, pick = torch.topk(merged, width, dim=1, largest=False)
     best[r0 : r0 + m], best_idx[r0 : r0 + m] = values, merged_idx.gather(1, pick)
 
-def kth_neighbour_sq(x: Tensor, k: int, *, block_rows: int | None = None, shard: tuple[int, int] = (0, 1)) -> Tensor:
+def kth_neighbour_sq(x: Tensor, k: int, *, block_rows: int | None = None, shard: tuple[int, int] = (0, 1),
+                     gather: Callable[[Tensor], Tensor] | None = None) -> Tensor:
     """Exact squared distance ``(N,)`` float64 from each row of ``x (N, D)`` to its ``k``-th nearest other row.
 
     The ``k + 1`` smallest distances of a row include the row itself (0); the largest of them is the radius, as
@@ -200,8 +220,11 @@ def kth_neighbour_sq(x: Tensor, k: int, *, block_rows: int | None = None, shard:
     expansion; their distances are recomputed exactly, and a row whose radius the band cannot separate from the
     candidates left out is recomputed exactly against every row.
 
-    ``shard=(rank, world_size)``: only the row blocks ``b`` with ``b % world_size == rank`` are searched (each against
-    all of ``x``); the other rows' radii are 0, so that a sum over the ranks is the whole.
+    ``shard=(rank, world_size)``: only the row blocks ``b`` with ``b % world_size == rank`` are answered; the other
+    rows' radii are 0, so that a sum over the ranks is the whole. Without ``gather`` each of those blocks is searched
+    against all of ``x``; with it (the ranks' tensors concatenated along dim 0 in rank order, a collective), the
+    pairs of tiles are dealt out instead (each visited once, by one rank) and the ranks' candidates merged: half
+    the products, as in one process.
 
     Raises:
         ValueError: ``k < 1`` or ``k >= N``.
@@ -223,7 +246,11 @@ def kth_neighbour_sq(x: Tensor, k: int, *, block_rows: int | None = None, shard:
     band = rounding_band(x)
     radii = torch.zeros(n, dtype=torch.float64, device=x.device)
     # one process: each pair of tiles once (symmetric); a shard: its row blocks against all of x
-    everything = _symmetric_candidates(x, sq, width, rows) if shard == (0, 1) else None
+    everything = None
+    if shard == (0, 1):
+        everything = _symmetric_candidates(x, sq, width, rows)
+    elif gather is not None:
+        everything = _merge_shares(_symmetric_candidates(x, sq, width, rows, pairs=shard), gather, width)
     for block_index, i0 in enumerate(range(0, n, rows)):
         if block_index % shard[1] != shard[0]:
             continue
@@ -425,6 +452,7 @@ class Nearest(NamedTuple):
 def nearest_neighbours(
     queries: Tensor, reference: Tensor, k: int, *, exclude_self: bool = False, block_rows: int | None = None,
     shard: tuple[int, int] = (0, 1), on_block: Callable[[int], None] | None = None,
+    gather: Callable[[Tensor], Tensor] | None = None,
 ) -> Nearest:
     """Exact ``k`` nearest rows of ``reference (N, D)`` for every row of ``queries (Q, D)``, by tiles.
 
@@ -441,6 +469,9 @@ def nearest_neighbours(
         shard: ``(rank, world_size)``: only the query row blocks ``b`` with ``b % world_size == rank``; the other
             rows hold zeros (distances and indices), so that a sum over the ranks is the whole.
         on_block: called with the rows of each finished query block (progress).
+        gather: with ``exclude_self`` and ``shard``, the ranks' tensors concatenated along dim 0 in rank order (a
+            collective): the pairs of tiles of the reference against itself are then dealt out between the ranks
+            and their candidates merged (half the products, as in one process).
 
     Memory: one ``block_rows^2`` tile, ``block_rows x (k + 16)`` running candidates (``(N, k + 16)`` for a reference
     searched against itself in one process, each pair of tiles then visited once), the ``(Q, k)``
@@ -469,8 +500,12 @@ def nearest_neighbours(
     band = rounding_band(queries, reference)
     device = queries.device
     # the reference against itself in one process: each pair of tiles once (symmetric)
-    symmetric = exclude_self and shard == (0, 1) and queries.data_ptr() == reference.data_ptr()
-    everything = _symmetric_candidates(reference, r_sq, width, rows, exclude_self=True) if symmetric else None
+    symmetric = exclude_self and queries.data_ptr() == reference.data_ptr() and (shard == (0, 1) or gather is not None)
+    everything = None
+    if symmetric:
+        everything = _symmetric_candidates(reference, r_sq, width, rows, exclude_self=True, pairs=shard)
+        if shard != (0, 1):
+            everything = _merge_shares(everything, gather, width)
     out_sq = torch.zeros(q, k, dtype=torch.float64, device=device)
     out_idx = torch.zeros(q, k, dtype=torch.int64, device=device)
     for block_index, i0 in enumerate(range(0, q, rows)):

@@ -359,3 +359,29 @@ def test_report_shows_the_copies_with_file_names(tmp_path):
     skipped = report.build(real, fake, pictures=False, birthday_samples=None, coverage_samples=None,
                            modes_samples=None, memorization_samples=None)
     assert skipped.memorization is None and "Copies" not in skipped.to_markdown()
+
+
+@pytest.mark.parametrize("world", [2, 3])
+def test_dealt_out_pairs_of_tiles_merge_to_one_process(world):
+    """Issue 28: with ``gather``, a set's search against itself deals its pairs of tiles out between the ranks and
+    merges their candidates; the ranks' answers summed equal one process's, bit for bit (radii and 2-NN)."""
+    from fastndb.kernels import neighbours as nb
+
+    x = _data(40, 1500, 8)
+    x[:30] = x[30:60]  # ties and duplicates
+    one = nb.kth_neighbour_sq(x, 5, block_rows=128)
+    nn = nb.nearest_neighbours(x, x, 2, exclude_self=True, block_rows=128)
+
+    def gather_for(exclude: bool):
+        def gather(t: torch.Tensor) -> torch.Tensor:  # every rank's share, in rank order, as all_gather_cat gives
+            shares = [nb._symmetric_candidates(x, nb.squared_norms(x), t.shape[1], 128, exclude_self=exclude,
+                                               pairs=(r, world)) for r in range(world)]
+            return torch.cat([s[1] if t.dtype == torch.int64 else s[0] for s in shares])
+        return gather
+
+    radii = sum(nb.kth_neighbour_sq(x, 5, block_rows=128, shard=(r, world), gather=gather_for(False))
+                for r in range(world))
+    parts = [nb.nearest_neighbours(x, x, 2, exclude_self=True, block_rows=128, shard=(r, world),
+                                   gather=gather_for(True)) for r in range(world)]
+    assert torch.equal(radii, one)
+    assert torch.equal(sum(p.sq for p in parts), nn.sq) and torch.equal(sum(p.index for p in parts), nn.index)

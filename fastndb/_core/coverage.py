@@ -219,7 +219,8 @@ def _radii(x: Tensor, k: int, block_rows: int | None, comm: Collective | None) -
     """:func:`kth_neighbour_sq`, its row blocks split between the ranks of ``comm`` (each holding all of ``x``)."""
     if comm is None:
         return kth_neighbour_sq(x, k, block_rows=block_rows)
-    return comm.all_reduce_sum(kth_neighbour_sq(x, k, block_rows=block_rows, shard=(comm.rank, comm.world_size)))
+    return comm.all_reduce_sum(kth_neighbour_sq(x, k, block_rows=block_rows, shard=(comm.rank, comm.world_size),
+                                                gather=lambda t: comm.all_gather_cat(t)[0]))
 
 
 def _balls(x: Tensor, x_sq: Tensor, y: Tensor, y_sq: Tensor, *, inclusive: bool, block_rows: int | None,

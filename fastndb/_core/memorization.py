@@ -156,7 +156,8 @@ def _search(queries: Tensor, reference: Tensor, k: int, *, exclude_self: bool, b
         return nearest_neighbours(queries, reference, k, exclude_self=exclude_self, block_rows=block_rows,
                                   on_block=on_block)
     part = nearest_neighbours(queries, reference, k, exclude_self=exclude_self, block_rows=block_rows,
-                              shard=(comm.rank, comm.world_size), on_block=on_block)
+                              shard=(comm.rank, comm.world_size), on_block=on_block,
+                              gather=lambda t: comm.all_gather_cat(t)[0])
     return Nearest(comm.all_reduce_sum(part.sq), comm.all_reduce_sum(part.index))
 
 
