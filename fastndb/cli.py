@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from fastndb import __version__
+from fastndb._core.memorization import COPY_ALPHA, CT_CELLS
 
 EXIT_ERROR = 1
 _DEFAULTS: dict[str, Any] = {}  # the options model's defaults, filled when the parser is built
@@ -741,9 +742,10 @@ def build_parser() -> argparse.ArgumentParser:
     for option in ("value_range", "feature"):
         flag, settings = option_flag(option)
         copies.add_argument(flag, **settings)
-    copies.add_argument("--alpha", type=_probability, default=0.01,
-                        help="false-alarm rate of a copy flag on samples that are no copies (default: 0.01)")
-    copies.add_argument("--cells", type=_positive_int, default=3, help="k-means cells of C_T (default: 3)")
+    copies.add_argument("--alpha", type=_probability, default=COPY_ALPHA,
+                        help=f"false-alarm rate of a copy flag on samples that are no copies (default: {COPY_ALPHA})")
+    copies.add_argument("--cells", type=_positive_int, default=CT_CELLS,
+                        help=f"k-means cells of C_T (default: {CT_CELLS})")
     copies.add_argument("--num-samples", type=_count, default=0, metavar="N",
                         help="use at most N samples of each set, chosen by content; 0: all (default: 0)")
     copies.add_argument("--top", type=_count, default=10, help="samples most like copies listed (default: 10)")

@@ -1288,8 +1288,8 @@ class MemorizationMetric(PRDCMetric):
 
     Args:
         test: held-out real samples (tensor, array or iterable of batches), embedded with ``feature`` at once.
-        alpha: the copy flags' false-alarm rate on samples that are no copies.
-        cells: k-means cells of C_T.
+        alpha: the copy flags' false-alarm rate on samples that are no copies (default 0.01).
+        cells: k-means cells of C_T (default 3).
         real, max_samples, reset_real_features, feature, value_range, seed: as :class:`PRDCMetric`.
         **kwargs: ``torchmetrics.Metric`` options.
 
@@ -1316,8 +1316,8 @@ class MemorizationMetric(PRDCMetric):
         self,
         *,
         test: object = None,
-        alpha: float = 0.01,
-        cells: int = 3,
+        alpha: float | None = None,
+        cells: int | None = None,
         real: object = None,
         max_samples: int = 10_000,
         reset_real_features: bool = True,
@@ -1327,9 +1327,10 @@ class MemorizationMetric(PRDCMetric):
         **kwargs: Any,
     ) -> None:
         from fastndb._core.checks import check_open_unit
+        from fastndb._core.memorization import COPY_ALPHA, CT_CELLS
 
-        self.alpha = check_open_unit(alpha, "alpha")
-        self.cells = check_int(cells, "cells", minimum=1)
+        self.alpha = check_open_unit(COPY_ALPHA if alpha is None else alpha, "alpha")
+        self.cells = check_int(CT_CELLS if cells is None else cells, "cells", minimum=1)
         super().__init__(1, real=real, max_samples=max_samples, reset_real_features=reset_real_features,
                          feature=feature, value_range=value_range, seed=seed, **kwargs)
         self._test: Tensor | None = None

@@ -534,19 +534,25 @@ def build(
                                   value_range=value_range, examples=examples)
         timings["mode counts"] = time.perf_counter() - began
 
+    from fastndb._core.memorization import COPY_ALPHA, memorization
+
     copied = None
     copies: list[tuple[int, int, float, float, bool]] = []
-    if memorization_samples is not None and (real_x.shape[0] < 3 or min(fake_x.shape[0], memorization_samples) < 1):
-        warnings.warn(f"copies of the training data skipped: they need at least 3 real samples and 1 fake sample, "
-                      f"got {real_x.shape[0]} real and {fake_x.shape[0]} fake", UserWarning, stacklevel=2)
+    test_x = None if test is None else concatenate(as_batches(test, "test", check_finite=False, flatten=False))
+    calibration = (min(real_x.shape[0], memorization_samples or 0) if test_x is None else test_x.shape[0])
+    needed = math.ceil(1 / COPY_ALPHA) - 1  # the copy flags' p-values reach alpha from this many held-out samples
+    if memorization_samples is not None and (calibration < needed or min(fake_x.shape[0], memorization_samples) < 1):
+        source = "real samples (memorization_samples)" if test_x is None else "test samples"
+        warnings.warn(f"copies of the training data skipped: their flags need at least {needed} held-out "
+                      f"{source} to calibrate at alpha = {COPY_ALPHA} and 1 fake sample, got {calibration} and "
+                      f"{fake_x.shape[0]}", UserWarning, stacklevel=2)
     elif memorization_samples is not None:
-        from fastndb._core.memorization import memorization
 
         began = time.perf_counter()
         real_rows = _chosen_rows(real_x, memorization_samples, ndb.seed)
         fake_rows = _chosen_rows(fake_x, memorization_samples, ndb.seed)
-        copied = memorization(real_x[real_rows], fake_x[fake_rows], test, feature=feature, value_range=value_range,
-                              seed=ndb.seed, distributed=False)
+        copied = memorization(real_x[real_rows], fake_x[fake_rows], test_x, feature=feature,
+                              value_range=value_range, seed=ndb.seed, distributed=False)
         top = copied.closest(examples)
         for i, j, d, r, c in zip(top.tolist(), copied.nearest_train[top].tolist(),
                                  copied.nearest_distance[top].tolist(), copied.ratio[top].tolist(),

@@ -64,6 +64,7 @@ def test_the_html_is_self_contained(digits_report, tmp_path):
     page = built.to_html()
     assert "http://" not in page and "https://" not in page and "<script" not in page
     modes = 1 + bool(built.modes.missing) + bool(built.modes.invented)  # the count curves, the modes' examples
+    modes += bool(built.copies)  # the samples most like copies
     assert page.count('src="data:image/png;base64,') == 2 + len(built.flagged) + modes  # bins, pairs, a strip a bin
     assert built.save(tmp_path / "r.md").read_text().startswith("# fastndb report")
 
@@ -132,7 +133,7 @@ def test_the_report_renders_in_a_real_browser(digits_report, tmp_path):
     assert with_images > 10 * without + 0.01, (with_images, without)  # the pictures rendered
     dom = subprocess.run([_browser(), "--headless", "--no-sandbox", "--disable-gpu", "--dump-dom", page.as_uri()],
                          capture_output=True, text=True, timeout=120).stdout
-    modes = 1 + bool(built.modes.missing) + bool(built.modes.invented)
+    modes = 1 + bool(built.modes.missing) + bool(built.modes.invented) + bool(built.copies)
     assert dom.count("<img") == 2 + len(built.flagged) + modes and "Flagged bins" in dom and "Modes" in dom
 
 

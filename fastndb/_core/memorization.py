@@ -64,6 +64,7 @@ from fastndb.kernels.neighbours import Nearest, nearest_neighbours
 
 logger = logging.getLogger(__name__)
 
+COPY_ALPHA = 0.01  # default false-alarm rate of a copy flag
 CT_CELLS = 3  # dgm-eval's number of k-means cells for C_T
 CT_MIN_FAKE = 20  # a cell enters C_T with more than this many generated samples (tau = 20 / M, as published)
 
@@ -73,7 +74,7 @@ def memorization(
     fake: object,
     test: object = None,
     *,
-    alpha: float = 0.01,
+    alpha: float = COPY_ALPHA,
     confidence: float = 0.95,
     cells: int = CT_CELLS,
     feature: object = None,
