@@ -36,7 +36,7 @@ from fastndb.kernels.pairwise import _block_squared_distances, default_block_row
 _EXTRA_CANDIDATES = 16  # candidates beyond k + 1 per row, before the exact recompute
 _EXACT_ELEMENTS = 2**20  # float64 values gathered at once by an exact recompute (8 MiB per temporary)
 _SLAB_PAIRS = 2**16  # ambiguous pairs re-tested at once
-_GROUP = 16  # tile rows per group of the column-side candidate filter
+_GROUP = 16  # tile rows (or columns) per group of the candidate filters
 _CANDIDATE_BYTES = 96 * 2**20  # merged k-NN candidates of a row block, with indices (default blocks fit at small k)
 
 
@@ -191,6 +191,15 @@ def _merge_candidates(best: Tensor, best_idx: Tensor, r0: int, block: Tensor, c0
             inside = groups[g, :, col]  # (hits, 16)
             h, k = (inside < threshold[col, None]).nonzero(as_tuple=True)
             i, j, values = g[h] * _GROUP + k, col[h], inside[h, k]
+        elif not transposed and block.shape[1] % _GROUP == 0:
+            # the same for the rows: groups of 16 columns a stride apart (member t of group g is column
+            # t * C / 16 + g), so that their minima are again a reduction across contiguous memory
+            stride = block.shape[1] // _GROUP
+            groups = block.view(block.shape[0], _GROUP, stride)
+            row, g = (groups.amin(dim=1) < threshold[:, None]).nonzero(as_tuple=True)
+            inside = groups.permute(0, 2, 1)[row, g]  # (hits, 16)
+            h, k = (inside < threshold[row, None]).nonzero(as_tuple=True)
+            i, j, values = row[h], k * stride + g[h], inside[h, k]
         else:
             i, j = (block < (threshold[None, :] if transposed else threshold[:, None])).nonzero(as_tuple=True)
             values = block[i, j]
