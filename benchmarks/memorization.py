@@ -3,6 +3,7 @@
     python benchmarks/memorization.py planted --draws 100   # planted exact and perturbed copies, false alarms
     python benchmarks/memorization.py reference --dgm-eval DIR  # C_T and AuthPct against float64 and dgm-eval
     python benchmarks/memorization.py speed                 # 20,000 x 784 and 50,000 x 64 against a full matrix
+    python benchmarks/memorization.py intervals --draws 500 # AuthPct's interval coverage, C_T's null spread
 
 ``--dgm-eval DIR``: a folder holding dgm-eval's ``dgm_eval/metrics/ct.py`` and ``authpct.py`` (for example
 ``git show HEAD:dgm_eval/metrics/ct.py`` from a clone of layer6ai-labs/dgm-eval); they are imported from there, not
@@ -260,7 +261,50 @@ def speed_section(args) -> dict:
     return {"results": results, "lines": lines}
 
 
-SECTIONS = {"planted": planted_section, "reference": reference_section, "speed": speed_section}
+def intervals_section(args) -> dict:
+    """AuthPct's Wilson interval is conditional on the training set: with the training and test sets fixed, fresh
+    generated sets are drawn ``draws`` times and the interval is checked against the truth (AuthPct of 200,000
+    generated samples). C_T's null standard deviation (the formula) against the spread of C_T over the draws."""
+    lines = ["", f"AuthPct's 95% interval and C_T under 'no copies' (the generator samples like the data), training "
+                 f"and test sets fixed, {args.draws} generated sets per row", "",
+             "| data | generated per draw | AuthPct truth | interval covers | C_T sd, formula | C_T sd, measured | "
+             "C_T one-sided alarms at 2.5% |", "|" + " --- |" * 7]
+    results = {}
+    for label, pool in (("mixture, 20 modes in 16-D", mixture_pool(260_000, 3)), ("digits, pixels", None)):
+        if pool is None:
+            pixels = digits()
+            order = torch.randperm(pixels.shape[0], generator=torch.Generator().manual_seed(4))
+            train, test, rest = pixels[order[:900]], pixels[order[900:1300]], pixels[order[1300:]]
+            # the generator: the held-out rest (497 digits) drawn with replacement, so its AuthPct is the truth
+            truth_set, m = rest, 300
+        else:
+            train, test, truth_set, rest = pool[:3000], pool[3000:4500], pool[4500:204_500], pool[204_500:]
+            m = 1000
+        truth = fastndb.memorization(train, truth_set, alpha=0.01).authpct
+        covered, cts, sds = 0, [], []
+        for d in range(args.draws):
+            g = torch.Generator().manual_seed(d)
+            fake = rest[torch.randint(0, rest.shape[0], (m,), generator=g)] if pool is None else \
+                rest[torch.randperm(rest.shape[0], generator=g)[:m]]
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                out = fastndb.memorization(train, fake, test, alpha=0.01)
+            low, high = out.authpct_interval
+            covered += low <= truth <= high
+            cts.append(out.ct)
+            sds.append(out.ct_null_sd)
+        cts = np.array(cts)
+        row = {"truth": truth, "coverage": covered / args.draws, "ct_sd_formula": float(np.mean(sds)),
+               "ct_sd": float(cts.std(ddof=1)), "ct_alarms": float(np.mean(cts < -1.96 * np.array(sds)))}
+        results[label] = row
+        lines.append(f"| {label} | {m} | {truth:.2f} | {100 * row['coverage']:.1f}% | {row['ct_sd_formula']:.3f} | "
+                     f"{row['ct_sd']:.3f} | {100 * row['ct_alarms']:.1f}% |")
+        print(lines[-1], flush=True)
+    return {"results": results, "lines": lines}
+
+
+SECTIONS = {"intervals": intervals_section, "planted": planted_section, "reference": reference_section,
+            "speed": speed_section}
 
 
 def main() -> None:

@@ -1342,6 +1342,8 @@ class MemorizationMetric(PRDCMetric):
                 summarize(raw, self.value_range, "test")
                 x = to_float(raw, self.value_range)
             self._test = x
+        # the held-out samples enter the settings by content: states built on other test sets do not merge
+        self._test_key = None if self._test is None else list(content_fingerprint(self._test)[:2])
 
     def _memorization(self, train: Tensor, fake: Tensor, comm: Collective | None = None) -> Any:
         """:func:`fastndb.memorization` of the held samples; with ``comm`` (every rank holding the same union) the
@@ -1358,9 +1360,14 @@ class MemorizationMetric(PRDCMetric):
 
     def forward(self, imgs: Any, real: bool) -> dict[str, Tensor] | None:  # type: ignore[override]
         """:meth:`update`, then the numbers of this fake batch against the training samples held on this process
-        (not synced); ``None`` for a training batch or fewer than 3 training samples."""
+        (not synced); ``None`` for a training batch, fewer than 3 training samples, or too few calibrating samples
+        for ``alpha`` (``compute()`` says which)."""
+        def enough(held: Tensor, batch: Tensor) -> bool:  # p-values that can reach alpha, a nearest and a second
+            calibration = held.shape[0] if self._test is None else self._test.shape[0]
+            return held.shape[0] >= 3 and self.alpha * (calibration + 1) >= 1
+
         return self._forward_against_held(
-            imgs, real, lambda held, batch: held.shape[0] >= 3,
+            imgs, real, enough,
             lambda held, batch: _memorization_outputs(self._memorization(held, batch), self.device))
 
     def _score(self, real: Tensor, fake: Tensor, comm: Collective) -> Any:
@@ -1371,7 +1378,7 @@ class MemorizationMetric(PRDCMetric):
 
     def _config(self) -> dict:
         return {**super()._config(), "metric": "MemorizationMetric", "alpha": self.alpha, "cells": self.cells,
-                "test": None if self._test is None else int(self._test.shape[0])}
+                "test": self._test_key}
 
     def plot(self, val: Any = None, ax: Any = None) -> tuple[Any, Any]:
         """The copy share over a list of ``compute()`` outputs (or the last one). Returns ``(fig, ax)``."""

@@ -72,17 +72,6 @@ def _exact_candidates(a: Tensor, rows: Tensor, b: Tensor, best: Tensor, best_idx
     return exact
 
 
-def _exact_rows(a: Tensor, rows: Tensor, b: Tensor, cols: Tensor) -> Tensor:
-    """Exact squared distances ``(P, Q)`` between ``a[rows[p]]`` and ``b[cols[p, q]]``, a bounded slab at a time."""
-    per_row = max(1, _EXACT_ELEMENTS // max(1, cols.shape[1] * a.shape[1]))
-    out = []
-    for start in range(0, rows.shape[0], per_row):
-        r, c = rows[start : start + per_row], cols[start : start + per_row]
-        left = a.index_select(0, r).repeat_interleave(c.shape[1], dim=0)
-        out.append(exact_sq(left, b.index_select(0, c.reshape(-1))).view(c.shape))
-    return torch.cat(out) if out else torch.empty(0, cols.shape[1], dtype=torch.float64, device=a.device)
-
-
 def _smallest_candidates(a: Tensor, a_sq: Tensor, ref: Tensor, ref_sq: Tensor, width: int, rows: int,
                          own_offset: int | None = None) -> tuple[Tensor, Tensor]:
     """The ``width`` smallest computed squared distances from each row of ``a`` to the rows of ``ref`` and their
@@ -509,7 +498,9 @@ def nearest_neighbours(
     band = rounding_band(queries, reference)
     device = queries.device
     # the reference against itself in one process: each pair of tiles once (symmetric)
-    symmetric = exclude_self and queries.data_ptr() == reference.data_ptr() and (shard == (0, 1) or gather is not None)
+    same = (queries.data_ptr() == reference.data_ptr() and queries.shape == reference.shape
+            and queries.stride() == reference.stride())
+    symmetric = exclude_self and same and (shard == (0, 1) or gather is not None)
     everything = None
     if symmetric:
         everything = _symmetric_candidates(reference, r_sq, width, rows, exclude_self=True, pairs=shard)

@@ -385,3 +385,58 @@ def test_dealt_out_pairs_of_tiles_merge_to_one_process(world):
                                    gather=gather_for(True)) for r in range(world)]
     assert torch.equal(radii, one)
     assert torch.equal(sum(p.sq for p in parts), nn.sq) and torch.equal(sum(p.index for p in parts), nn.index)
+
+
+def test_metric_contract_held_out_set_and_early_forward():
+    """merge_state and load_state_dict refuse a state built on another test set (of the same size, too); forward
+    says None, not an error, while too few samples calibrate the flags; compute() then names alpha."""
+    from fastndb.metrics import MemorizationMetric
+
+    train, fake = _data(40, 300, 4), _data(41, 100, 4)
+    one = MemorizationMetric(test=_data(42, 200, 4), alpha=0.05)
+    other = MemorizationMetric(test=_data(43, 200, 4), alpha=0.05)
+    other.update(train, real=True)
+    with pytest.raises(ValueError, match="merge_state: the state comes from a MemorizationMetric built otherwise"):
+        one.merge_state(other)
+    other.persistent(True)
+    with pytest.raises(ValueError, match="load_state_dict: the state comes from a MemorizationMetric built"):
+        one.load_state_dict(other.state_dict())
+    same = MemorizationMetric(test=_data(42, 200, 4), alpha=0.05)
+    same.merge_state(other.__class__(test=_data(42, 200, 4), alpha=0.05))  # the same test set: accepted
+
+    early = MemorizationMetric()  # alpha = 0.01 needs 99 training samples to calibrate leave-one-out
+    early.update(train[:50], real=True)
+    assert early.forward(fake, real=False) is None
+    with pytest.raises(ValueError, match="alpha: expected at least 1 / \\(T \\+ 1\\)"):
+        early.compute()
+    early.update(train[50:], real=True)
+    assert early.forward(fake, real=False) is not None
+
+
+def test_metric_merge_state_dict_and_collection():
+    """torchmetrics' contract: two metrics fed halves and merged equal one fed everything; a persistent state dict
+    restores the numbers; the metric computes inside a MetricCollection."""
+    from torchmetrics import MetricCollection
+
+    from fastndb.metrics import MemorizationMetric
+
+    train, test = _data(44, 400, 5), _data(45, 200, 5)
+    fake = torch.cat([_data(46, 150, 5), train[:15]])
+    a, b, whole = (MemorizationMetric(test=test, alpha=0.05) for _ in range(3))
+    a.update(train[:200], real=True), a.update(fake[:80], real=False)
+    b.update(train[200:], real=True), b.update(fake[80:], real=False)
+    whole.update(train, real=True), whole.update(fake, real=False)
+    a.merge_state(b)
+    expected = whole.compute()
+    merged = a.compute()
+    assert all(torch.equal(merged[k], expected[k]) or bool(torch.isnan(merged[k]) & torch.isnan(expected[k]))
+               for k in expected)
+    whole.persistent(True)
+    restored = MemorizationMetric(test=test, alpha=0.05)
+    restored.load_state_dict(whole.state_dict())
+    again = restored.compute()
+    assert all(torch.equal(again[k], expected[k]) for k in ("copy_share", "authpct", "ct"))
+    together = MetricCollection({"copies": MemorizationMetric(test=test, alpha=0.05)})
+    together.update(train, real=True)
+    together.update(fake, real=False)
+    assert float(together.compute()["copy_share"]) == float(expected["copy_share"])
