@@ -1,7 +1,7 @@
 """Coverage metrics benchmark: fastndb.prdc against the prdc package and a full-matrix torch baseline, side by side.
 
 Speed: the same data (10-mode mixture, float32) for each tool in one run (fastndb without its intervals, which the
-other tools do not give: the delete-a-group jackknife repeats the work 10 times on 90% of the samples), with the
+other tools do not give: the split halves cost about 6.7 times the work, 10 halvings of four half-size pairs), with the
 GEMM floor measured in that run: ``2 D (N^2 + M^2 + N M)`` flops (the two k-NN radius searches and the real x fake
 ball tests, one GEMM per tile) over the measured float32 GEMM rate. Memory: peak resident memory over the data
 alone, in a fresh process per tool (``tests/coverage_memory.py`` for fastndb); for ``prdc`` it is computed where it

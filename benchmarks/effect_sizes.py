@@ -2,7 +2,7 @@
 
     python benchmarks/effect_sizes.py counts     # missing-mass bias, interval coverage, power: histograms (minutes)
     python benchmarks/effect_sizes.py pipeline   # the same through k-means bins on Gaussian mixtures (tens of min)
-    python benchmarks/effect_sizes.py coverage   # the subsampling intervals of coverage/recall/precision/density
+    python benchmarks/effect_sizes.py coverage   # the split-half intervals of precision/recall/density/coverage
     python benchmarks/effect_sizes.py null       # false alarms of the old and the new headline over null splits
     python benchmarks/effect_sizes.py duplicates # the duplicate rate's interval and the duplicate tests, null
     python benchmarks/effect_sizes.py emptied    # the emptied-bin mass's interval against its truth
@@ -23,8 +23,9 @@ the bins on each draw's real set (default K) and scores the generated set. The t
 the draw's own bins, :math:`\\sum_b (r_b - f_b)_+` with :math:`r_b = \\sum_m w_m P(b | m)` and the
 generator's :math:`f_b` likewise, :math:`P(b | m)` from 2,000 fresh samples per mode.
 
-``coverage``: the coverage metrics' intervals against their truth: under the null the expected coverage is known
-exactly; with modes dropped the truth is the mean over 200 independent draws at full size.
+``coverage``: the coverage metrics' intervals against their truth, three mixtures at N = 1,000 and 2,000 a side
+(``--size N`` runs one size): under the null the expected coverage is known exactly (and density's is 1); else
+the truth is the mean over the independent draws at full size.
 
 ``null``: the headline of the report before this change (the union of five signs; its rules copied below as
 :func:`old_headline`) against the new verdict, over random splits of one data set into "real" and "fake":
@@ -194,39 +195,48 @@ def pipeline_section(draws: int) -> dict:
     return {"results": results, "lines": lines}
 
 
-def coverage_section(draws: int) -> dict:
-    num_modes, dim, n = 20, 8, 1000
-    means = mixture(num_modes, dim, 9)
-    lines = ["", f"coverage metrics (k = 5) on {n} real vs {n} generated samples, mixture of {num_modes} modes in "
-             f"{dim}-D, {draws} draws; 95% intervals by the delete-a-group jackknife (10 groups)", "",
-             "| generator | metric | truth | mean | interval covers the truth | mean width |",
-             "| --- | --- | --- | --- | --- | --- |"]
+COVERAGE_SETTINGS = ((20, 8, 0), (8, 32, 0), (20, 8, 4))  # modes, dimensions, modes the generator drops
+COVERAGE_SIZES = (1000, 2000)
+
+
+def coverage_section(draws: int, sizes: tuple[int, ...] = COVERAGE_SIZES) -> dict:
+    """The four intervals of ``fastndb.prdc`` (split halves, 10 halvings) against their truth, per setting and size:
+    the exact chance level for coverage and 1 for density under the null, else the mean over the draws (its own
+    error is the metric's sd / sqrt(draws), a twentieth of the interval's half-width at 500 draws)."""
+    names = ("precision", "recall", "density", "coverage")
+    lines = ["", f"coverage metrics (k = 5), N real vs N generated samples from Gaussian mixtures, {draws} draws per "
+             "row; 95% intervals by split halves (10 random halvings of both sets)", "",
+             "| N | setting | metric | truth | mean | interval covers the truth | mean width |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
     results = {}
-    for dropped in (0, 4):
-        fake_w = torch.full((num_modes,), 1.0 / num_modes, dtype=torch.float64)
-        fake_w[:dropped] = 0
-        fake_w /= fake_w.sum()
-        real_w = torch.full((num_modes,), 1.0 / num_modes, dtype=torch.float64)
-        values = {name: [] for name in ("precision", "recall", "density", "coverage")}
-        intervals = {name: [] for name in values}
-        for d in range(draws):
-            g = torch.Generator().manual_seed(7_000 + 1000 * dropped + d)
-            out = fastndb.prdc(draw(means, real_w, n, g), draw(means, fake_w, n, g), seed=d)
-            for name in values:
-                values[name].append(getattr(out, name))
-                intervals[name].append(getattr(out, f"{name}_interval"))
-            null = out.expected_null_coverage
-        for name in values:
-            # truth: the full-size expectation (exact for coverage under the null, else the mean over the draws)
-            truth = null if (dropped == 0 and name == "coverage") else (1.0 if dropped == 0 and name == "density"
-                                                                         else float(np.mean(values[name])))
-            covered = float(np.mean([lo <= truth <= hi for lo, hi in intervals[name]]))
-            width = float(np.mean([hi - lo for lo, hi in intervals[name]]))
-            results[f"{dropped}|{name}"] = {"truth": truth, "mean": float(np.mean(values[name])),
-                                            "covered": covered, "width": width}
-            lines.append(f"| {dropped} of {num_modes} modes dropped | {name} | {truth:.4f} | "
-                         f"{np.mean(values[name]):.4f} | {100 * covered:.1f}% | {width:.4f} |")
-            print(lines[-1], flush=True)
+    for n in sizes:
+        for num_modes, dim, dropped in COVERAGE_SETTINGS:
+            means = mixture(num_modes, dim, 9)
+            real_w = torch.full((num_modes,), 1.0 / num_modes, dtype=torch.float64)
+            fake_w = real_w.clone()
+            fake_w[:dropped] = 0
+            fake_w /= fake_w.sum()
+            values = {name: [] for name in names}
+            intervals = {name: [] for name in names}
+            for d in range(draws):
+                g = torch.Generator().manual_seed(7_000 + 1000 * dropped + d)
+                out = fastndb.prdc(draw(means, real_w, n, g), draw(means, fake_w, n, g), seed=d)
+                for name in names:
+                    values[name].append(getattr(out, name))
+                    intervals[name].append(getattr(out, f"{name}_interval"))
+                null = out.expected_null_coverage
+            label = f"{num_modes} modes in {dim}-D, {dropped} dropped"
+            for name in names:
+                truth = (null if dropped == 0 and name == "coverage" else
+                         1.0 if dropped == 0 and name == "density" else float(np.mean(values[name])))
+                covered = float(np.mean([lo <= truth <= hi for lo, hi in intervals[name]]))
+                width = float(np.mean([hi - lo for lo, hi in intervals[name]]))
+                results[f"{n}|{label}|{name}"] = {"truth": truth, "mean": float(np.mean(values[name])),
+                                                  "sd": float(np.std(values[name], ddof=1)), "covered": covered,
+                                                  "width": width}
+                lines.append(f"| {n} | {label} | {name} | {truth:.4f} | {np.mean(values[name]):.4f} | "
+                             f"{100 * covered:.1f}% | {width:.4f} |")
+                print(lines[-1], flush=True)
     return {"results": results, "lines": lines}
 
 
@@ -411,51 +421,50 @@ def small_section(draws: int) -> dict:
 
 
 def coverage_se_section(draws: int) -> dict:
-    """How well three variance estimates of the coverage metrics match their sampling spread: the ratio of the mean
-    standard error to the empirical standard deviation over ``draws`` draws, for the delete-a-group jackknife as
-    shipped (radii recomputed per replicate), the same with the radii held at their full-sample values, and
-    half-sampling (20 random halves of both sets, without rescaling: Var(theta_{n/2} | data) ~ Var(theta_n) for
-    linear statistics). A ratio above 1 is an interval too wide (the 95% interval then covers more than 95%)."""
+    """How well variance estimates of the coverage metrics match their sampling spread: the ratio of the mean
+    standard error to the empirical standard deviation over ``draws`` draws, for the delete-a-group jackknife
+    (10 groups, radii recomputed; shipped before split halves), half-sampling (20 random halves of both sets,
+    their spread taken as the full-size standard error) and split halves as shipped (10 halvings, independent
+    half-size pairs, on the angular scale for precision, recall and coverage: their ratios are on that scale). A
+    ratio above 1 is an interval too wide (the 95% interval then covers more than 95%)."""
+    from fastndb._core.coverage import angular
     from fastndb.kernels.neighbours import ball_counts, kth_neighbour_sq
 
     k, groups, halves = 5, 10, 20
     names = ("precision", "recall", "density", "coverage")
 
-    def four(balls, m):
+    def four(a, b):
+        balls = ball_counts(a, kth_neighbour_sq(a, k), b, kth_neighbour_sq(b, k))
         return [float((balls.b_count > 0).double().mean()), float(balls.a_in_b.double().mean()),
-                float(balls.b_count.double().sum() / (k * m)), float(balls.a_any.double().mean())]
+                float(balls.b_count.double().sum() / (k * b.shape[0])), float(balls.a_any.double().mean())]
+
+    def on_scale(rows):
+        return angular(torch.tensor(rows, dtype=torch.float64)).numpy()
 
     results, lines = {}, ["", f"ratio of the mean standard error to the empirical sd, k = {k}, n = 1,000 a side, "
                               f"{draws} draws", "",
                           "| setting | method | " + " | ".join(names) + " |", "|" + " --- |" * 6]
-    for num_modes, dim, dropped in ((20, 8, 0), (8, 32, 0), (20, 8, 4)):
+    for num_modes, dim, dropped in COVERAGE_SETTINGS:
         means = mixture(num_modes, dim, 9)
         real_w = torch.full((num_modes,), 1.0 / num_modes, dtype=torch.float64)
         fake_w = real_w.clone()
         fake_w[:dropped] = 0
         fake_w /= fake_w.sum()
-        values, ses = [], {"jackknife": [], "jackknife, radii fixed": [], "half-sampling": []}
+        values, ses = [], {"jackknife": [], "half-sampling": [], "split halves (shipped)": []}
         for d in range(draws):
             g = torch.Generator().manual_seed(7_000 + 1000 * dropped + d)
             x, y = draw(means, real_w, 1000, g), draw(means, fake_w, 1000, g)
-            out = fastndb.prdc(x, y, nearest_k=k, seed=d, subsets=groups)
+            out = fastndb.prdc(x, y, nearest_k=k, seed=d)
             values.append([getattr(out, name) for name in names])
-            ses["jackknife"].append([out.coverage_se if name == "coverage" else
-                                     (getattr(out, f"{name}_interval")[1] - getattr(out, f"{name}_interval")[0])
-                                     / 2 / 2.2622 for name in names])
-            xs, ys = kth_neighbour_sq(x, k), kth_neighbour_sq(y, k)
+            ses["split halves (shipped)"].append(list(out.interval_se))
             split = torch.Generator().manual_seed(d)
             rg, fg = torch.randperm(1000, generator=split) % groups, torch.randperm(1000, generator=split) % groups
-            reps = np.array([four(ball_counts(x[rg != j], xs[rg != j], y[fg != j], ys[fg != j]), int((fg != j).sum()))
-                             for j in range(groups)])
-            ses["jackknife, radii fixed"].append(np.sqrt((groups - 1) / groups * ((reps - reps.mean(0)) ** 2).sum(0)))
-            reps = []
-            for _ in range(halves):
-                px, py = torch.randperm(1000, generator=split)[:500], torch.randperm(1000, generator=split)[:500]
-                half = fastndb.prdc(x[px], y[py], nearest_k=k, subsets=0)
-                reps.append([getattr(half, name) for name in names])
-            ses["half-sampling"].append(np.array(reps).std(0, ddof=1))
-        sd = np.array(values).std(0, ddof=1)
+            reps = on_scale([four(x[rg != j], y[fg != j]) for j in range(groups)])
+            ses["jackknife"].append(np.sqrt((groups - 1) / groups * ((reps - reps.mean(0)) ** 2).sum(0)))
+            reps = on_scale([four(x[torch.randperm(1000, generator=split)[:500]],
+                                  y[torch.randperm(1000, generator=split)[:500]]) for _ in range(halves)])
+            ses["half-sampling"].append(reps.std(0, ddof=1))
+        sd = on_scale(values).std(0, ddof=1)
         label = f"{num_modes} modes in {dim}-D, {dropped} dropped"
         for method, rows in ses.items():
             ratio = np.array(rows).mean(0) / sd
@@ -474,12 +483,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("section", choices=(*SECTIONS, "all"))
     parser.add_argument("--draws", type=int, help="draws (splits for null); default 500, pipeline 500, null 200")
+    parser.add_argument("--size", type=int, help="coverage: this N alone (results effect_sizes_coverage_<N>)")
     args = parser.parse_args()
     torch.set_num_threads(int(os.environ.get("BENCH_THREADS", 1)))
     for name in SECTIONS if args.section == "all" else (args.section,):
-        draws = args.draws or {"null": 200, "coverage": 200, "duplicates": 300}.get(name, 500)
+        draws = args.draws or {"null": 200, "duplicates": 300}.get(name, 500)
         began = time.perf_counter()
-        out = SECTIONS[name](draws)
+        if name == "coverage" and args.size:
+            out = coverage_section(draws, (args.size,))
+            name = f"coverage_{args.size}"
+        else:
+            out = SECTIONS[name](draws)
         header = f"effect sizes, section {name}: {machine()}; {time.perf_counter() - began:.0f} s; {' '.join(sys.argv)}"
         (OUT / f"effect_sizes_{name}.txt").write_text("\n".join([header, *out["lines"]]) + "\n")
         (OUT / f"effect_sizes_{name}.json").write_text(json.dumps({"machine": machine(), "draws": draws,

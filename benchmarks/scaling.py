@@ -8,8 +8,8 @@ in FLOP:
   size does the same number of iterations): ``6 * 2 N D K`` plus the seeding's ``K * init_size * (2 + ln K) * 2 D``;
 * score: ``NDB.score`` of N samples against K bins fitted once per (D, K): ``2 N D K``;
 * birthday: the closest 20 pairs among N samples: ``N^2 D`` (the ``N (N - 1) / 2`` pairs, 2 D each);
-* coverage: ``fastndb.prdc`` of N real against N fake, k = 5, without intervals (the engine; the jackknife's
-  intervals repeat it 10 times on 90% of the samples): ``3 * 2 D N^2`` (real-real, fake-fake, real-fake);
+* coverage: ``fastndb.prdc`` of N real against N fake, k = 5, without intervals (the engine; the split-half
+  intervals cost about 6.7 times as much): ``3 * 2 D N^2`` (real-real, fake-fake, real-fake);
 * modes: the exact RKE count of N samples (``rke_count``, a fixed bandwidth): ``N^2 D`` (the upper triangle);
 * memorization: ``fastndb.memorization`` of N training, N generated and N / 2 test samples: ``2.5 * 2 D N^2`` (three
   2-NN searches; C_T's few re-searches within cells and its k-means not counted).

@@ -1072,7 +1072,7 @@ class PRDCMetric(_Metric):
         if comm.world_size > 1:
             local, _ = comm.all_gather_cat(local)
             keys, _ = comm.all_gather_cat(keys)
-        # in key order, whatever the ranks' order: the seeded choices made on the rows (the jackknife's groups, the
+        # in key order, whatever the ranks' order: the seeded choices made on the rows (the intervals' halvings, the
         # mode counts' subsets) are then those of one process fed the union
         return local.index_select(0, torch.argsort(keys)[: self.max_samples])
 

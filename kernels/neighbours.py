@@ -14,11 +14,14 @@ All visit ``B x B`` blocks of squared distances by the expansion
 :math:`\beta = 8 \sqrt{D}\, \epsilon \cdot 2 \max \|x\|^2` at the GEMM precision in effect. The searches keep each
 row's running ``k + 16`` smallest computed values; once a row has them, a tile is only compared with the row's
 running last value, and the few entries below it are merged (no sort of the tile). A set searched against itself
-in one process visits each pair of tiles once. Anything the band cannot decide is settled exactly: the candidates
-within the band of the ``k``-th are recomputed in float64 from the differences, and pairs whose computed distance
-lies within the band of a radius are re-tested in float64 from the differences, in slabs of at most 65,536 pairs
-and 1M gathered float64 values at once. Memory: one block (with two 0/1 buffers of its size for the ball tests),
-``O((N + M) k)`` candidates and one slab, whatever the data (also when every sample is the same).
+in one process visits each pair of tiles once; up to 512 dimensions its rows are first ordered into compact
+blocks (a copy of the set), whose own tiles come first and whose far pairs are skipped where the gap between the
+blocks' balls keeps every entry above the rows' running thresholds. Anything the band cannot decide is settled
+exactly: the candidates within the band of the ``k``-th are recomputed in float64 from the differences, and
+pairs whose computed distance lies within the band of a radius are re-tested in float64 from the differences, in
+slabs of at most 65,536 pairs and 1M gathered float64 values at once. Memory: one block (with two 0/1 buffers of
+its size for the ball tests), ``O((N + M) k)`` candidates and one slab, whatever the data (also when every sample
+is the same).
 """
 
 from __future__ import annotations
@@ -38,6 +41,8 @@ _EXACT_ELEMENTS = 2**20  # float64 values gathered at once by an exact recompute
 _SLAB_PAIRS = 2**16  # ambiguous pairs re-tested at once
 _GROUP = 16  # tile rows (or columns) per group of the candidate filters
 _CANDIDATE_BYTES = 96 * 2**20  # merged k-NN candidates of a row block, with indices (default blocks fit at small k)
+_PRUNE_MAX_DIM = 512  # self-searches order the rows and skip far pairs of tiles up to this many dimensions
+_POWER_STEPS = 4  # power iterations per bisection of that order
 
 
 def rounding_band(*sets: Tensor) -> float:
@@ -113,37 +118,111 @@ def _smallest_candidates(a: Tensor, a_sq: Tensor, ref: Tensor, ref_sq: Tensor, w
     return best, best_idx
 
 
+def _compact_order(x: Tensor, rows: int) -> Tensor:
+    """A permutation of the rows of ``x (N, D)`` whose consecutive blocks of ``rows`` are compact in space: recursive
+    bisection at the projection onto each part's leading principal direction (power iterations from a fixed start),
+    the lower part a multiple of ``rows`` rows, so that every block is one leaf. Deterministic; ``O(N D log(N /
+    rows))`` work over row chunks of the input (no copy of ``x``)."""
+    device = x.device
+    chunk = max(1, 2**22 // max(1, x.shape[1]))
+    leaves, stack = [], [torch.arange(x.shape[0], device=device)]
+    start = torch.linspace(1.0, 2.0, x.shape[1], dtype=torch.float64, device=device)
+    while stack:
+        idx = stack.pop()
+        if idx.numel() <= rows:
+            leaves.append(idx)
+            continue
+        mean = sum(x.index_select(0, idx[c : c + chunk]).double().sum(0) for c in range(0, idx.numel(), chunk))
+        mean = mean / idx.numel()
+        direction = start / start.norm()
+        for _ in range(_POWER_STEPS):  # v <- sum_i (x_i - m) ((x_i - m) . v), normalised
+            update = torch.zeros_like(direction)
+            for c in range(0, idx.numel(), chunk):
+                part = x.index_select(0, idx[c : c + chunk]).double() - mean
+                update += part.t() @ (part @ direction)
+            norm = update.norm()
+            if not bool(norm > 0):  # all rows equal: any split is as compact
+                break
+            direction = update / norm
+        projection = torch.cat([(x.index_select(0, idx[c : c + chunk]).double() - mean) @ direction
+                                for c in range(0, idx.numel(), chunk)])
+        ordered = idx[torch.argsort(projection, stable=True)]
+        split = rows * -(-(idx.numel() // 2) // rows)  # the lower half, rounded up to whole blocks
+        stack.append(ordered[split:])
+        stack.append(ordered[:split])
+    return torch.cat(leaves)
+
+
 def _symmetric_candidates(x: Tensor, sq: Tensor, width: int, rows: int, exclude_self: bool = False,
                           pairs: tuple[int, int] = (0, 1)) -> tuple[Tensor, Tensor]:
     """:func:`_smallest_candidates` of every row of ``x`` against ``x`` itself, visiting each pair of tiles once: a
     tile above the diagonal serves its rows and, transposed, its columns. Half the products and half the passes
     of the row-by-row search; the running candidates of all rows, ``(N, width)``, are held meanwhile.
 
-    ``pairs=(rank, world_size)``: only the pairs of tiles ``p`` (numbered row by row) with ``p % world_size ==
+    At up to ``_PRUNE_MAX_DIM`` dimensions, where the selection rather than the product costs the time, the rows
+    are first ordered so that each block is compact (:func:`_compact_order`, a copy of ``x``), each block's
+    centroid and radius are computed in float64, the blocks' own tiles are visited first and then the other pairs
+    nearest first, and a pair is skipped for the rows of a block when no entry can enter their candidates: by the
+    triangle inequality every exact distance between the blocks is at least the gap between their balls, every
+    computed one at least its square less the rounding band, and an entry enters only below the row's running
+    ``width``-th value. So what is left out still lies at or above that value, as the callers' bound requires:
+    the candidates, hence the exact answers, are those of the full search. On clustered data most pairs are
+    skipped; on data without structure none are.
+
+    ``pairs=(rank, world_size)``: only the pairs of tiles ``p`` (in visiting order) with ``p % world_size ==
     rank``; the candidates are then this share's, to be merged with the other ranks' (:func:`_merge_shares`)."""
     n, device = x.shape[0], x.device
+    prune = n > 2 * rows and x.shape[1] <= _PRUNE_MAX_DIM
+    order = _compact_order(x, rows) if prune else None
+    if order is not None:
+        x, sq = x.index_select(0, order), sq.index_select(0, order)
     best = torch.full((n, width), math.inf, dtype=x.dtype, device=device)
     best_idx = torch.zeros(n, width, dtype=torch.int64, device=device)
     starts = list(range(0, n, rows))
     seen = [0] * len(starts)  # columns each row block has met so far
     need = width + 1 if exclude_self else width  # a row's own column is +inf, not a candidate
-    pair = -1
-    for bi, i0 in enumerate(starts):
-        a, a_sq = x[i0 : i0 + rows], sq[i0 : i0 + rows]
-        for bj in range(bi, len(starts)):
-            pair += 1
-            if pair % pairs[1] != pairs[0]:
+    visits = [(bi, bi) for bi in range(len(starts))]
+    if prune:
+        band = rounding_band(x)
+        centres = torch.stack([x[i0 : i0 + rows].double().mean(0) for i0 in starts])
+        reach = torch.stack([(x[i0 : i0 + rows].double() - centres[b]).square().sum(1).max().sqrt()
+                             for b, i0 in enumerate(starts)])
+        gaps = (torch.cdist(centres, centres) - reach[:, None] - reach[None, :]).clamp_min(0)
+        # a lower bound on every computed squared distance between two blocks (float64 rounding of the bound is far
+        # below the band)
+        floors = (gaps.square() - band).tolist()
+        others = [(bi, bj) for bi in range(len(starts)) for bj in range(bi + 1, len(starts))]
+        visits += sorted(others, key=lambda pair: floors[pair[0]][pair[1]])
+    else:
+        visits += [(bi, bj) for bi in range(len(starts)) for bj in range(bi + 1, len(starts))]
+    for pair, (bi, bj) in enumerate(visits):
+        if pair % pairs[1] != pairs[0]:
+            continue
+        i0, j0 = starts[bi], starts[bj]
+        rows_gain = cols_gain = True
+        if prune and bi != bj:
+            floor = floors[bi][bj]
+            ceilings = torch.stack([best[i0 : i0 + rows, -1].max(), best[j0 : j0 + rows, -1].max()]).tolist()
+            rows_gain = seen[bi] < need or floor < ceilings[0]
+            cols_gain = seen[bj] < need or floor < ceilings[1]
+            if not (rows_gain or cols_gain):
                 continue
-            j0 = starts[bj]
-            block = _block_squared_distances(a, a_sq, x[j0 : j0 + rows], sq[j0 : j0 + rows])
-            if bj == bi and exclude_self:
-                block.fill_diagonal_(math.inf)
+        block = _block_squared_distances(x[i0 : i0 + rows], sq[i0 : i0 + rows], x[j0 : j0 + rows],
+                                         sq[j0 : j0 + rows])
+        if bj == bi and exclude_self:
+            block.fill_diagonal_(math.inf)
+        if rows_gain:
             _merge_candidates(best, best_idx, i0, block, j0, width, seen[bi] >= need)
             seen[bi] += block.shape[1]
-            if bj != bi:
-                _merge_candidates(best, best_idx, j0, block, i0, width, seen[bj] >= need, transposed=True)
-                seen[bj] += block.shape[0]
-    return best, best_idx
+        if bj != bi and cols_gain:
+            _merge_candidates(best, best_idx, j0, block, i0, width, seen[bj] >= need, transposed=True)
+            seen[bj] += block.shape[0]
+    if order is None:
+        return best, best_idx
+    values = torch.empty_like(best)
+    index = torch.empty_like(best_idx)
+    values[order], index[order] = best, order[best_idx]
+    return values, index
 
 
 def _merge_shares(share: tuple[Tensor, Tensor], gather: Callable[[Tensor], Tensor], width: int
@@ -166,26 +245,40 @@ def _merge_candidates(best: Tensor, best_idx: Tensor, r0: int, block: Tensor, c0
     m = block.shape[1] if transposed else block.shape[0]
     device = block.device
     current, current_idx = best[r0 : r0 + m], best_idx[r0 : r0 + m]
-    if not full:
-        tile = block.t() if transposed else block
+    rows_grouped = transposed and block.shape[0] % _GROUP == 0 and block.shape[0] // _GROUP >= width
+    columns_grouped = not transposed and block.shape[1] % _GROUP == 0 and block.shape[1] // _GROUP >= width
+    if not full and not (rows_grouped or columns_grouped):
+        # a row-major copy first: topk along a strided dim is several times slower than the copy and a contiguous one
+        tile = block.t().contiguous() if transposed else block
         values, where = torch.topk(tile, min(width, tile.shape[1]), dim=1, largest=False)
         found, found_idx = values, where + c0
     else:
-        threshold = current[:, -1]
-        if transposed and block.shape[0] % _GROUP == 0:
+        if rows_grouped:
             # minima over groups of 16 tile rows (a reduction across contiguous columns, several times cheaper than
             # a comparison of the whole tile) say which groups hold entries below a column's threshold
             groups = block.view(block.shape[0] // _GROUP, _GROUP, block.shape[1])
-            g, col = (groups.amin(dim=1) < threshold[None, :]).nonzero(as_tuple=True)
-            inside = groups[g, :, col]  # (hits, 16)
-            h, k = (inside < threshold[col, None]).nonzero(as_tuple=True)
-            i, j, values = g[h] * _GROUP + k, col[h], inside[h, k]
-        elif not transposed and block.shape[1] % _GROUP == 0:
+            minima = groups.amin(dim=1).t()  # (columns, groups)
+        elif columns_grouped:
             # the same for the rows: groups of 16 columns a stride apart (member t of group g is column
             # t * C / 16 + g), so that their minima are again a reduction across contiguous memory
             stride = block.shape[1] // _GROUP
             groups = block.view(block.shape[0], _GROUP, stride)
-            row, g = (groups.amin(dim=1) < threshold[:, None]).nonzero(as_tuple=True)
+            minima = groups.amin(dim=1)  # (rows, groups)
+        if full:
+            threshold = current[:, -1]
+        else:
+            # a row's first tile: the width-th smallest of its group minima is width distinct entries' largest, so
+            # it bounds the width-th smallest entry from above; the entries at or below it (nextafter: "<" below is
+            # "<=" here) hold the row's width smallest, and they are few: no topk over the whole tile
+            seed = torch.topk(minima, width, dim=1, largest=False).values[:, -1]
+            threshold = torch.nextafter(seed, torch.full_like(seed, math.inf))
+        if rows_grouped:
+            col, g = (minima < threshold[:, None]).nonzero(as_tuple=True)
+            inside = groups[g, :, col]  # (hits, 16)
+            h, k = (inside < threshold[col, None]).nonzero(as_tuple=True)
+            i, j, values = g[h] * _GROUP + k, col[h], inside[h, k]
+        elif columns_grouped:
+            row, g = (minima < threshold[:, None]).nonzero(as_tuple=True)
             inside = groups.permute(0, 2, 1)[row, g]  # (hits, 16)
             h, k = (inside < threshold[row, None]).nonzero(as_tuple=True)
             i, j, values = row[h], k * stride + g[h], inside[h, k]
@@ -472,7 +565,8 @@ def nearest_neighbours(
             and their candidates merged (half the products, as in one process).
 
     Memory: one ``block_rows^2`` tile, ``block_rows x (k + 16)`` running candidates (``(N, k + 16)`` for a reference
-    searched against itself in one process, each pair of tiles then visited once), the ``(Q, k)``
+    searched against itself, each pair of tiles then visited once, with a reordered copy of the reference up to 512
+    dimensions), the ``(Q, k)``
     answers and bounded float64 slabs: never a ``Q x N`` matrix.
 
     Raises:

@@ -112,7 +112,7 @@ def test_duplicate_rate_interval_is_garwoods():
     assert result.num_duplicates == 6 and result.duplicate_rate_interval == pytest.approx((low / pairs, high / pairs))
 
 
-def test_coverage_metrics_carry_jackknife_intervals():
+def test_coverage_metrics_carry_split_half_intervals():
     stats = pytest.importorskip("scipy.stats")
     from fastndb._core.coverage import student_quantile
 
@@ -132,19 +132,71 @@ def test_coverage_metrics_carry_jackknife_intervals():
     assert half.coverage_interval[1] < out.expected_null_coverage and half.coverage_p_value < 1e-6
 
 
-def test_jackknife_replicates_are_the_metrics_without_one_group():
-    from fastndb._core.coverage import jackknife_scores
+def test_split_halves_are_the_metrics_on_independent_half_pairs():
+    from fastndb._core.coverage import split_half_scores
 
     g = torch.Generator().manual_seed(1)
-    x, y = torch.randn(300, 3, generator=g, dtype=torch.float64), torch.randn(200, 3, generator=g, dtype=torch.float64)
-    rows = jackknife_scores(x, y, nearest_k=5, inclusive=False, groups=4, seed=7)
+    x, y = torch.randn(301, 3, generator=g, dtype=torch.float64), torch.randn(200, 3, generator=g, dtype=torch.float64)
+    halves, density_real = split_half_scores(x, y, nearest_k=5, inclusive=False, splits=2, seed=7)
+    assert halves.shape == (2, 4, 4) and density_real.shape == (2, 2)
     generator = torch.Generator().manual_seed(7)
-    real_group = torch.randperm(300, generator=generator) % 4
-    fake_group = torch.randperm(200, generator=generator) % 4
-    for group in range(4):
-        direct = fastndb.prdc(x[real_group != group], y[fake_group != group], subsets=0)
-        assert rows[group].tolist() == pytest.approx([direct.precision, direct.recall, direct.density,
-                                                      direct.coverage], abs=1e-12)
+    for split in range(2):
+        real, fake = torch.randperm(301, generator=generator), torch.randperm(200, generator=generator)
+        reals, fakes = (x[real[:150]], x[real[150:300]]), (y[fake[:100]], y[fake[100:]])
+        counts = {}
+        for pair, (i, j) in enumerate(((0, 0), (1, 1), (0, 1), (1, 0))):
+            direct = fastndb.prdc(reals[i], fakes[j], subsets=0)
+            assert halves[split, pair].tolist() == pytest.approx(
+                [direct.precision, direct.recall, direct.density, direct.coverage], abs=1e-12)
+            counts[i, j] = direct.fake_density.double().numpy() / 5
+        for j in (0, 1):  # the real side of density's variance: the shared-fake difference less the fake side's
+            delta = counts[0, j] - counts[1, j]
+            expected = (delta.mean() ** 2 - delta.var(ddof=1) / 100) / 2
+            assert float(density_real[split, j]) == pytest.approx(expected, abs=1e-12)
+
+
+def test_split_half_interval_is_the_scaled_difference_variance():
+    """The interval against its formula in float64 numpy: the angular scale, the size ratio, Student's quantile."""
+    stats = pytest.importorskip("scipy.stats")
+    g = torch.Generator().manual_seed(3)
+    out = fastndb.prdc(torch.randn(801, 5, generator=g), torch.randn(600, 5, generator=g), subsets=6, seed=11)
+    from fastndb._core.coverage import split_half_scores
+
+    g = torch.Generator().manual_seed(3)
+    real, fake = torch.randn(801, 5, generator=g), torch.randn(600, 5, generator=g)
+    halves, density_real = split_half_scores(real, fake, nearest_k=5, inclusive=False, splits=6, seed=11)
+    halves = halves.numpy()
+    values = np.array([out.precision, out.recall, out.density, out.coverage])
+    bounded = np.array([True, True, False, True])
+
+    def phi(v):
+        return np.where(bounded, np.arcsin(np.sqrt(np.clip(v, 0, 1))), v)
+
+    h = phi(halves)
+    first, second = h[:, 0] - h[:, 1], h[:, 2] - h[:, 3]
+    ratio = 0.5 * (400 / 801 + 300 / 600)
+    u, v = ratio * (((first + second) / 2) ** 2).mean(0) / 2, ratio * (((first - second) / 2) ** 2).mean(0) / 2
+    # the total equals the scaled mean squared difference: d1^2 + d2^2 = 2 (u^2 + v^2)
+    assert np.allclose(u + v, ratio * (np.concatenate([first, second]) ** 2).mean(0) / 2)
+    variance, df = u + v, np.floor(np.minimum(11, 6 * (u + v) ** 2 / (u**2 + v**2)))
+    # density: the fake side exactly at full size (M - 1 degrees of freedom), the real side's half-size variance
+    # scaled (R)
+    fake_side = np.var(out.fake_density.double().numpy() / 5, ddof=1) / 600
+    real_side = 400 / 801 * max(float(density_real.mean()), 0.0)
+    variance[2] = fake_side + real_side
+    df[2] = np.floor(min(599, variance[2] ** 2 / (fake_side**2 / 599 + real_side**2 / 6)))
+    se = np.sqrt(variance)
+    q = stats.t.ppf(0.975, df)
+    lo, hi = phi(values) - q * se, phi(values) + q * se
+    lo = np.where(bounded, np.sin(np.clip(lo, 0, np.pi / 2)) ** 2, np.maximum(lo, 0))
+    hi = np.where(bounded, np.sin(np.clip(hi, 0, np.pi / 2)) ** 2, hi)
+    assert out.interval_df == tuple(int(d) for d in df) and min(df) >= 6
+    for i, name in enumerate(("precision", "recall", "density", "coverage")):
+        assert getattr(out, f"{name}_interval") == pytest.approx((lo[i], hi[i]), abs=2e-5)  # the t quantile to 1e-4
+    assert out.interval_se == pytest.approx(tuple(se), rel=1e-9)
+    assert out.coverage_se == pytest.approx(se[3] * np.sin(2 * phi(values)[3]), rel=1e-9)
+    t = (phi(values)[3] - np.arcsin(np.sqrt(out.expected_null_coverage))) / se[3]
+    assert out.coverage_p_value == pytest.approx(stats.t.cdf(t, df[3]), abs=1e-6)
 
 
 def test_coverage_interval_covers_the_null_expectation():

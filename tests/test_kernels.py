@@ -122,3 +122,55 @@ def test_kernels_stay_differentiable_and_work_on_inference_tensors():
         y = torch.randn(100, 6, generator=g)
     labels, _, sums, counts = assign_and_sum(y, c)
     assert torch.equal(labels, nearest_labels(y, c)) and int(counts.sum()) == 100
+
+
+@pytest.mark.parametrize("case", ["lattice", "sorted", "identical"])
+@pytest.mark.parametrize("k", [1, 5, 20])
+def test_radii_from_seeded_first_tiles_equal_float64_brute_force(case, k):
+    """Tiles of 512 rows: a row's first tile is searched below the width-th smallest of its group minima (no topk
+    over the tile). Ties (an integer lattice), samples sorted by mode (a tile's rows all far from some columns)
+    and identical samples (every entry at the threshold) against the sorted float64 distances."""
+    from fastndb.kernels.neighbours import kth_neighbour_sq, nearest_neighbours
+
+    g = torch.Generator().manual_seed(k)
+    if case == "lattice":
+        x = torch.randint(0, 3, (1300, 4), generator=g).float()
+    elif case == "sorted":
+        x = (torch.randn(1300, 8, generator=g) + 40 * torch.arange(1300)[:, None].div(300, rounding_mode="floor"))
+    else:
+        x = torch.ones(1300, 6)
+    x64 = x.double()
+    d2 = ((x64[:, None, :] - x64[None, :, :]) ** 2).sum(-1)
+    expected = d2.sort(dim=1).values[:, k]
+    assert torch.equal(kth_neighbour_sq(x, k, block_rows=512), expected)
+    found = nearest_neighbours(x, x, 2, exclude_self=True, block_rows=512)
+    off = d2.clone().fill_diagonal_(float("inf"))
+    assert torch.equal(found.sq, off.sort(dim=1).values[:, :2])
+    # the named rows are at those distances; among equal non-zero distances the lower row comes first
+    assert torch.equal(off.gather(1, found.index), found.sq)
+    first = found.sq[:, :1]
+    lower_tie = (off == first) & (torch.arange(1300)[None, :] < found.index[:, :1]) & (first > 0)
+    assert not bool(lower_tie.any())
+
+
+def test_far_pairs_of_tiles_are_skipped_and_the_answers_stay_exact(monkeypatch):
+    """A set against itself: rows ordered into compact blocks, far pairs of tiles skipped by the gap between the
+    blocks' balls. Six clusters 100 apart, shuffled: most pairs are skipped, and the radii and 2-NN equal the
+    float64 brute force."""
+    from fastndb.kernels import neighbours as nb
+
+    g = torch.Generator().manual_seed(5)
+    centres = torch.randn(6, 8, generator=g) * 100
+    x = (centres.repeat_interleave(500, 0) + torch.randn(3000, 8, generator=g))[torch.randperm(3000, generator=g)]
+    order = nb._compact_order(x, 500)
+    assert torch.equal(order.sort().values, torch.arange(3000))  # a permutation
+    calls = []
+    original = nb._block_squared_distances
+    monkeypatch.setattr(nb, "_block_squared_distances", lambda *a: calls.append(1) or original(*a))
+    radii = nb.kth_neighbour_sq(x, 5, block_rows=500)
+    assert len(calls) <= 6 + 3, len(calls)  # the 6 blocks' own tiles, few of the 15 others
+    x64 = x.double()
+    d2 = ((x64[:, None, :] - x64[None, :, :]) ** 2).sum(-1)
+    assert torch.equal(radii, d2.sort(dim=1).values[:, 5])
+    found = nb.nearest_neighbours(x, x, 2, exclude_self=True, block_rows=500)
+    assert torch.equal(found.sq, d2.fill_diagonal_(float("inf")).sort(dim=1).values[:, :2])

@@ -34,9 +34,10 @@ from fastndb.kernels.neighbours import BallCounts, ball_counts, kth_neighbour_sq
 
 logger = logging.getLogger(__name__)
 
-INTERVAL_GROUPS = 10  # groups of the delete-a-group jackknife behind the intervals of the four numbers
-MIN_GROUP_SIZE = 20  # samples of each set per group
-MIN_GROUPS = 4  # fewer groups give no interval (a Student interval on 1-2 degrees of freedom is too wide to use)
+INTERVAL_GROUPS = 10  # random halvings of both sets behind the intervals of the four numbers
+MIN_GROUP_SIZE = 20  # samples of each set per half
+MIN_GROUPS = 2  # fewer halvings give no interval (a Student interval on 1 degree of freedom is too wide to use)
+ANGULAR = (True, True, False, True)  # precision, recall, coverage on the angular scale asin(sqrt(p)); density as is
 
 
 def _subset(x: Tensor, size: int | None, seed: int) -> Tensor:
@@ -136,10 +137,10 @@ def prdc(
         seed: seed of that choice.
         block_rows: edge of the tiles (default: 2048 on CPU, 8192 on GPU).
         progress: tqdm bar over row blocks.
-        subsets: ``G``, the groups of the delete-a-group jackknife behind the intervals (:func:`jackknife_scores`;
-            0: no intervals), fewer where a group would hold under 20 samples of either set, none below 4. They
-            cost about ``0.8 G`` times the metrics themselves (the jackknife recomputes them ``G`` times on 90% of
-            the samples): pass ``subsets=0`` where only the numbers are wanted.
+        subsets: ``R``, the random halvings of both sets behind the intervals (:func:`split_half_scores`; 0: no
+            intervals; none where a half would hold under 20 samples of either set, or for ``R < 2``). They cost
+            about ``2 R / 3`` times the metrics themselves (each halving computes the four numbers on four pairs
+            of half-size sets): pass ``subsets=0`` where only the numbers are wanted.
         confidence: level of the intervals.
         distributed: ``None`` (default): when ``torch.distributed`` is initialised with several processes, ``real``
             and ``fake`` are this rank's shards: each rank embeds its own, the union (in rank order) is gathered on
@@ -149,7 +150,8 @@ def prdc(
         group: the ``torch.distributed`` process group (``None``: the default group).
 
     Memory: the samples, one tile of ``block_rows^2`` distances with two 0/1 buffers of its size (float32),
-    ``(N + M)(k + 17)`` candidates and at most 65,536
+    ``(N + M)(k + 17)`` candidates, a reordered copy of each set during its radius search (up to 512 dimensions)
+    and at most 65,536
     pairs re-tested at once: never an ``N x N`` or ``N x M`` matrix, whatever the data (duplicates and ties
     included: a radius of 0 is legal, and nothing lies strictly inside it).
 
@@ -258,26 +260,22 @@ def prdc_prepared(x: Tensor, y: Tensor, unit: float, *, nearest_k: int, inclusiv
     ]))
     logger.info("prdc: N=%d, M=%d, k=%d, %d boundary pairs re-tested exactly", n, m, nearest_k, balls.num_settled)
     intervals: dict = {}
-    groups = min(subsets, n // MIN_GROUP_SIZE, m // MIN_GROUP_SIZE)
-    if groups >= MIN_GROUPS and nearest_k >= min(n, m) - -(-max(n, m) // groups):
-        # a replicate leaves out a group of either set: its k-th nearest other sample must still exist
-        warnings.warn(f"prdc: no intervals: nearest_k={nearest_k} leaves no k-th neighbour once one of {groups} "
-                      f"groups is left out of {min(n, m)} samples; pass a smaller nearest_k for intervals",
-                      UserWarning, stacklevel=2)
-        groups = 0
-    if groups >= MIN_GROUPS:
-        per_group = jackknife_scores(x, y, nearest_k=nearest_k, inclusive=inclusive, groups=groups, seed=seed,
-                                     block_rows=block_rows, comm=comm)
-        # the delete-a-group jackknife's standard error: sqrt((G - 1) / G * sum_g (theta_(-g) - mean)^2)
-        spread = torch.sqrt((groups - 1) / groups * ((per_group - per_group.mean(0)) ** 2).sum(0))
-        half = student_quantile(0.5 + confidence / 2, groups - 1) * spread
-        centre = torch.tensor([precision, recall, density, coverage], dtype=torch.float64, device=half.device)
-        low, high, se = host_values(torch.stack([centre - half, centre + half, spread]))
-        bounds = [(0.0, 1.0), (0.0, 1.0), (0.0, math.inf), (0.0, 1.0)]
-        names = ("precision_interval", "recall_interval", "density_interval", "coverage_interval")
-        for name, lo, hi, (floor, ceiling) in zip(names, low, high, bounds, strict=True):
-            intervals[name] = (max(lo, floor), min(hi, ceiling))
-        intervals.update(coverage_se=se[3], interval_subsets=groups, confidence=confidence)
+    halves_fit = min(n, m) // 2 >= MIN_GROUP_SIZE
+    if subsets >= MIN_GROUPS and halves_fit and nearest_k >= min(n, m) // 2:
+        # a half must still hold a k-th nearest other sample
+        warnings.warn(f"prdc: no intervals: nearest_k={nearest_k} leaves no k-th neighbour in a half of "
+                      f"{min(n, m)} samples; pass a smaller nearest_k for intervals", UserWarning, stacklevel=3)
+    if subsets >= MIN_GROUPS and halves_fit and nearest_k < min(n, m) // 2:
+        halves, density_real = split_half_scores(x, y, nearest_k=nearest_k, inclusive=inclusive, splits=subsets,
+                                                 seed=seed, block_rows=block_rows, comm=comm)
+        centre = torch.tensor([precision, recall, density, coverage], dtype=torch.float64, device=halves.device)
+        # density given the real samples is a mean over the fake ones: its variance there is exact at full size
+        density_given_real = (balls.b_count.double() / nearest_k).var() / m
+        intervals = split_half_intervals(centre, halves, density_given_real, density_real, n=n, m=m,
+                                         confidence=confidence)
+    elif subsets > 0:
+        logger.info("prdc: no intervals: %d halvings of %d real and %d fake samples (at least %d halvings and "
+                    "%d samples a half are needed)", subsets, n, m, MIN_GROUPS, max(MIN_GROUP_SIZE, nearest_k + 1))
     return PRDCResult(
         precision=precision, recall=recall, density=density, coverage=coverage, nearest_k=nearest_k, num_real=n,
         num_fake=m, inclusive=inclusive, real_radii=real_sq.sqrt() / unit, fake_radii=fake_sq.sqrt() / unit,
@@ -287,31 +285,138 @@ def prdc_prepared(x: Tensor, y: Tensor, unit: float, *, nearest_k: int, inclusiv
 
 
 
-def jackknife_scores(x: Tensor, y: Tensor, *, nearest_k: int, inclusive: bool, groups: int, seed: int,
-                     block_rows: int | None = None, comm: Collective | None = None) -> Tensor:
-    r"""Precision, recall, density and coverage with one of ``groups`` groups left out: ``(G, 4)`` float64.
+def split_half_scores(x: Tensor, y: Tensor, *, nearest_k: int, inclusive: bool, splits: int, seed: int,
+                      block_rows: int | None = None, comm: Collective | None = None) -> tuple[Tensor, Tensor]:
+    r"""Precision, recall, density and coverage on independent half-size pairs: ``(R, 4, 4)`` float64, and the
+    real side's share of density's half-size variance, ``(R, 2)`` float64.
 
-    Both sets are split at random (seeded, on their device) into ``G`` groups; replicate ``g`` recomputes the four
-    numbers (radii included) without group ``g`` of either set. The delete-a-group jackknife's variance,
-    :math:`\frac{G-1}{G}\sum_g (\theta_{(-g)} - \bar\theta)^2`, holds for statistics as rough as these when
-    the groups are large (delete-d jackknife, Shao & Wu 1989), and each replicate keeps 90% of the samples, so the
-    k-NN radii stay close to the full-size ones. Neither a plain bootstrap (a resampled point is its own nearest
-    neighbour, which shrinks the radii) nor subsampling small subsets (their radii are larger, and precision and
-    recall saturate: measured, their intervals covered 60% of the time) keeps the level.
+    Halving ``r`` splits each set at random (seeded, on its device) into two disjoint halves of ``floor(N / 2)``
+    and ``floor(M / 2)`` samples, ``X_1, X_2`` and ``Y_1, Y_2``, and computes the four numbers (radii included)
+    on the pairs ``(X_1, Y_1), (X_2, Y_2), (X_1, Y_2), (X_2, Y_1)``, in that order along dim 1. Disjoint subsets
+    of independent samples are independent, so the first two pairs are two independent draws of the metrics at
+    half size, and so are the last two: their differences estimate the half-size variance without bias, whatever
+    the statistic (:func:`split_half_intervals`).
+
+    Density is a mean over the fake samples given the real ones, :math:`\frac{1}{kM}\sum_j D_X(y_j)`
+    (:math:`D_X(y)` the real balls holding :math:`y`), so its variance splits into the fake side's, exact from the
+    counts, and the real side's, :math:`\mathrm{Var}_X(E[\text{density} \mid X])`. The pairs sharing their fake
+    half, :math:`(X_1, Y_j)` and :math:`(X_2, Y_j)`, estimate the latter at half size without bias:
+    :math:`\frac12\big(\Delta^2 - \widehat{\mathrm{Var}}(\delta) / (M/2)\big)` with :math:`\Delta` their
+    difference and :math:`\delta_j = (D_{X_1}(y_j) - D_{X_2}(y_j)) / k`, one per fake half.
     """
     device = x.device
     generator = torch.Generator(device=device).manual_seed(seed)
-    real_group = torch.randperm(x.shape[0], generator=generator, device=device) % groups
-    fake_group = torch.randperm(y.shape[0], generator=generator, device=device) % groups
-    rows = []
-    for g in range(groups):
-        a, b = x[real_group != g], y[fake_group != g]
-        a_sq, b_sq = _radii(a, nearest_k, block_rows, comm), _radii(b, nearest_k, block_rows, comm)
-        balls = _balls(a, a_sq, b, b_sq, inclusive=inclusive, block_rows=block_rows, comm=comm)
-        rows.append(torch.stack([(balls.b_count > 0).double().mean(), balls.a_in_b.double().mean(),
-                                 balls.b_count.double().sum() / (nearest_k * b.shape[0]),
-                                 balls.a_any.double().mean()]))
-    return torch.stack(rows)
+    n2, m2 = x.shape[0] // 2, y.shape[0] // 2
+    out, real_side = [], []
+    for _ in range(splits):
+        real_order = torch.randperm(x.shape[0], generator=generator, device=device)
+        fake_order = torch.randperm(y.shape[0], generator=generator, device=device)
+        reals = [x[real_order[:n2]], x[real_order[n2 : 2 * n2]]]
+        fakes = [y[fake_order[:m2]], y[fake_order[m2 : 2 * m2]]]
+        real_sq = [_radii(a, nearest_k, block_rows, comm) for a in reals]
+        fake_sq = [_radii(b, nearest_k, block_rows, comm) for b in fakes]
+        rows, held = [], {}
+        for i, j in ((0, 0), (1, 1), (0, 1), (1, 0)):
+            balls = _balls(reals[i], real_sq[i], fakes[j], fake_sq[j], inclusive=inclusive, block_rows=block_rows,
+                           comm=comm)
+            held[i, j] = balls.b_count.double() / nearest_k
+            rows.append(torch.stack([(balls.b_count > 0).double().mean(), balls.a_in_b.double().mean(),
+                                     held[i, j].mean(), balls.a_any.double().mean()]))
+        out.append(torch.stack(rows))
+        real_side.append(torch.stack([((held[0, j].mean() - held[1, j].mean()) ** 2
+                                       - (held[0, j] - held[1, j]).var() / m2) / 2 for j in (0, 1)]))
+    return torch.stack(out), torch.stack(real_side)
+
+
+def angular(values: Tensor) -> Tensor:
+    r"""The intervals' scale: :math:`\arcsin\sqrt{p}` for precision, recall and coverage (the last dim's entries
+    0, 1, 3), density as it is."""
+    scaled = values.clone()
+    for column, bounded in enumerate(ANGULAR):
+        if bounded:
+            scaled[..., column] = torch.asin(values[..., column].clamp(0.0, 1.0).sqrt())
+    return scaled
+
+
+def split_half_intervals(centre: Tensor, halves: Tensor, density_given_real: Tensor, density_real: Tensor, *,
+                         n: int, m: int, confidence: float) -> dict:
+    r"""The intervals of :class:`~fastndb.PRDCResult` from :func:`split_half_scores`.
+
+    On the scale :math:`\phi` of :func:`angular` (on which a proportion's variance hardly depends on its value,
+    so that a half-size variance carries over to full size when the metric's mean moves with the size), each
+    halving gives two independent differences :math:`d = \phi(\theta_{11}) - \phi(\theta_{22})` and
+    :math:`\phi(\theta_{12}) - \phi(\theta_{21})`, with :math:`E[d^2] = 2\,\mathrm{Var}(\phi_{N/2})`. The
+    full-size variance is the half-size one times the ratio of the sizes, as for every statistic whose variance
+    falls as :math:`1 / N` (the k-NN metrics' central limit theorems):
+    :math:`\widehat{\mathrm{se}}^2 = \frac{s}{2}\,\overline{d^2}` with
+    :math:`s = \frac12\left(\frac{\lfloor N/2 \rfloor}{N} + \frac{\lfloor M/2 \rfloor}{M}\right)`. The interval
+    is Student's around the full-size value, mapped back to the metric's scale, on Satterthwaite's degrees of
+    freedom: the half sum and half difference of a halving's two differences are, to first order, its real and
+    its fake halves' contrasts, each estimated on ``R`` degrees of freedom, so the total has between ``R`` (one
+    side dominates, as the real side does for coverage where modes are dropped) and ``2R``. Density's variance
+    is its fake side's, exact at full size (``density_given_real``, the counts' variance over ``M``, on ``M - 1``
+    degrees of freedom), plus its real side's half-size variance (``density_real``) times
+    :math:`\lfloor N/2 \rfloor / N`: only that part relies on the scaling (in 32 dimensions, where the counts'
+    spread grows with the sizes, scaling the whole half-size variance made density's intervals too narrow).
+    Unlike a jackknife (whose variance counts the higher-order terms of these OR-of-balls statistics upwards) or a
+    plain bootstrap (a resampled point is its own neighbour), nothing here is biased but the :math:`1/N` scaling.
+
+    Args:
+        centre: ``(4,)`` float64, the full-size precision, recall, density, coverage.
+        halves: ``(R, 4, 4)`` float64 from :func:`split_half_scores`.
+        density_given_real: ``()`` float64, the sample variance of the full-size per-fake counts over ``k``,
+            divided by ``M``.
+        density_real: ``(R, 2)`` float64 from :func:`split_half_scores`.
+        n, m: the full sizes.
+        confidence: the level.
+
+    Returns:
+        The interval fields of :class:`~fastndb.PRDCResult`.
+    """
+    splits = halves.shape[0]
+    scaled = angular(halves)
+    first, second = scaled[:, 0] - scaled[:, 1], scaled[:, 2] - scaled[:, 3]  # (R, 4) each
+    # d1 = (X1 - X2) + (Y1 - Y2) and d2 = (X1 - X2) - (Y1 - Y2) in first order: their half sum and half difference
+    # are the real and the fake halves' contrasts, d1^2 + d2^2 = 2 (u^2 + v^2)
+    real_contrast = (((first + second) / 2) ** 2).mean(0)
+    fake_contrast = (((first - second) / 2) ** 2).mean(0)
+    ratio = 0.5 * ((n // 2) / n + (m // 2) / m)
+    real_share = (n // 2) / n * density_real.mean().clamp(min=0.0)
+    density_row = torch.stack([density_given_real, real_share, real_share * 0, real_share * 0])
+    *parts, middle, density_parts = host_values(torch.stack([real_contrast, fake_contrast, angular(centre),
+                                                             density_row]))  # one host read
+    density_parts = density_parts[:2]
+    variance, df = [], []
+    for column in range(4):
+        if column == 2:  # density: the fake side exact (M - 1 degrees of freedom), the real side on R
+            pieces, dfs = density_parts, (m - 1, splits)
+        else:  # each contrast on R degrees of freedom
+            pieces, dfs = [ratio * parts[0][column] / 2, ratio * parts[1][column] / 2], (splits, splits)
+        total = sum(pieces)
+        variance.append(total)
+        # Satterthwaite's degrees of freedom of a sum of two variance estimates (between R and 2R here, R where one
+        # side dominates, as the real side does for coverage when modes are dropped)
+        denominator = sum(piece**2 / d for piece, d in zip(pieces, dfs, strict=True))
+        df.append(max(1, int(min(2 * splits - 1 if column != 2 else m - 1,
+                                 total**2 / denominator if denominator > 0 else 2 * splits - 1))))
+    se = [math.sqrt(v) for v in variance]
+    intervals = {}
+    names = ("precision_interval", "recall_interval", "density_interval", "coverage_interval")
+    plain_se = []
+    for column, name in enumerate(names):
+        half = student_quantile(0.5 + confidence / 2, df[column]) * se[column]
+        if ANGULAR[column]:
+            low = math.sin(min(max(middle[column] - half, 0.0), math.pi / 2)) ** 2
+            high = math.sin(min(max(middle[column] + half, 0.0), math.pi / 2)) ** 2
+            # the standard error on the metric's own scale (delta method: d sin^2(phi) / d phi = sin(2 phi))
+            plain_se.append(se[column] * math.sin(2 * middle[column]))
+        else:
+            low, high = max(middle[column] - half, 0.0), middle[column] + half
+            plain_se.append(se[column])
+        intervals[name] = (low, high)
+    intervals.update(coverage_se=plain_se[3], interval_se=tuple(se), interval_df=tuple(df),
+                     interval_subsets=splits, confidence=confidence)
+    return intervals
 
 
 def student_cdf(t: float, df: int) -> float:

@@ -110,7 +110,8 @@ def memorization(
             ``True``: require a process group.
         group: the ``torch.distributed`` process group (``None``: the default group).
 
-    Memory: the samples, one ``block_rows^2`` tile with its candidates, ``(M + N + T) x 2`` neighbours: never a
+    Memory: the samples, one ``block_rows^2`` tile with its candidates, ``(M + N + T) x 2`` neighbours (and a
+    reordered copy of the training set during its search against itself, up to 512 dimensions): never a
     ``N x M`` matrix, whatever the data (all samples identical included).
 
     Raises:

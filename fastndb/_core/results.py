@@ -296,11 +296,16 @@ class PRDCResult:
         fake_density: ``(M,)`` int64: how many real balls hold this fake sample (density, times ``k``).
         precision_mode: arithmetic of the candidate search (every boundary case is re-tested in float64).
         precision_interval, recall_interval, density_interval, coverage_interval: ``(low, high)`` at
-            ``confidence``, by the delete-a-group jackknife (:func:`~fastndb._core.coverage.jackknife_scores`:
-            the four numbers recomputed ``interval_subsets`` times, each time without one group of either set; a
-            Student interval), or ``None`` when the samples are too few.
-        coverage_se: the standard error behind ``coverage_interval`` (``None`` without it).
-        interval_subsets: ``G``, the number of jackknife groups (0: no intervals).
+            ``confidence``, by split halves (:func:`~fastndb._core.coverage.split_half_intervals`: both sets
+            halved at random ``interval_subsets`` times, the four numbers on independent half-size pairs, their
+            differences scaled to full size; a Student interval on the angular scale
+            :math:`\arcsin\sqrt{p}` for precision, recall and coverage), or ``None`` when the samples are too few.
+        coverage_se: coverage's standard error on its own scale (delta method; ``None`` without intervals).
+        interval_se: the four standard errors on the intervals' scale (angular for precision, recall and
+            coverage; density's own), ``None`` without intervals.
+        interval_df: their Student degrees of freedom (Satterthwaite's, between ``R`` and ``2R - 1``; density's up
+            to ``M - 1``), ``None`` without intervals.
+        interval_subsets: ``R``, the number of random halvings (0: no intervals).
         confidence: level of the intervals.
     """
 
@@ -324,6 +329,8 @@ class PRDCResult:
     density_interval: tuple[float, float] | None = None
     coverage_interval: tuple[float, float] | None = None
     coverage_se: float | None = None
+    interval_se: tuple[float, float, float, float] | None = None
+    interval_df: tuple[int, int, int, int] | None = None
     interval_subsets: int = 0
     confidence: float = 0.95
 
@@ -342,14 +349,16 @@ class PRDCResult:
     @property
     def coverage_p_value(self) -> float | None:
         """One-sided p-value of "coverage is at its chance level" against "below it":
-        :math:`F_{G-1}((c - c_0) / \\mathrm{se})`, the Student distribution function on the ``G - 1`` degrees of
-        freedom of the jackknife standard error (``None`` without intervals)."""
-        if self.coverage_se is None:
+        :math:`F_\\nu((\\phi(c) - \\phi(c_0)) / \\mathrm{se}_\\phi)`, with :math:`\\phi(p) = \\arcsin\\sqrt p`,
+        the Student distribution function on the degrees of freedom :math:`\\nu` of the split-half standard
+        error (``interval_df``; ``None`` without intervals)."""
+        if self.interval_se is None:
             return None
         from fastndb._core.coverage import student_cdf
 
-        t = (self.coverage - self.expected_null_coverage) / max(self.coverage_se, 1e-12)
-        return student_cdf(t, self.interval_subsets - 1)
+        t = (math.asin(math.sqrt(self.coverage)) - math.asin(math.sqrt(self.expected_null_coverage))) / max(
+            self.interval_se[3], 1e-12)
+        return student_cdf(t, self.interval_df[3])
 
     def scores(self) -> dict:
         """The four numbers alone."""

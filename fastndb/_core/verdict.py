@@ -8,7 +8,7 @@ read it (:func:`decide`).
 * *NDB count*: the chance of ``ndb`` or more bins below ``alpha`` (both on the missing mass's null draws:
   histograms drawn from the pooled shares, so the bins' dependence is accounted for);
 * *missing mass*: its bootstrap test (:func:`~fastndb._core.effects.missing_mass`);
-* *coverage*: coverage below its chance level, with the jackknife standard error (when computed);
+* *coverage*: coverage below its chance level, with the split-half standard error (when computed);
 * *duplicates*: the fake samples' duplicate rate against as many real samples' (a permutation test of the pooled
   samples' duplicate graph, :func:`duplicate_permutation_test`, when the birthday test ran).
 
