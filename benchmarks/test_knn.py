@@ -34,7 +34,7 @@ pytest.importorskip("pytest_benchmark")
 SIZES = {64: (20_000, 50_000), 784: (10_000, 20_000), 2048: (5_000, 10_000)}
 CASES = [(d, n) for d, sizes in SIZES.items() for n in sizes]
 SMALL = [(d, sizes[0]) for d, sizes in SIZES.items()]
-ROUNDS = 2
+ROUNDS = 3
 
 
 def _data(n: int, d: int, seed: int) -> np.ndarray:
