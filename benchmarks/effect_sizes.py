@@ -199,6 +199,14 @@ COVERAGE_SETTINGS = ((20, 8, 0), (8, 32, 0), (20, 8, 4))  # modes, dimensions, m
 COVERAGE_SIZES = (1000, 2000)
 
 
+def coverage_setting(num_modes: int, dim: int, dropped: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The mixture's means and the real and generated mode weights (equal, the first ``dropped`` modes emptied)."""
+    real_w = torch.full((num_modes,), 1.0 / num_modes, dtype=torch.float64)
+    fake_w = real_w.clone()
+    fake_w[:dropped] = 0
+    return mixture(num_modes, dim, 9), real_w, fake_w / fake_w.sum()
+
+
 def coverage_section(draws: int, sizes: tuple[int, ...] = COVERAGE_SIZES) -> dict:
     """The four intervals of ``fastndb.prdc`` (split halves, 10 halvings) against their truth, per setting and size:
     the exact chance level for coverage and 1 for density under the null, else the mean over the draws (its own
@@ -211,11 +219,7 @@ def coverage_section(draws: int, sizes: tuple[int, ...] = COVERAGE_SIZES) -> dic
     results = {}
     for n in sizes:
         for num_modes, dim, dropped in COVERAGE_SETTINGS:
-            means = mixture(num_modes, dim, 9)
-            real_w = torch.full((num_modes,), 1.0 / num_modes, dtype=torch.float64)
-            fake_w = real_w.clone()
-            fake_w[:dropped] = 0
-            fake_w /= fake_w.sum()
+            means, real_w, fake_w = coverage_setting(num_modes, dim, dropped)
             values = {name: [] for name in names}
             intervals = {name: [] for name in names}
             for d in range(draws):
@@ -445,11 +449,7 @@ def coverage_se_section(draws: int) -> dict:
                               f"{draws} draws", "",
                           "| setting | method | " + " | ".join(names) + " |", "|" + " --- |" * 6]
     for num_modes, dim, dropped in COVERAGE_SETTINGS:
-        means = mixture(num_modes, dim, 9)
-        real_w = torch.full((num_modes,), 1.0 / num_modes, dtype=torch.float64)
-        fake_w = real_w.clone()
-        fake_w[:dropped] = 0
-        fake_w /= fake_w.sum()
+        means, real_w, fake_w = coverage_setting(num_modes, dim, dropped)
         values, ses = [], {"jackknife": [], "half-sampling": [], "split halves (shipped)": []}
         for d in range(draws):
             g = torch.Generator().manual_seed(7_000 + 1000 * dropped + d)
