@@ -200,7 +200,7 @@ def _symmetric_candidates(x: Tensor, sq: Tensor, width: int, rows: int, exclude_
             continue
         i0, j0 = starts[bi], starts[bj]
         rows_gain = cols_gain = True
-        if prune and bi != bj:
+        if prune and bi != bj and floors[bi][bj] >= 0:  # a negative floor is below every threshold: no host read
             floor = floors[bi][bj]
             ceilings = torch.stack([best[i0 : i0 + rows, -1].max(), best[j0 : j0 + rows, -1].max()]).tolist()
             rows_gain = seen[bi] < need or floor < ceilings[0]
@@ -245,9 +245,10 @@ def _merge_candidates(best: Tensor, best_idx: Tensor, r0: int, block: Tensor, c0
     m = block.shape[1] if transposed else block.shape[0]
     device = block.device
     current, current_idx = best[r0 : r0 + m], best_idx[r0 : r0 + m]
-    rows_grouped = transposed and block.shape[0] % _GROUP == 0 and block.shape[0] // _GROUP >= width
-    columns_grouped = not transposed and block.shape[1] % _GROUP == 0 and block.shape[1] // _GROUP >= width
-    if not full and not (rows_grouped or columns_grouped):
+    rows_grouped = transposed and block.shape[0] % _GROUP == 0
+    columns_grouped = not transposed and block.shape[1] % _GROUP == 0
+    seedable = (block.shape[0] if transposed else block.shape[1]) // _GROUP >= width  # width group minima a row
+    if not full and not ((rows_grouped or columns_grouped) and seedable):
         # a row-major copy first: topk along a strided dim is several times slower than the copy and a contiguous one
         tile = block.t().contiguous() if transposed else block
         values, where = torch.topk(tile, min(width, tile.shape[1]), dim=1, largest=False)

@@ -268,11 +268,10 @@ def prdc_prepared(x: Tensor, y: Tensor, unit: float, *, nearest_k: int, inclusiv
     if subsets >= MIN_GROUPS and halves_fit and nearest_k < min(n, m) // 2:
         halves, density_real = split_half_scores(x, y, nearest_k=nearest_k, inclusive=inclusive, splits=subsets,
                                                  seed=seed, block_rows=block_rows, comm=comm)
-        centre = torch.tensor([precision, recall, density, coverage], dtype=torch.float64, device=halves.device)
         # density given the real samples is a mean over the fake ones: its variance there is exact at full size
         density_given_real = (balls.b_count.double() / nearest_k).var() / m
-        intervals = split_half_intervals(centre, halves, density_given_real, density_real, n=n, m=m,
-                                         confidence=confidence)
+        intervals = split_half_intervals([precision, recall, density, coverage], halves, density_given_real,
+                                         density_real, n=n, m=m, confidence=confidence)
     elif subsets > 0:
         logger.info("prdc: no intervals: %d halvings of %d real and %d fake samples (at least %d halvings and "
                     "%d samples a half are needed)", subsets, n, m, MIN_GROUPS, max(MIN_GROUP_SIZE, nearest_k + 1))
@@ -338,8 +337,8 @@ def angular(values: Tensor) -> Tensor:
     return scaled
 
 
-def split_half_intervals(centre: Tensor, halves: Tensor, density_given_real: Tensor, density_real: Tensor, *,
-                         n: int, m: int, confidence: float) -> dict:
+def split_half_intervals(centre: list[float], halves: Tensor, density_given_real: Tensor, density_real: Tensor,
+                         *, n: int, m: int, confidence: float) -> dict:
     r"""The intervals of :class:`~fastndb.PRDCResult` from :func:`split_half_scores`.
 
     On the scale :math:`\phi` of :func:`angular` (on which a proportion's variance hardly depends on its value,
@@ -362,7 +361,7 @@ def split_half_intervals(centre: Tensor, halves: Tensor, density_given_real: Ten
     plain bootstrap (a resampled point is its own neighbour), nothing here is biased but the :math:`1/N` scaling.
 
     Args:
-        centre: ``(4,)`` float64, the full-size precision, recall, density, coverage.
+        centre: the full-size precision, recall, density, coverage (Python numbers).
         halves: ``(R, 4, 4)`` float64 from :func:`split_half_scores`.
         density_given_real: ``()`` float64, the sample variance of the full-size per-fake counts over ``k``,
             divided by ``M``.
@@ -382,10 +381,10 @@ def split_half_intervals(centre: Tensor, halves: Tensor, density_given_real: Ten
     fake_contrast = (((first - second) / 2) ** 2).mean(0)
     ratio = 0.5 * ((n // 2) / n + (m // 2) / m)
     real_share = (n // 2) / n * density_real.mean().clamp(min=0.0)
-    density_row = torch.stack([density_given_real, real_share, real_share * 0, real_share * 0])
-    *parts, middle, density_parts = host_values(torch.stack([real_contrast, fake_contrast, angular(centre),
-                                                             density_row]))  # one host read
-    density_parts = density_parts[:2]
+    values = host_values(torch.cat([real_contrast, fake_contrast, torch.stack([density_given_real, real_share])]))
+    parts, density_parts = (values[:4], values[4:8]), values[8:]  # one host read
+    middle = [math.asin(math.sqrt(min(max(v, 0.0), 1.0))) if bounded else v
+              for v, bounded in zip(centre, ANGULAR, strict=True)]
     variance, df = [], []
     for column in range(4):
         if column == 2:  # density: the fake side exact (M - 1 degrees of freedom), the real side on R
