@@ -126,8 +126,8 @@ def _hidden_deficit_end(r: Tensor, f: Tensor, estimate: Tensor, fitted: Tensor, 
     real_shares, fake_shares = r / n_r.clamp_min(1), f / n_f.clamp_min(1)
     ratio = _common_ratio(real_shares, fake_shares, affected)
     hidden = (_conditional_scores(r, f, ratio) < -HIDDEN_Z) & ~affected
-    shares = torch.where(affected | hidden, fake_shares, fitted)
-    shares = shares / shares.sum().clamp_min(1e-300)
+    shares = torch.where(affected | hidden, fake_shares, fitted).nan_to_num(0.0)  # NaN only for an empty side,
+    shares = shares / shares.sum().clamp_min(1e-300)  # which the callers refuse
     truth = (real_shares - shares).clamp_min(0).sum()
     boot = two_group_fit(_poisson_histograms(real_shares, n_r, draws, generator),
                          _poisson_histograms(shares, n_f, draws, generator))[0]
