@@ -43,6 +43,7 @@ _GROUP = 16  # tile rows (or columns) per group of the candidate filters
 _CANDIDATE_BYTES = 96 * 2**20  # merged k-NN candidates of a row block, with indices (default blocks fit at small k)
 _PRUNE_MAX_DIM = 512  # self-searches order the rows and skip far pairs of tiles up to this many dimensions
 _POWER_STEPS = 4  # power iterations per bisection of that order
+_SEED_GROUPS = 4  # a seeded first tile falls back to a topk beyond this many groups a row at the seed, on average
 
 
 def rounding_band(*sets: Tensor) -> float:
@@ -243,65 +244,82 @@ def _merge_candidates(best: Tensor, best_idx: Tensor, r0: int, block: Tensor, c0
     rows' lists are not full, else only the entries below each row's running ``width``-th value. ``transposed``:
     the rows are the tile's columns (compared in the tile's own layout, which is several times faster)."""
     m = block.shape[1] if transposed else block.shape[0]
-    device = block.device
     current, current_idx = best[r0 : r0 + m], best_idx[r0 : r0 + m]
     rows_grouped = transposed and block.shape[0] % _GROUP == 0
     columns_grouped = not transposed and block.shape[1] % _GROUP == 0
     seedable = (block.shape[0] if transposed else block.shape[1]) // _GROUP >= width  # width group minima a row
-    if not full and not ((rows_grouped or columns_grouped) and seedable):
+    seeded = not full and (rows_grouped or columns_grouped) and seedable
+    found = None
+    if seeded or full:
+        found = _entries_below(block, current[:, -1], width, transposed, rows_grouped, columns_grouped, seeded, c0)
+    if found is None:
         # a row-major copy first: topk along a strided dim is several times slower than the copy and a contiguous one
         tile = block.t().contiguous() if transposed else block
         values, where = torch.topk(tile, min(width, tile.shape[1]), dim=1, largest=False)
-        found, found_idx = values, where + c0
-    else:
-        if rows_grouped:
-            # minima over groups of 16 tile rows (a reduction across contiguous columns, several times cheaper than
-            # a comparison of the whole tile) say which groups hold entries below a column's threshold
-            groups = block.view(block.shape[0] // _GROUP, _GROUP, block.shape[1])
-            minima = groups.amin(dim=1).t()  # (columns, groups)
-        elif columns_grouped:
-            # the same for the rows: groups of 16 columns a stride apart (member t of group g is column
-            # t * C / 16 + g), so that their minima are again a reduction across contiguous memory
-            stride = block.shape[1] // _GROUP
-            groups = block.view(block.shape[0], _GROUP, stride)
-            minima = groups.amin(dim=1)  # (rows, groups)
-        if full:
-            threshold = current[:, -1]
-        else:
-            # a row's first tile: the width-th smallest of its group minima is width distinct entries' largest, so
-            # it bounds the width-th smallest entry from above; the entries at or below it (nextafter: "<" below is
-            # "<=" here) hold the row's width smallest, and they are few: no topk over the whole tile
-            seed = torch.topk(minima, width, dim=1, largest=False).values[:, -1]
-            threshold = torch.nextafter(seed, torch.full_like(seed, math.inf))
-        if rows_grouped:
-            col, g = (minima < threshold[:, None]).nonzero(as_tuple=True)
-            inside = groups[g, :, col]  # (hits, 16)
-            h, k = (inside < threshold[col, None]).nonzero(as_tuple=True)
-            i, j, values = g[h] * _GROUP + k, col[h], inside[h, k]
-        elif columns_grouped:
-            row, g = (minima < threshold[:, None]).nonzero(as_tuple=True)
-            inside = groups.permute(0, 2, 1)[row, g]  # (hits, 16)
-            h, k = (inside < threshold[row, None]).nonzero(as_tuple=True)
-            i, j, values = row[h], k * stride + g[h], inside[h, k]
-        else:
-            i, j = (block < (threshold[None, :] if transposed else threshold[:, None])).nonzero(as_tuple=True)
-            values = block[i, j]
-        if i.numel() == 0:
-            return
-        r, c = (j, i) if transposed else (i, j)
-        if transposed:  # group by the new rows (nonzero lists them by the tile's rows)
-            order = torch.argsort(r, stable=True)
-            r, c, values = r[order], c[order], values[order]
-        counts = torch.bincount(r, minlength=m)
-        slot = torch.arange(r.numel(), device=device) - (counts.cumsum(0) - counts)[r]  # rank within its row
-        wide = int(counts.max())
-        found = torch.full((m, wide), math.inf, dtype=block.dtype, device=device)
-        found_idx = torch.zeros(m, wide, dtype=torch.int64, device=device)
-        found[r, slot], found_idx[r, slot] = values, c + c0
-    merged = torch.cat([current, found], dim=1)
-    merged_idx = torch.cat([current_idx, found_idx], dim=1)
+        found = values, where + c0
+    elif not found[0].numel():
+        return
+    merged = torch.cat([current, found[0]], dim=1)
+    merged_idx = torch.cat([current_idx, found[1]], dim=1)
     values, pick = torch.topk(merged, width, dim=1, largest=False)
     best[r0 : r0 + m], best_idx[r0 : r0 + m] = values, merged_idx.gather(1, pick)
+
+
+def _entries_below(block: Tensor, threshold: Tensor, width: int, transposed: bool, rows_grouped: bool,
+                   columns_grouped: bool, seeded: bool, c0: int) -> tuple[Tensor, Tensor] | None:
+    """The tile's entries below each row's ``threshold`` (or, ``seeded``, at or below the width-th smallest of the
+    row's group minima), as ``(m, wide)`` values and column indices padded with ``inf``; ``None`` where a seeded
+    tile holds more than ``_SEED_GROUPS * width`` groups a row at the seed (ties: identical samples put every
+    entry there, and a topk over the tile is then smaller than the list)."""
+    m = block.shape[1] if transposed else block.shape[0]
+    device = block.device
+    if rows_grouped:
+        # minima over groups of 16 tile rows (a reduction across contiguous columns, several times cheaper than
+        # a comparison of the whole tile) say which groups hold entries below a column's threshold
+        groups = block.view(block.shape[0] // _GROUP, _GROUP, block.shape[1])
+        minima = groups.amin(dim=1).t()  # (columns, groups)
+    elif columns_grouped:
+        # the same for the rows: groups of 16 columns a stride apart (member t of group g is column
+        # t * C / 16 + g), so that their minima are again a reduction across contiguous memory
+        stride = block.shape[1] // _GROUP
+        groups = block.view(block.shape[0], _GROUP, stride)
+        minima = groups.amin(dim=1)  # (rows, groups)
+    if seeded:
+        # a row's first tile: the width-th smallest of its group minima is width distinct entries' largest, so
+        # it bounds the width-th smallest entry from above; the entries at or below it (nextafter: "<" below is
+        # "<=" here) hold the row's width smallest, and they are few: no topk over the whole tile
+        seed = torch.topk(minima, width, dim=1, largest=False).values[:, -1]
+        threshold = torch.nextafter(seed, torch.full_like(seed, math.inf))
+    hit = minima < threshold[:, None] if rows_grouped or columns_grouped else None
+    if seeded and int(hit.sum()) > _SEED_GROUPS * width * m:
+        return None
+    if rows_grouped:
+        col, g = hit.nonzero(as_tuple=True)
+        inside = groups[g, :, col]  # (hits, 16)
+        h, k = (inside < threshold[col, None]).nonzero(as_tuple=True)
+        i, j, values = g[h] * _GROUP + k, col[h], inside[h, k]
+    elif columns_grouped:
+        row, g = hit.nonzero(as_tuple=True)
+        inside = groups.permute(0, 2, 1)[row, g]  # (hits, 16)
+        h, k = (inside < threshold[row, None]).nonzero(as_tuple=True)
+        i, j, values = row[h], k * stride + g[h], inside[h, k]
+    else:
+        i, j = (block < (threshold[None, :] if transposed else threshold[:, None])).nonzero(as_tuple=True)
+        values = block[i, j]
+    if i.numel() == 0:
+        return block.new_empty(m, 0), torch.empty(m, 0, dtype=torch.int64, device=device)
+    r, c = (j, i) if transposed else (i, j)
+    if transposed:  # group by the new rows (nonzero lists them by the tile's rows)
+        order = torch.argsort(r, stable=True)
+        r, c, values = r[order], c[order], values[order]
+    counts = torch.bincount(r, minlength=m)
+    slot = torch.arange(r.numel(), device=device) - (counts.cumsum(0) - counts)[r]  # rank within its row
+    wide = int(counts.max())
+    found = torch.full((m, wide), math.inf, dtype=block.dtype, device=device)
+    found_idx = torch.zeros(m, wide, dtype=torch.int64, device=device)
+    found[r, slot], found_idx[r, slot] = values, c + c0
+    return found, found_idx
+
 
 def kth_neighbour_sq(x: Tensor, k: int, *, block_rows: int | None = None, shard: tuple[int, int] = (0, 1),
                      gather: Callable[[Tensor], Tensor] | None = None) -> Tensor:
@@ -431,19 +449,21 @@ def ball_counts(
     a_in_b = torch.zeros(n, dtype=torch.bool, device=a.device)
     b_count = torch.zeros(m, dtype=torch.int64, device=a.device)
     settled = 0
-    inside = unsure = None  # two float buffers of one tile, reused
+    # one tile and two 0/1 masks (float32 at least: their column sums stay exact), allocated once at the largest
+    # tile's size and viewed at each tile's shape (contiguous): no allocation per tile
+    size = min(rows, n) * min(rows, m)
+    mask_dtype = torch.promote_types(a.dtype, torch.float32)
+    flat = (torch.empty(size, dtype=a.dtype, device=a.device), torch.empty(size, dtype=mask_dtype, device=a.device),
+            torch.empty(size, dtype=mask_dtype, device=a.device))
     for block_index, i0 in enumerate(range(0, n, rows)):
         if block_index % shard[1] != shard[0]:
             continue
         a_low, a_high = _band_edges(radii_a[i0 : i0 + rows, None], band, a.dtype, inclusive)
         for j0 in range(0, m, rows):
-            block = _block_squared_distances(a[i0 : i0 + rows], a_sq[i0 : i0 + rows], b[j0 : j0 + rows],
-                                             b_sq[j0 : j0 + rows])
-            here, there = slice(i0, i0 + block.shape[0]), slice(j0, j0 + block.shape[1])
-            if inside is None or inside.shape != block.shape:  # float32 at least: its column sums stay exact
-                mask_dtype = torch.promote_types(block.dtype, torch.float32)
-                inside = torch.empty(block.shape, dtype=mask_dtype, device=block.device)
-                unsure = torch.empty_like(inside)
+            here, there = slice(i0, min(i0 + rows, n)), slice(j0, min(j0 + rows, m))
+            shape = (here.stop - i0, there.stop - j0)
+            block, inside, unsure = (buffer[: shape[0] * shape[1]].view(shape) for buffer in flat)
+            _block_squared_distances(a[here], a_sq[here], b[there], b_sq[there], out=block)
             # a's balls (every pair counts, for b_count): computed distances below r - band lie inside, above
             # r + band outside, and the exact test decides between. The masks are 0/1 in the tile's dtype:
             # comparisons into a float buffer, float row maxima and column sums are several times faster than

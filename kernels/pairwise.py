@@ -54,9 +54,11 @@ class PairSearch(NamedTuple):
     num_below: Tensor | None
 
 
-def _block_squared_distances(a: Tensor, a_sq: Tensor, b: Tensor, b_sq: Tensor) -> Tensor:
-    """``(len(a), len(b))`` squared distances by the expansion, clamped at 0."""
-    return torch.addmm(b_sq[None, :], a, b.t(), alpha=-2).add_(a_sq[:, None]).clamp_min_(0)
+def _block_squared_distances(a: Tensor, a_sq: Tensor, b: Tensor, b_sq: Tensor, out: Tensor | None = None) -> Tensor:
+    """``(len(a), len(b))`` squared distances by the expansion, clamped at 0 (into ``out`` when given)."""
+    if out is None:
+        return torch.addmm(b_sq[None, :], a, b.t(), alpha=-2).add_(a_sq[:, None]).clamp_min_(0)
+    return torch.addmm(b_sq[None, :], a, b.t(), alpha=-2, out=out).add_(a_sq[:, None]).clamp_min_(0)
 
 
 def smallest_pairs(

@@ -174,3 +174,23 @@ def test_far_pairs_of_tiles_are_skipped_and_the_answers_stay_exact(monkeypatch):
     assert torch.equal(radii, d2.sort(dim=1).values[:, 5])
     found = nb.nearest_neighbours(x, x, 2, exclude_self=True, block_rows=500)
     assert torch.equal(found.sq, d2.fill_diagonal_(float("inf")).sort(dim=1).values[:, :2])
+
+
+def test_seeded_first_tiles_stay_small_when_every_sample_is_the_same(monkeypatch):
+    """Identical samples put every entry of a first tile at its seed: the merge must not list the whole tile (it did:
+    330 MiB for 20,000 samples); it falls back to a topk, and every list it builds stays within a few groups a row."""
+    from fastndb.kernels import neighbours as nb
+
+    widths, fallbacks = [], []
+    original = nb._entries_below
+
+    def spy(*args):
+        found = original(*args)
+        (fallbacks if found is None else widths).append(0 if found is None else found[0].shape[1])
+        return found
+
+    monkeypatch.setattr(nb, "_entries_below", spy)
+    radii = nb.kth_neighbour_sq(torch.ones(5000, 4), 5, block_rows=2048)  # 128 groups a row: all at the seed
+    assert torch.equal(radii, torch.zeros(5000, dtype=torch.float64))
+    width = 5 + 1 + nb._EXTRA_CANDIDATES
+    assert fallbacks and max(widths, default=0) <= nb._GROUP * nb._SEED_GROUPS * width

@@ -260,12 +260,12 @@ def prdc_prepared(x: Tensor, y: Tensor, unit: float, *, nearest_k: int, inclusiv
     ]))
     logger.info("prdc: N=%d, M=%d, k=%d, %d boundary pairs re-tested exactly", n, m, nearest_k, balls.num_settled)
     intervals: dict = {}
-    halves_fit = min(n, m) // 2 >= MIN_GROUP_SIZE
-    if subsets >= MIN_GROUPS and halves_fit and nearest_k >= min(n, m) // 2:
+    usable = subsets >= MIN_GROUPS and min(n, m) // 2 >= MIN_GROUP_SIZE
+    if usable and nearest_k >= min(n, m) // 2:
         # a half must still hold a k-th nearest other sample
         warnings.warn(f"prdc: no intervals: nearest_k={nearest_k} leaves no k-th neighbour in a half of "
                       f"{min(n, m)} samples; pass a smaller nearest_k for intervals", UserWarning, stacklevel=3)
-    if subsets >= MIN_GROUPS and halves_fit and nearest_k < min(n, m) // 2:
+    elif usable:
         halves, density_real = split_half_scores(x, y, nearest_k=nearest_k, inclusive=inclusive, splits=subsets,
                                                  seed=seed, block_rows=block_rows, comm=comm)
         # density given the real samples is a mean over the fake ones: its variance there is exact at full size
