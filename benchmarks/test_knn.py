@@ -10,12 +10,13 @@ Each group is one operation on one data set (a 10-mode mixture, float32), at D =
 * ``radii``: every sample's distance to its 5th nearest other sample, ``kth_neighbour_sq`` (exact: candidates
   re-tested in float64) against FAISS ``IndexFlatL2.search(x, 6)`` (float32 distances), and the GEMM floor: the
   same ``N^2 D`` multiply-adds as ``torch.mm`` of 2,048-row tiles, nothing else.
-* ``prdc`` (the smaller size of each D, N real and N fake): ``fastndb.prdc`` without intervals (two radius
-  searches and the ball tests) against FAISS's share of it (its three exact searches: the real and fake radii and
-  each real sample's nearest fake; the ball tests of precision and density have no FAISS call, so a FAISS-based
-  PRDC costs more) and the GEMM floor of the three products.
-* ``birthday`` (the smaller size): the 20 closest pairs, ``fastndb.birthday``, against FAISS's top-2 search of
-  every sample (from which the closest pairs follow), and the GEMM floor of the upper triangle.
+* ``prdc`` (N real and N fake): ``fastndb.prdc`` without intervals (two radius searches and the ball tests)
+  against FAISS's share of it (its three exact searches: the real and fake radii and each real sample's nearest
+  fake; the ball tests of precision and density have no FAISS call, so a FAISS-based PRDC costs more), the
+  ``prdc`` package itself at the smaller size of each D (one round: full distance matrices), and the GEMM floor
+  of the three products.
+* ``birthday``: the 20 closest pairs, ``fastndb.birthday``, against FAISS's top-2 search of every sample (from
+  which the closest pairs follow), and the GEMM floor of the upper triangle.
 """
 
 from __future__ import annotations
@@ -76,14 +77,14 @@ def test_radii_gemm_floor(benchmark, d, n):
     benchmark.pedantic(lambda: _gemm_floor(x, x), rounds=ROUNDS, warmup_rounds=0)
 
 
-@pytest.mark.parametrize("d, n", SMALL)
+@pytest.mark.parametrize("d, n", CASES)
 def test_prdc_fastndb(benchmark, d, n):
     benchmark.group = f"prdc k=5 {n} + {n} x {d}"
     real, fake = torch.from_numpy(_data(n, d, 0)), torch.from_numpy(_data(n, d, 1))
     benchmark.pedantic(lambda: fastndb.prdc(real, fake, nearest_k=5, subsets=0), rounds=ROUNDS, warmup_rounds=0)
 
 
-@pytest.mark.parametrize("d, n", SMALL)
+@pytest.mark.parametrize("d, n", CASES)
 def test_prdc_faiss_searches(benchmark, d, n):
     benchmark.group = f"prdc k=5 {n} + {n} x {d}"
     real, fake = _data(n, d, 0), _data(n, d, 1)
@@ -98,6 +99,16 @@ def test_prdc_faiss_searches(benchmark, d, n):
 
 
 @pytest.mark.parametrize("d, n", SMALL)
+def test_prdc_package(benchmark, d, n):
+    """The ``prdc`` package (full distance matrices): the smaller size only (it needs 3 N^2 distances in memory),
+    one round (it takes 10 to 30 times as long)."""
+    compute_prdc = pytest.importorskip("prdc").compute_prdc
+    benchmark.group = f"prdc k=5 {n} + {n} x {d}"
+    real, fake = _data(n, d, 0), _data(n, d, 1)
+    benchmark.pedantic(lambda: compute_prdc(real, fake, nearest_k=5), rounds=1, warmup_rounds=0)
+
+
+@pytest.mark.parametrize("d, n", CASES)
 def test_prdc_gemm_floor(benchmark, d, n):
     benchmark.group = f"prdc k=5 {n} + {n} x {d}"
     real, fake = torch.from_numpy(_data(n, d, 0)), torch.from_numpy(_data(n, d, 1))
@@ -105,14 +116,14 @@ def test_prdc_gemm_floor(benchmark, d, n):
                        rounds=ROUNDS, warmup_rounds=0)
 
 
-@pytest.mark.parametrize("d, n", SMALL)
+@pytest.mark.parametrize("d, n", CASES)
 def test_birthday_fastndb(benchmark, d, n):
     benchmark.group = f"birthday 20 pairs {n} x {d}"
     x = torch.from_numpy(_data(n, d, 2))
     benchmark.pedantic(lambda: fastndb.birthday(x, num_pairs=20), rounds=ROUNDS, warmup_rounds=0)
 
 
-@pytest.mark.parametrize("d, n", SMALL)
+@pytest.mark.parametrize("d, n", CASES)
 def test_birthday_faiss(benchmark, d, n):
     benchmark.group = f"birthday 20 pairs {n} x {d}"
     x = _data(n, d, 2)
@@ -120,7 +131,7 @@ def test_birthday_faiss(benchmark, d, n):
     benchmark.pedantic(lambda: index.search(x, 2), rounds=ROUNDS, warmup_rounds=0)
 
 
-@pytest.mark.parametrize("d, n", SMALL)
+@pytest.mark.parametrize("d, n", CASES)
 def test_birthday_gemm_floor(benchmark, d, n):
     benchmark.group = f"birthday 20 pairs {n} x {d}"
     x = torch.from_numpy(_data(n, d, 2))

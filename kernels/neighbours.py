@@ -19,9 +19,16 @@ blocks (a copy of the set), whose own tiles come first and whose far pairs are s
 blocks' balls keeps every entry above the rows' running thresholds. Anything the band cannot decide is settled
 exactly: the candidates within the band of the ``k``-th are recomputed in float64 from the differences, and
 pairs whose computed distance lies within the band of a radius are re-tested in float64 from the differences, in
-slabs of at most 65,536 pairs and 1M gathered float64 values at once. Memory: one block (with two 0/1 buffers of
+slabs of at most 65,536 pairs and 131,072 gathered float64 values at once. Memory: one block (with two 0/1 buffers of
 its size for the ball tests), ``O((N + M) k)`` candidates and one slab, whatever the data (also when every sample
 is the same).
+
+On the CPU, for float32 samples, what follows each tile's GEMM is one compiled pass over the tile while it is in
+cache (``_tiles.c``, loaded by ``_native``; docs/speed.md): the merge into the running candidates (each entry
+compared with its row's last value, the few below it inserted; a list's first tile bounded by the ``w``-th
+smallest of its group minima) and the ball tests with their reductions. It does the torch path's arithmetic, so
+both give the same answers; the torch path runs on other devices and dtypes, where the library was not built, and
+with ``FASTNDB_NATIVE=0``. The searches are not differentiable (they run under ``torch.no_grad``).
 """
 
 from __future__ import annotations
@@ -33,16 +40,20 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
+from fastndb.kernels import _native
 from fastndb.kernels.assign import matmul_eps, squared_norms
 from fastndb.kernels.pairwise import _block_squared_distances, default_block_rows
 
 _EXTRA_CANDIDATES = 16  # candidates beyond k + 1 per row, before the exact recompute
-_EXACT_ELEMENTS = 2**20  # float64 values gathered at once by an exact recompute (8 MiB per temporary)
+_EXACT_ELEMENTS = 2**17  # float64 values gathered at once by an exact recompute (1 MiB per temporary: stays in cache)
 _SLAB_PAIRS = 2**16  # ambiguous pairs re-tested at once
+_MASK_ENTRIES = 2**20  # tile entries whose band test is listed at once (the listed pairs: at most 16 MiB)
 _GROUP = 16  # tile rows (or columns) per group of the candidate filters
 _CANDIDATE_BYTES = 96 * 2**20  # merged k-NN candidates of a row block, with indices (default blocks fit at small k)
 _PRUNE_MAX_DIM = 512  # self-searches order the rows and skip far pairs of tiles up to this many dimensions
 _POWER_STEPS = 4  # power iterations per bisection of that order
+_WIDE_DIM = 512  # from this many dimensions on, self-searches on CPUs use tiles of _SELF_BLOCK_WIDE rows
+_SELF_BLOCK_WIDE = 512
 _SEED_GROUPS = 4  # a seeded first tile falls back to a topk beyond this many groups a row at the seed, on average
 
 
@@ -90,15 +101,22 @@ def _smallest_candidates(a: Tensor, a_sq: Tensor, ref: Tensor, ref_sq: Tensor, w
     final one: the callers' bound on what was left out holds.
     """
     m, device = a.shape[0], a.device
-    best = torch.empty(m, 0, dtype=a.dtype, device=device)
-    best_idx = torch.empty(m, 0, dtype=torch.int64, device=device)
+    native = _native.usable(a, ref)
+    best = torch.full((m, width if native else 0), math.inf, dtype=a.dtype, device=device)
+    best_idx = torch.zeros(m, width if native else 0, dtype=torch.int64, device=device)
+    tile = torch.empty(m * min(rows, ref.shape[0]), dtype=a.dtype, device=device)  # one tile, reused
     for j0 in range(0, ref.shape[0], rows):
-        block = _block_squared_distances(a, a_sq, ref[j0 : j0 + rows], ref_sq[j0 : j0 + rows])
+        cols = min(rows, ref.shape[0] - j0)
+        block = _block_squared_distances(a, a_sq, ref[j0 : j0 + rows], ref_sq[j0 : j0 + rows],
+                                         out=tile[: m * cols].view(m, cols))
         if own_offset is not None:
             lo, hi = max(own_offset, j0), min(own_offset + m, j0 + block.shape[1])
             if lo < hi:  # this tile holds some rows' own columns
                 own = torch.arange(lo, hi, device=device)
                 block[own - own_offset, own - j0] = float("inf")
+        if native:  # the lists start at +inf: every entry below a list's last value enters (_tiles.c)
+            _native.merge_rows(block, best, best_idx, j0)
+            continue
         if best.shape[1] < width:  # not full yet: the tile's own smallest
             values, where = torch.topk(block, min(width, block.shape[1]), dim=1, largest=False)
             found, found_idx = values, where + j0
@@ -179,6 +197,7 @@ def _symmetric_candidates(x: Tensor, sq: Tensor, width: int, rows: int, exclude_
         x, sq = x.index_select(0, order), sq.index_select(0, order)
     best = torch.full((n, width), math.inf, dtype=x.dtype, device=device)
     best_idx = torch.zeros(n, width, dtype=torch.int64, device=device)
+    tile = torch.empty(min(rows, n) ** 2, dtype=x.dtype, device=device)  # one tile, reused
     starts = list(range(0, n, rows))
     seen = [0] * len(starts)  # columns each row block has met so far
     need = width + 1 if exclude_self else width  # a row's own column is +inf, not a candidate
@@ -208,8 +227,9 @@ def _symmetric_candidates(x: Tensor, sq: Tensor, width: int, rows: int, exclude_
             cols_gain = seen[bj] < need or floor < ceilings[1]
             if not (rows_gain or cols_gain):
                 continue
+        shape = (min(rows, n - i0), min(rows, n - j0))
         block = _block_squared_distances(x[i0 : i0 + rows], sq[i0 : i0 + rows], x[j0 : j0 + rows],
-                                         sq[j0 : j0 + rows])
+                                         sq[j0 : j0 + rows], out=tile[: shape[0] * shape[1]].view(shape))
         if bj == bi and exclude_self:
             block.fill_diagonal_(math.inf)
         if rows_gain:
@@ -224,6 +244,16 @@ def _symmetric_candidates(x: Tensor, sq: Tensor, width: int, rows: int, exclude_
     index = torch.empty_like(best_idx)
     values[order], index[order] = best, order[best_idx]
     return values, index
+
+
+def _self_block_rows(n: int, x: Tensor) -> int:
+    """Tile edge of a set searched against itself: the default, but at most ``_SELF_BLOCK_WIDE`` rows on CPUs from
+    ``_WIDE_DIM`` dimensions on, where the products cost the time: a pair of tiles is visited once, but a diagonal
+    tile is computed whole, so smaller tiles compute fewer products twice (``n B / 2`` of the ``n^2 / 2``)."""
+    rows = default_block_rows(n, x.device)
+    if x.device.type == "cpu" and x.shape[1] >= _WIDE_DIM:
+        rows = min(rows, _SELF_BLOCK_WIDE)
+    return rows
 
 
 def _merge_shares(share: tuple[Tensor, Tensor], gather: Callable[[Tensor], Tensor], width: int
@@ -245,6 +275,9 @@ def _merge_candidates(best: Tensor, best_idx: Tensor, r0: int, block: Tensor, c0
     the rows are the tile's columns (compared in the tile's own layout, which is several times faster)."""
     m = block.shape[1] if transposed else block.shape[0]
     current, current_idx = best[r0 : r0 + m], best_idx[r0 : r0 + m]
+    if _native.usable(block, best, best_idx):  # one compiled pass: compare with each list's last value, insert
+        (_native.merge_cols if transposed else _native.merge_rows)(block, current, current_idx, c0)
+        return
     rows_grouped = transposed and block.shape[0] % _GROUP == 0
     columns_grouped = not transposed and block.shape[1] % _GROUP == 0
     seedable = (block.shape[0] if transposed else block.shape[1]) // _GROUP >= width  # width group minima a row
@@ -321,6 +354,7 @@ def _entries_below(block: Tensor, threshold: Tensor, width: int, transposed: boo
     return found, found_idx
 
 
+@torch.no_grad()  # exact searches: no graph (tiles are written in place)
 def kth_neighbour_sq(x: Tensor, k: int, *, block_rows: int | None = None, shard: tuple[int, int] = (0, 1),
                      gather: Callable[[Tensor], Tensor] | None = None) -> Tensor:
     """Exact squared distance ``(N,)`` float64 from each row of ``x (N, D)`` to its ``k``-th nearest other row.
@@ -348,7 +382,7 @@ def kth_neighbour_sq(x: Tensor, k: int, *, block_rows: int | None = None, shard:
     if not 1 <= k < n:
         raise ValueError(f"nearest_k: expected 1 <= k < {n} (the number of samples), got {k}")
     width = min(n, k + 1 + _EXTRA_CANDIDATES)
-    rows = block_rows or default_block_rows(n, x.device)
+    rows = block_rows or _self_block_rows(n, x)
     # the merged candidates of a row block, rows x (width + rows) values with their int64 indices: bounded, so that
     # a large k (up to N - 1) costs time, not an N x N array in effect
     rows = max(1, min(rows, _CANDIDATE_BYTES // (20 * (width + rows))))
@@ -410,6 +444,7 @@ class BallCounts(NamedTuple):
     num_settled: int
 
 
+@torch.no_grad()  # exact searches: no graph (tiles are written in place)
 def ball_counts(
     a: Tensor,
     radii_a: Tensor,
@@ -455,6 +490,7 @@ def ball_counts(
     mask_dtype = torch.promote_types(a.dtype, torch.float32)
     flat = (torch.empty(size, dtype=a.dtype, device=a.device), torch.empty(size, dtype=mask_dtype, device=a.device),
             torch.empty(size, dtype=mask_dtype, device=a.device))
+    native = _native.usable(a, b)
     for block_index, i0 in enumerate(range(0, n, rows)):
         if block_index % shard[1] != shard[0]:
             continue
@@ -463,6 +499,24 @@ def ball_counts(
             here, there = slice(i0, min(i0 + rows, n)), slice(j0, min(j0 + rows, m))
             shape = (here.stop - i0, there.stop - j0)
             block, inside, unsure = (buffer[: shape[0] * shape[1]].view(shape) for buffer in flat)
+            if native:  # one compiled pass over the tile: the same tests and reductions, the same bits
+                torch.addmm(b_sq[None, there], a[here], b[there].t(), alpha=-2, out=block)
+                b_low, b_high = _band_edges(radii_b[there], band, a.dtype, inclusive)
+                hit, unsure_rows, surely, maybe, counts = _native.ball_rows(
+                    block, a_sq[here], a_low.view(-1), a_high.view(-1), b_low, b_high)
+                a_any[here] |= hit
+                b_count[there] += counts
+                a_in_b[here] |= surely
+                for flags, low, high, radius, count_into in (
+                        (unsure_rows, a_low, a_high, radii_a[here, None], b_count[there]),
+                        (maybe, b_low[None, :], b_high[None, :], radii_b[None, there], None)):
+                    if bool(flags.any()):
+                        rows_left = flags.nonzero()[:, 0]
+                        found, count = _settle_rows(block, rows_left, low, high, a, b, i0, j0, radius, less,
+                                                    count_into, per_row=count_into is not None)
+                        (a_any if count_into is not None else a_in_b)[rows_left + i0] |= found
+                        settled += count
+                continue
             _block_squared_distances(a[here], a_sq[here], b[there], b_sq[there], out=block)
             # a's balls (every pair counts, for b_count): computed distances below r - band lie inside, above
             # r + band outside, and the exact test decides between. The masks are 0/1 in the tile's dtype:
@@ -510,21 +564,34 @@ def _outward(edge: Tensor, dtype: torch.dtype, direction: float) -> Tensor:
 
 
 def _settle_rows(block: Tensor, rows: Tensor, low: Tensor, high: Tensor, a: Tensor, b: Tensor, i0: int, j0: int,
-                 radius: Tensor, less: Callable) -> tuple[Tensor, int]:
-    """For the tile's ``rows`` (none surely inside a column's ball), whether some pair lies inside exactly: the
-    entries between a column's band edges are re-tested from the differences, a bounded slab at a time; returns
-    the flags and how many pairs were re-tested."""
+                 radius: Tensor, less: Callable, counts: Tensor | None = None, per_row: bool = False
+                 ) -> tuple[Tensor, int]:
+    """For the tile's ``rows``, whether some pair lies inside exactly: the entries between the band edges (``low``,
+    ``high`` and the squared ``radius`` are ``(1, m)`` per column or, ``per_row``, ``(n, 1)``) are re-tested
+    from the differences, a bounded slab at a time; returns the flags and how many pairs were re-tested.
+    ``counts`` (``(m,)`` int64): the pairs found inside are also added to their columns' counts."""
     found = torch.zeros(rows.numel(), dtype=torch.bool, device=block.device)
     pairs_at_once = max(1, min(_SLAB_PAIRS, _EXACT_ELEMENTS // max(1, a.shape[1])))
-    slab = max(1, pairs_at_once // block.shape[1])
+    slab = max(1, _MASK_ENTRIES // block.shape[1])  # rows whose in-band entries are listed at once
     count = 0
     for start in range(0, rows.numel(), slab):
         part = rows[start : start + slab]
         sub = block.index_select(0, part)
-        r, c = ((sub >= low) & (sub <= high)).nonzero(as_tuple=True)
-        exact = less(exact_sq(a.index_select(0, part[r] + i0), b.index_select(0, c + j0)), radius[0, c])
-        found[start : start + part.numel()] |= torch.zeros(part.numel(), dtype=torch.int64,
-                                                           device=block.device).index_add_(0, r, exact.long()) > 0
+        if per_row:
+            low_part, high_part = low.index_select(0, part), high.index_select(0, part)
+        else:
+            low_part, high_part = low, high
+        r, c = ((sub >= low_part) & (sub <= high_part)).nonzero(as_tuple=True)
+        del sub
+        hits = torch.zeros(part.numel(), dtype=torch.int64, device=block.device)
+        for p0 in range(0, r.numel(), pairs_at_once):  # the exact tests, a bounded slab of pairs at a time
+            rr, cc = r[p0 : p0 + pairs_at_once], c[p0 : p0 + pairs_at_once]
+            edge = radius[part[rr], 0] if per_row else radius[0, cc]
+            exact = less(exact_sq(a.index_select(0, part[rr] + i0), b.index_select(0, cc + j0)), edge).long()
+            hits.index_add_(0, rr, exact)
+            if counts is not None:
+                counts.index_add_(0, cc, exact)
+        found[start : start + part.numel()] |= hits > 0
         count += int(r.numel())
     return found, count
 
@@ -561,6 +628,7 @@ class Nearest(NamedTuple):
     index: Tensor
 
 
+@torch.no_grad()  # exact searches: no graph (tiles are written in place)
 def nearest_neighbours(
     queries: Tensor, reference: Tensor, k: int, *, exclude_self: bool = False, block_rows: int | None = None,
     shard: tuple[int, int] = (0, 1), on_block: Callable[[int], None] | None = None,
@@ -607,15 +675,16 @@ def nearest_neighbours(
         rows_meant = "reference rows other than the query" if exclude_self else "reference rows"
         raise ValueError(f"k: expected 1 <= k <= {available} (the {rows_meant}), got {k}")
     width = min(available, k + _EXTRA_CANDIDATES)
-    rows = block_rows or default_block_rows(max(q, n), queries.device)
-    rows = max(1, min(rows, _CANDIDATE_BYTES // (20 * (width + rows))))
-    q_sq, r_sq = squared_norms(queries), squared_norms(reference)
-    band = rounding_band(queries, reference)
-    device = queries.device
     # the reference against itself in one process: each pair of tiles once (symmetric)
     same = (queries.data_ptr() == reference.data_ptr() and queries.shape == reference.shape
             and queries.stride() == reference.stride())
     symmetric = exclude_self and same and (shard == (0, 1) or gather is not None)
+    rows = block_rows or (_self_block_rows(n, reference) if symmetric
+                          else default_block_rows(max(q, n), queries.device))
+    rows = max(1, min(rows, _CANDIDATE_BYTES // (20 * (width + rows))))
+    q_sq, r_sq = squared_norms(queries), squared_norms(reference)
+    band = rounding_band(queries, reference)
+    device = queries.device
     everything = None
     if symmetric:
         everything = _symmetric_candidates(reference, r_sq, width, rows, exclude_self=True, pairs=shard)

@@ -124,9 +124,33 @@ def test_kernels_stay_differentiable_and_work_on_inference_tensors():
     assert torch.equal(labels, nearest_labels(y, c)) and int(counts.sum()) == 100
 
 
+@pytest.fixture(params=["native", "torch"])
+def engine(request, monkeypatch):
+    """The neighbour engine's two CPU paths: the compiled tile epilogues (kernels/_tiles.c) and the torch ops."""
+    from fastndb.kernels import _native
+
+    if request.param == "native" and not _native.available:
+        pytest.skip("the compiled tile epilogues are not built here")
+    monkeypatch.setattr(_native, "enabled", request.param == "native")
+    return request.param
+
+
+def test_the_compiled_epilogues_are_built_wherever_a_compiler_is():
+    """A broken build must not fall back to the slow path unnoticed: with a C compiler on the PATH (and
+    ``FASTNDB_NATIVE`` not 0) the install has built ``_tiles`` and it loads."""
+    import os
+    import shutil
+
+    from fastndb.kernels import _native
+
+    if os.environ.get("FASTNDB_NATIVE", "1") == "0" or not (shutil.which("cc") or shutil.which("gcc")):
+        pytest.skip("no C compiler here, or switched off")
+    assert _native.available
+
+
 @pytest.mark.parametrize("case", ["lattice", "sorted", "identical"])
 @pytest.mark.parametrize("k", [1, 5, 20])
-def test_radii_from_seeded_first_tiles_equal_float64_brute_force(case, k):
+def test_radii_from_seeded_first_tiles_equal_float64_brute_force(case, k, engine):
     """Tiles of 512 rows: a row's first tile is searched below the width-th smallest of its group minima (no topk
     over the tile). Ties (an integer lattice), samples sorted by mode (a tile's rows all far from some columns)
     and identical samples (every entry at the threshold) against the sorted float64 distances."""
@@ -153,7 +177,7 @@ def test_radii_from_seeded_first_tiles_equal_float64_brute_force(case, k):
     assert not bool(lower_tie.any())
 
 
-def test_far_pairs_of_tiles_are_skipped_and_the_answers_stay_exact(monkeypatch):
+def test_far_pairs_of_tiles_are_skipped_and_the_answers_stay_exact(monkeypatch, engine):
     """A set against itself: rows ordered into compact blocks, far pairs of tiles skipped by the gap between the
     blocks' balls. Six clusters 100 apart, shuffled: most pairs are skipped, and the radii and 2-NN equal the
     float64 brute force."""
@@ -166,7 +190,7 @@ def test_far_pairs_of_tiles_are_skipped_and_the_answers_stay_exact(monkeypatch):
     assert torch.equal(order.sort().values, torch.arange(3000))  # a permutation
     calls = []
     original = nb._block_squared_distances
-    monkeypatch.setattr(nb, "_block_squared_distances", lambda *a: calls.append(1) or original(*a))
+    monkeypatch.setattr(nb, "_block_squared_distances", lambda *a, **kw: calls.append(1) or original(*a, **kw))
     radii = nb.kth_neighbour_sq(x, 5, block_rows=500)
     assert len(calls) <= 6 + 3, len(calls)  # the 6 blocks' own tiles, few of the 15 others
     x64 = x.double()
@@ -179,8 +203,10 @@ def test_far_pairs_of_tiles_are_skipped_and_the_answers_stay_exact(monkeypatch):
 def test_seeded_first_tiles_stay_small_when_every_sample_is_the_same(monkeypatch):
     """Identical samples put every entry of a first tile at its seed: the merge must not list the whole tile (it did:
     330 MiB for 20,000 samples); it falls back to a topk, and every list it builds stays within a few groups a row."""
+    from fastndb.kernels import _native
     from fastndb.kernels import neighbours as nb
 
+    monkeypatch.setattr(_native, "enabled", False)  # the torch path's lists (the compiled merge keeps w a row)
     widths, fallbacks = [], []
     original = nb._entries_below
 
@@ -194,3 +220,87 @@ def test_seeded_first_tiles_stay_small_when_every_sample_is_the_same(monkeypatch
     assert torch.equal(radii, torch.zeros(5000, dtype=torch.float64))
     width = 5 + 1 + nb._EXTRA_CANDIDATES
     assert fallbacks and max(widths, default=0) <= nb._GROUP * nb._SEED_GROUPS * width
+
+
+def _ball_brute_force(a, ra, b, rb, inclusive):
+    d2 = ((a.double()[:, None, :] - b.double()[None, :, :]) ** 2).sum(-1)
+    less = torch.le if inclusive else torch.lt
+    in_a, in_b = less(d2, ra[:, None]), less(d2, rb[None, :])
+    return in_a.any(1), in_a.sum(0), in_b.any(1)
+
+
+@pytest.mark.parametrize("case", ["lattice", "copies", "scaled", "identical"])
+@pytest.mark.parametrize("inclusive", [False, True])
+@pytest.mark.parametrize("rows", [64, 333])
+def test_ball_counts_equal_float64_brute_force_on_both_paths(case, inclusive, rows, engine):
+    """Ball tests (a's balls: any per row, count per column; b's balls: any per row) against float64 brute force:
+    a lattice (many pairs exactly at a radius), fakes that copy reals (distance 0, radii at neighbours'
+    distances), data at 1e6 (a wide rounding band), identical samples (radii 0); odd tile sizes and tails."""
+    from fastndb.kernels.neighbours import ball_counts, kth_neighbour_sq
+
+    g = torch.Generator().manual_seed(rows + inclusive)
+    if case == "lattice":
+        a, b = (torch.randint(0, 4, (700, 3), generator=g).float() for _ in range(2))
+    elif case == "copies":
+        a = torch.randn(700, 5, generator=g)
+        b = torch.cat([a[torch.randperm(700, generator=g)[:300]], torch.randn(410, 5, generator=g)])
+    elif case == "scaled":
+        a, b = (1e6 + torch.randn(700, 16, generator=g) for _ in range(2))
+    else:
+        a, b = torch.ones(700, 4), torch.ones(650, 4)
+    ra, rb = kth_neighbour_sq(a, 3), kth_neighbour_sq(b, 3)
+    out = ball_counts(a, ra, b, rb, inclusive=inclusive, block_rows=rows)
+    a_any, b_count, a_in_b = _ball_brute_force(a, ra, b, rb, inclusive)
+    assert torch.equal(out.a_any, a_any) and torch.equal(out.b_count, b_count) and torch.equal(out.a_in_b, a_in_b)
+
+
+def test_ball_counts_paths_agree_bit_for_bit_and_settle_the_same_pairs(monkeypatch):
+    """The compiled pass does the torch path's arithmetic: the same flags, counts and re-tested pairs."""
+    from fastndb.kernels import _native
+    from fastndb.kernels.neighbours import ball_counts, kth_neighbour_sq
+
+    if not _native.available:
+        pytest.skip("the compiled tile epilogues are not built here")
+    g = torch.Generator().manual_seed(3)
+    a = torch.randint(0, 5, (1500, 6), generator=g).float() + 1e-3 * torch.randn(1500, 6, generator=g)
+    b = torch.randint(0, 5, (1200, 6), generator=g).float()
+    ra, rb = kth_neighbour_sq(a, 5), kth_neighbour_sq(b, 5)
+    outs = []
+    for enabled in (False, True):
+        monkeypatch.setattr(_native, "enabled", enabled)
+        outs.append(ball_counts(a, ra, b, rb, block_rows=512))
+    assert outs[0].num_settled > 0  # the band is exercised
+    for left, right in zip(outs[0], outs[1], strict=True):
+        assert torch.equal(left, right) if isinstance(left, torch.Tensor) else left == right
+
+
+@pytest.mark.parametrize("w", [1, 7, 22])
+def test_compiled_merges_keep_the_smallest_entries_with_their_indices(w):
+    """merge_rows / merge_cols against a topk of the lists and the tile together: the same values, each index
+    naming an entry of that value, on lists that start empty (the seeded first tile), half full and full."""
+    from fastndb.kernels import _native
+
+    if not _native.available:
+        pytest.skip("the compiled tile epilogues are not built here")
+    g = torch.Generator().manual_seed(w)
+    for n, m in [(300, 2048), (129, 37), (64, 1000)]:
+        tile = torch.randint(0, 50, (n, m), generator=g).float()  # many ties
+        for start in ("empty", "full"):
+            for transposed in (False, True):
+                lists = m if transposed else n
+                if start == "empty":
+                    best = torch.full((lists, w), float("inf"))
+                else:
+                    best = torch.randint(0, 50, (lists, w), generator=g).float().sort(dim=1).values
+                idx = torch.full((lists, w), -1, dtype=torch.int64)
+                before = best.clone()
+                view = tile.t() if transposed else tile
+                if transposed:
+                    _native.merge_cols(tile, best, idx, 1000)
+                else:
+                    _native.merge_rows(tile, best, idx, 1000)
+                expected = torch.cat([before, view], dim=1).topk(w, dim=1, largest=False).values.sort(1).values
+                assert torch.equal(best, expected)
+                new = idx >= 1000  # entries from the tile name their value's position
+                rows_of = torch.arange(lists)[:, None].expand(-1, w)
+                assert torch.equal(view[rows_of[new], idx[new] - 1000], best[new])
