@@ -62,10 +62,11 @@ CLONES static void ball_share(float *block, int64_t m, int64_t r0, int64_t r1, c
     }
 }
 
-/* Insert v (with its index) into the ascending list vals[0..w): the last value drops out; among equal values the
- * new one goes last. */
-static inline void insert(float *vals, int64_t *idx, int64_t w, float v, int64_t id) {
-    int64_t p = w - 1;
+/* Insert v (with its index) into the ascending list vals[0..w) whose first `filled` entries are finite (the rest
+ * +inf): the last value drops out; among equal values the new one goes last. Returns the new count of finite
+ * entries. Starting at the filled end, an insertion into a list that is filling moves only its finite entries. */
+static inline int64_t insert(float *vals, int64_t *idx, int64_t w, int64_t filled, float v, int64_t id) {
+    int64_t p = filled < w ? filled : w - 1;
     while (p > 0 && vals[p - 1] > v) {
         vals[p] = vals[p - 1];
         idx[p] = idx[p - 1];
@@ -73,39 +74,50 @@ static inline void insert(float *vals, int64_t *idx, int64_t w, float v, int64_t
     }
     vals[p] = v;
     idx[p] = id;
+    return filled < w ? filled + 1 : w;
+}
+
+/* How many entries of the ascending list vals[0..w) are finite. */
+static inline int64_t finite_count(const float *vals, int64_t w) {
+    int64_t filled = 0;
+    while (filled < w && !isinf(vals[filled])) ++filled;
+    return filled;
 }
 
 /* Where a list is still empty (its last value +inf) and the tile holds w groups of GROUP entries for it, the
  * w-th smallest of the groups' minima bounds the list's w-th smallest entry from above (w distinct entries lie at
- * or below it): only the entries at or below that seed can enter, so the first tile costs a few insertions, not
+ * or below it; the rows use any value with w minima below it, found by bisection): only the entries at or below
+ * that seed can enter, so the first tile costs a few insertions, not
  * one for each running minimum. */
 #define MAX_GROUPS 1024
+#define SEEDING (-1.0f) /* a column list being seeded (squared distances are never negative) */
 
-/* The r-th smallest (from 0) of v[0..n), reordering v (quickselect, no NaN). */
-static float select_smallest(float *v, int64_t n, int64_t r) {
-    int64_t lo = 0, hi = n - 1;
-    while (lo < hi) {
-        const float pivot = v[lo + (hi - lo) / 2];
-        int64_t i = lo, j = hi;
-        while (i <= j) {
-            while (v[i] < pivot) ++i;
-            while (v[j] > pivot) --j;
-            if (i <= j) {
-                const float tmp = v[i];
-                v[i] = v[j];
-                v[j] = tmp;
-                ++i;
-                --j;
-            }
-        }
-        if (r <= j)
-            hi = j;
-        else if (r >= i)
-            lo = i;
-        else
-            return v[r];
+static inline int64_t count_at_most(const float *v, int64_t n, float x) {
+    int64_t count = 0;
+    for (int64_t i = 0; i < n; ++i) count += v[i] <= x; /* vectorised */
+    return count;
+}
+
+/* A value with at least `need` of v[0..n) at or below it, at most 1/2^12 of their spread above the need-th
+ * smallest (bisection on the value: branch-free counts instead of a selection's unpredictable branches); +inf when
+ * fewer than `need` are finite. Inlined into each target's clone. */
+static inline float bound_of_smallest(const float *v, int64_t n, int64_t need) {
+    float lo = INFINITY, hi = -INFINITY;
+    for (int64_t i = 0; i < n; ++i) {
+        lo = v[i] < lo ? v[i] : lo;
+        hi = v[i] > hi && v[i] < INFINITY ? v[i] : hi;
     }
-    return v[r];
+    if (count_at_most(v, n, hi) < need) return INFINITY;
+    if (count_at_most(v, n, lo) >= need) return lo;
+    for (int it = 0; it < 12; ++it) { /* count(<= lo) < need <= count(<= hi) */
+        const float mid = lo + (hi - lo) * 0.5f;
+        if (!(mid > lo && mid < hi)) break;
+        if (count_at_most(v, n, mid) >= need)
+            hi = mid;
+        else
+            lo = mid;
+    }
+    return hi;
 }
 
 /* Merge rows [r0, r1) of an n x m tile into those rows' running lists best[i*w..], best_idx[i*w..] (ascending,
@@ -129,9 +141,10 @@ CLONES static void merge_rows_share(const float *block, int64_t m, int64_t r0, i
                 const float *run = row + t * stride;
                 for (int64_t g = 0; g < stride; ++g) minima[g] = run[g] < minima[g] ? run[g] : minima[g];
             }
-            limit = nextafterf(select_smallest(minima, stride, w - 1), INFINITY); /* "<" below it: "<=" the seed */
+            limit = nextafterf(bound_of_smallest(minima, stride, w), INFINITY); /* "<" below it: "<=" the seed */
         }
         float last = vals[w - 1] < limit ? vals[w - 1] : limit;
+        int64_t filled = isinf(last) || isinf(vals[w - 1]) ? finite_count(vals, w) : w;
         for (int64_t j0 = 0; j0 < m; j0 += SCAN) {
             const int64_t j1 = j0 + SCAN < m ? j0 + SCAN : m;
             int32_t hit = 0;
@@ -144,7 +157,7 @@ CLONES static void merge_rows_share(const float *block, int64_t m, int64_t r0, i
                 if (!here) continue;
                 for (int64_t j = k0; j < k1; ++j) {
                     if (row[j] < last) {
-                        insert(vals, idx, w, row[j], c0 + j);
+                        filled = insert(vals, idx, w, filled, row[j], c0 + j);
                         last = vals[w - 1] < limit ? vals[w - 1] : limit;
                     }
                 }
@@ -160,9 +173,9 @@ CLONES static void merge_cols_share(const float *block, int64_t n, int64_t m, in
                                     int64_t *best_idx, int64_t w, int64_t r0, float *last, float *limit) {
     const int64_t lists = j1 - j0;
     int32_t empty = 0;
-    for (int64_t c = 0; c < lists; ++c) {
-        limit[c] = INFINITY;
-        empty |= isinf(best[c * w + w - 1]);
+    for (int64_t c = 0; c < lists; ++c) { /* SEEDING marks a list with no entry yet: only it may serve as scratch */
+        limit[c] = isinf(best[c * w]) ? SEEDING : INFINITY;
+        empty |= limit[c] == SEEDING;
     }
     if (empty && n / GROUP >= w) {
         for (int64_t g = 0; g + GROUP <= n; g += GROUP) {
@@ -172,18 +185,19 @@ CLONES static void merge_cols_share(const float *block, int64_t n, int64_t m, in
                 for (int64_t c = 0; c < lists; ++c) last[c] = row[c] < last[c] ? row[c] : last[c];
             }
             for (int64_t c = 0; c < lists; ++c) {
-                if (isinf(limit[c]) && last[c] < best[c * w + w - 1]) insert(best + c * w, best_idx + c * w, w,
-                                                                              last[c], 0);
+                if (limit[c] == SEEDING && last[c] < best[c * w + w - 1])
+                    insert(best + c * w, best_idx + c * w, w, w, last[c], 0);
             }
         }
-        for (int64_t c = 0; c < lists; ++c) {
-            if (isinf(limit[c])) { /* the list held the smallest group minima: its last is the seed; empty it */
-                limit[c] = nextafterf(best[c * w + w - 1], INFINITY);
-                for (int64_t p = 0; p < w; ++p) {
-                    best[c * w + p] = INFINITY;
-                    best_idx[c * w + p] = 0;
-                }
-            }
+    }
+    for (int64_t c = 0; c < lists; ++c) {
+        if (limit[c] != SEEDING) continue;
+        /* the list holds the smallest group minima (or nothing, when the tile had too few groups): its last value
+         * is the seed; empty it again */
+        limit[c] = nextafterf(best[c * w + w - 1], INFINITY);
+        for (int64_t p = 0; p < w; ++p) {
+            best[c * w + p] = INFINITY;
+            best_idx[c * w + p] = 0;
         }
     }
     for (int64_t c = 0; c < lists; ++c) {
@@ -192,25 +206,23 @@ CLONES static void merge_cols_share(const float *block, int64_t n, int64_t m, in
     }
     for (int64_t i = 0; i < n; ++i) {
         const float *row = block + i * m + j0;
-        int64_t c = 0;
-        for (; c + GROUP <= lists; c += GROUP) {
+        for (int64_t c0 = 0; c0 < lists; c0 += SCAN) {
+            const int64_t c1 = c0 + SCAN < lists ? c0 + SCAN : lists;
             int32_t hit = 0;
-            for (int64_t t = 0; t < GROUP; ++t) hit |= row[c + t] < last[c + t];
+            for (int64_t c = c0; c < c1; ++c) hit |= row[c] < last[c]; /* vectorised: no branch per entry */
             if (!hit) continue;
-            for (int64_t t = 0; t < GROUP; ++t) {
-                const int64_t l = c + t;
-                if (row[l] < last[l]) {
-                    insert(best + l * w, best_idx + l * w, w, row[l], r0 + i);
-                    const float own = best[l * w + w - 1];
-                    last[l] = own < limit[l] ? own : limit[l];
+            for (int64_t k0 = c0; k0 < c1; k0 += GROUP) {
+                const int64_t k1 = k0 + GROUP < c1 ? k0 + GROUP : c1;
+                int32_t here = 0;
+                for (int64_t c = k0; c < k1; ++c) here |= row[c] < last[c];
+                if (!here) continue;
+                for (int64_t c = k0; c < k1; ++c) {
+                    if (row[c] < last[c]) {
+                        insert(best + c * w, best_idx + c * w, w, w, row[c], r0 + i);
+                        const float own = best[c * w + w - 1];
+                        last[c] = own < limit[c] ? own : limit[c];
+                    }
                 }
-            }
-        }
-        for (; c < lists; ++c) {
-            if (row[c] < last[c]) {
-                insert(best + c * w, best_idx + c * w, w, row[c], r0 + i);
-                const float own = best[c * w + w - 1];
-                last[c] = own < limit[c] ? own : limit[c];
             }
         }
     }

@@ -285,11 +285,15 @@ def test_compiled_merges_keep_the_smallest_entries_with_their_indices(w):
     g = torch.Generator().manual_seed(w)
     for n, m in [(300, 2048), (129, 37), (64, 1000)]:
         tile = torch.randint(0, 50, (n, m), generator=g).float()  # many ties
-        for start in ("empty", "full"):
+        for start in ("empty", "partial", "full"):
             for transposed in (False, True):
                 lists = m if transposed else n
                 if start == "empty":
                     best = torch.full((lists, w), float("inf"))
+                elif start == "partial":  # a few entries, the last still +inf (a short tile came first)
+                    best = torch.full((lists, w), float("inf"))
+                    best[:, : (w + 1) // 2] = torch.randint(0, 50, (lists, (w + 1) // 2), generator=g).float()
+                    best = best.sort(dim=1).values
                 else:
                     best = torch.randint(0, 50, (lists, w), generator=g).float().sort(dim=1).values
                 idx = torch.full((lists, w), -1, dtype=torch.int64)
@@ -304,3 +308,23 @@ def test_compiled_merges_keep_the_smallest_entries_with_their_indices(w):
                 new = idx >= 1000  # entries from the tile name their value's position
                 rows_of = torch.arange(lists)[:, None].expand(-1, w)
                 assert torch.equal(view[rows_of[new], idx[new] - 1000], best[new])
+
+
+@pytest.mark.parametrize("tail", [1, 3, 17])
+def test_a_short_last_block_keeps_its_candidates(tail, engine):
+    """A last block of a few rows: its diagonal tile leaves its lists part-filled (last value +inf), and the next
+    tiles merge into them transposed. The entries already there must survive (the compiled merge seeds only
+    lists with no entry). Radii and 2-NN against float64 brute force, two clusters so that the nearest rows of the
+    short block's samples lie in that block."""
+    from fastndb.kernels.neighbours import kth_neighbour_sq, nearest_neighbours
+
+    g = torch.Generator().manual_seed(tail)
+    n = 2 * 512 + tail
+    x = torch.randn(n, 6, generator=g)
+    x[-tail:] += 50.0  # the short block's samples are each other's nearest
+    x64 = x.double()
+    d2 = ((x64[:, None, :] - x64[None, :, :]) ** 2).sum(-1)
+    k = min(tail, 3)
+    assert torch.equal(kth_neighbour_sq(x, k, block_rows=512), d2.sort(dim=1).values[:, k])
+    found = nearest_neighbours(x, x, 2, exclude_self=True, block_rows=512)
+    assert torch.equal(found.sq, d2.fill_diagonal_(float("inf")).sort(dim=1).values[:, :2])
