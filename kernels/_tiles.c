@@ -6,9 +6,9 @@
  * entries below it). Each entry point splits the rows (or the lists) into one contiguous share per thread of an
  * OpenMP team: linked against libgomp.so.1, the library shares the runtime (and the idle threads) that torch's
  * CPU build has already loaded under that name, so its threads do not wait on torch's spinning ones. The
- * functions keep no state, allocate nothing and touch only the rows (lists) they are given. The arithmetic is that of the torch path it
- * replaces (float32 addition, comparisons), so both paths give the same bits. No -ffast-math: NaN and signed
- * zeros behave as in torch.
+ * functions keep no state, allocate nothing and touch only the rows (lists) they are given. The arithmetic is
+ * that of the torch path it replaces (float32 addition, comparisons), so both paths give the same bits. No
+ * -ffast-math: NaN and signed zeros behave as in torch.
  *
  * Built by setup.py (optional: without a compiler the torch path runs). No Python.h: plain C for ctypes.
  */
