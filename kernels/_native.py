@@ -47,9 +47,10 @@ _MIN_SHARE = 64  # rows (or lists) per thread at the least: below, one thread do
 
 
 def usable(*tensors: Tensor) -> bool:
-    """Whether the compiled epilogues apply: enabled, and every tensor float32 (tiles) on the CPU, contiguous."""
-    return enabled and all(t.device.type == "cpu" and t.is_contiguous() for t in tensors) and all(
-        t.dtype == torch.float32 for t in tensors[:1])
+    """Whether the compiled epilogues apply: enabled, every tensor on the CPU and contiguous, every floating one
+    float32 (the index lists are int64 by construction)."""
+    return enabled and all(t.device.type == "cpu" and t.is_contiguous()
+                           and (t.dtype == torch.float32 or not t.is_floating_point()) for t in tensors)
 
 
 def _threads(count: int) -> int:

@@ -144,7 +144,7 @@ CLONES static void merge_rows_share(const float *block, int64_t m, int64_t r0, i
             limit = nextafterf(bound_of_smallest(minima, stride, w), INFINITY); /* "<" below it: "<=" the seed */
         }
         float last = vals[w - 1] < limit ? vals[w - 1] : limit;
-        int64_t filled = isinf(last) || isinf(vals[w - 1]) ? finite_count(vals, w) : w;
+        int64_t filled = isinf(vals[w - 1]) ? finite_count(vals, w) : w;
         for (int64_t j0 = 0; j0 < m; j0 += SCAN) {
             const int64_t j1 = j0 + SCAN < m ? j0 + SCAN : m;
             int32_t hit = 0;

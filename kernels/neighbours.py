@@ -19,9 +19,9 @@ blocks (a copy of the set), whose own tiles come first and whose far pairs are s
 blocks' balls keeps every entry above the rows' running thresholds. Anything the band cannot decide is settled
 exactly: the candidates within the band of the ``k``-th are recomputed in float64 from the differences, and
 pairs whose computed distance lies within the band of a radius are re-tested in float64 from the differences, in
-slabs of at most 65,536 pairs and 131,072 gathered float64 values at once. Memory: one block (with two 0/1 buffers of
-its size for the ball tests), ``O((N + M) k)`` candidates and one slab, whatever the data (also when every sample
-is the same).
+slabs of at most 65,536 pairs and 131,072 gathered float64 values at once. Memory: one block (with two 0/1
+buffers of its size for the ball tests on the torch path), ``O((N + M) k)`` candidates and one slab, whatever the
+data (also when every sample is the same).
 
 On the CPU, for float32 samples, what follows each tile's GEMM is one compiled pass over the tile while it is in
 cache (``_tiles.c``, loaded by ``_native``; docs/speed.md): the merge into the running candidates (each entry
@@ -484,13 +484,14 @@ def ball_counts(
     a_in_b = torch.zeros(n, dtype=torch.bool, device=a.device)
     b_count = torch.zeros(m, dtype=torch.int64, device=a.device)
     settled = 0
-    # one tile and two 0/1 masks (float32 at least: their column sums stay exact), allocated once at the largest
-    # tile's size and viewed at each tile's shape (contiguous): no allocation per tile
+    # one tile and two 0/1 masks (float32 at least: their column sums stay exact; the torch path's only),
+    # allocated once at the largest tile's size and viewed at each tile's shape (contiguous): no allocation per tile
     size = min(rows, n) * min(rows, m)
-    mask_dtype = torch.promote_types(a.dtype, torch.float32)
-    flat = (torch.empty(size, dtype=a.dtype, device=a.device), torch.empty(size, dtype=mask_dtype, device=a.device),
-            torch.empty(size, dtype=mask_dtype, device=a.device))
     native = _native.usable(a, b)
+    mask_dtype = torch.promote_types(a.dtype, torch.float32)
+    masks = 0 if native else size  # the compiled pass needs no masks
+    flat = (torch.empty(size, dtype=a.dtype, device=a.device), torch.empty(masks, dtype=mask_dtype, device=a.device),
+            torch.empty(masks, dtype=mask_dtype, device=a.device))
     for block_index, i0 in enumerate(range(0, n, rows)):
         if block_index % shard[1] != shard[0]:
             continue
@@ -498,7 +499,7 @@ def ball_counts(
         for j0 in range(0, m, rows):
             here, there = slice(i0, min(i0 + rows, n)), slice(j0, min(j0 + rows, m))
             shape = (here.stop - i0, there.stop - j0)
-            block, inside, unsure = (buffer[: shape[0] * shape[1]].view(shape) for buffer in flat)
+            block = flat[0][: shape[0] * shape[1]].view(shape)
             if native:  # one compiled pass over the tile: the same tests and reductions, the same bits
                 torch.addmm(b_sq[None, there], a[here], b[there].t(), alpha=-2, out=block)
                 b_low, b_high = _band_edges(radii_b[there], band, a.dtype, inclusive)
@@ -517,6 +518,7 @@ def ball_counts(
                         (a_any if count_into is not None else a_in_b)[rows_left + i0] |= found
                         settled += count
                 continue
+            inside, unsure = (buffer[: shape[0] * shape[1]].view(shape) for buffer in flat[1:])
             _block_squared_distances(a[here], a_sq[here], b[there], b_sq[there], out=block)
             # a's balls (every pair counts, for b_count): computed distances below r - band lie inside, above
             # r + band outside, and the exact test decides between. The masks are 0/1 in the tile's dtype:
